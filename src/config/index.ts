@@ -1,0 +1,130 @@
+import Joi from 'joi';
+import defaults from '../../config/default.json';
+import development from '../../config/development.json';
+import production from '../../config/production.json';
+import test from '../../config/test.json';
+
+/**
+ * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
+ * keyed by the same names as the environment variables that override them, so an operator
+ * reads one table (README) and never has to learn a second naming scheme.
+ */
+export interface Config {
+  env: string;
+  port: number;
+  host: string;
+  db: {
+    url: string;
+    poolMax: number;
+    acquireTimeoutMs: number;
+    queryTimeoutMs: number;
+  };
+  redis: {
+    url: string;
+    keyPrefix: string;
+    commandTimeoutMs: number;
+  };
+  wechat: {
+    appid: string;
+    secret: string;
+    apiBase: string;
+    timeoutMs: number;
+    sessionKeyTtlSeconds: number;
+  };
+  cache: { ttlSeconds: number };
+  timeZone: string;
+  logLevel: string;
+  bodyLimit: string;
+}
+
+const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
+
+const timeZone = Joi.string().custom((value: string) => {
+  // Intl is the source of truth for zone names; it throws RangeError on unknown ones.
+  new Intl.DateTimeFormat('en', { timeZone: value });
+  return value;
+}, 'IANA time zone');
+
+const positiveInt = Joi.number().integer().min(1);
+
+const schema = Joi.object({
+  PORT: Joi.number().integer().min(0).max(65535).required(),
+  HOST: Joi.string().required(),
+  DATABASE_URL: Joi.string()
+    .uri({ scheme: ['mysql', 'mysql2'] })
+    .required(),
+  DB_POOL_MAX: positiveInt.required(),
+  DB_ACQUIRE_TIMEOUT_MS: positiveInt.required(),
+  DB_QUERY_TIMEOUT_MS: positiveInt.required(),
+  REDIS_URL: Joi.string()
+    .uri({ scheme: ['redis', 'rediss'] })
+    .required(),
+  REDIS_KEY_PREFIX: Joi.string().allow('').max(64).required(),
+  REDIS_COMMAND_TIMEOUT_MS: positiveInt.required(),
+  WECHAT_APPID: Joi.string().allow('').required(),
+  WECHAT_SECRET: Joi.string().allow('').required(),
+  WECHAT_API_BASE: Joi.string()
+    .uri({ scheme: ['http', 'https'] })
+    .required(),
+  WECHAT_TIMEOUT_MS: positiveInt.required(),
+  WECHAT_SESSION_KEY_TTL_SECONDS: positiveInt.required(),
+  CACHE_TTL_SECONDS: positiveInt.required(),
+  TIME_ZONE: timeZone.required(),
+  LOG_LEVEL: Joi.string()
+    .valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')
+    .required(),
+  BODY_LIMIT: Joi.string()
+    .pattern(/^\d+(b|kb|mb)$/i)
+    .required(),
+}).unknown(true);
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Merges config/default.json, config/<NODE_ENV>.json and the environment, then validates. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const nodeEnv = env.NODE_ENV || 'development';
+  const merged: Record<string, unknown> = { ...defaults, ...(byEnv[nodeEnv] ?? {}) };
+  for (const key of Object.keys(defaults)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  // Empty strings are meaningful for secrets an operator deliberately blanks out.
+  for (const key of ['WECHAT_APPID', 'WECHAT_SECRET', 'REDIS_KEY_PREFIX']) {
+    if (env[key] === '') merged[key] = '';
+  }
+  const { error, value } = schema.validate(merged, { abortEarly: true, convert: true });
+  if (error) {
+    const variable = String(error.details[0]?.path[0] ?? 'configuration');
+    throw new ConfigError(`invalid configuration: ${variable}: ${error.details[0]?.message ?? error.message}`);
+  }
+  const v = value as Record<string, never>;
+  return {
+    env: nodeEnv,
+    port: v.PORT,
+    host: v.HOST,
+    db: {
+      url: v.DATABASE_URL,
+      poolMax: v.DB_POOL_MAX,
+      acquireTimeoutMs: v.DB_ACQUIRE_TIMEOUT_MS,
+      queryTimeoutMs: v.DB_QUERY_TIMEOUT_MS,
+    },
+    redis: {
+      url: v.REDIS_URL,
+      keyPrefix: v.REDIS_KEY_PREFIX,
+      commandTimeoutMs: v.REDIS_COMMAND_TIMEOUT_MS,
+    },
+    wechat: {
+      appid: v.WECHAT_APPID,
+      secret: v.WECHAT_SECRET,
+      apiBase: String(v.WECHAT_API_BASE).replace(/\/+$/, ''),
+      timeoutMs: v.WECHAT_TIMEOUT_MS,
+      sessionKeyTtlSeconds: v.WECHAT_SESSION_KEY_TTL_SECONDS,
+    },
+    cache: { ttlSeconds: v.CACHE_TTL_SECONDS },
+    timeZone: v.TIME_ZONE,
+    logLevel: v.LOG_LEVEL,
+    bodyLimit: v.BODY_LIMIT,
+  };
+}

@@ -1,0 +1,62 @@
+import type { Knex } from 'knex';
+
+export interface DbSettings {
+  url: string;
+  poolMax: number;
+  acquireTimeoutMs: number;
+}
+
+export interface MysqlTarget {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+/** Splits DATABASE_URL into the parts mysql2 wants; the database name is kept apart
+ * because it may not exist yet when the process starts. */
+export function parseDatabaseUrl(url: string): MysqlTarget {
+  const u = new URL(url);
+  const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  if (!database) throw new Error('DATABASE_URL names no database');
+  return {
+    host: u.hostname || '127.0.0.1',
+    port: u.port ? Number(u.port) : 3306,
+    user: decodeURIComponent(u.username || 'root'),
+    password: decodeURIComponent(u.password),
+    database,
+  };
+}
+
+/**
+ * knex settings shared by the service, the knex CLI (knexfile.ts) and the tests.
+ * The defaults of knex/tarn (60 s acquire timeout) and mysql2 (10 s connect timeout) would
+ * make a MySQL outage look like a hang; these bounds turn it into a prompt error instead.
+ */
+export function knexConfig(settings: DbSettings, withDatabase = true): Knex.Config {
+  const { database, ...server } = parseDatabaseUrl(settings.url);
+  return {
+    client: 'mysql2',
+    connection: {
+      ...server,
+      ...(withDatabase ? { database } : {}),
+      charset: 'utf8mb4',
+      // Times are stored in UTC and formatted per TIME_ZONE at the edge.
+      timezone: 'Z',
+      connectTimeout: Math.min(settings.acquireTimeoutMs, 10_000),
+      supportBigNumbers: true,
+    },
+    pool: {
+      min: 0,
+      max: settings.poolMax,
+      acquireTimeoutMillis: settings.acquireTimeoutMs,
+      createTimeoutMillis: settings.acquireTimeoutMs,
+      propagateCreateError: true,
+      afterCreate(conn: { query: (sql: string, cb: (err: Error | null) => void) => void }, done: (err: Error | null, conn: unknown) => void) {
+        conn.query("SET time_zone = '+00:00'", (err) => done(err, conn));
+      },
+    } as Knex.PoolConfig,
+    acquireConnectionTimeout: settings.acquireTimeoutMs,
+  };
+}

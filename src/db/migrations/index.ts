@@ -1,0 +1,31 @@
+import type { Knex } from 'knex';
+import * as createUsers from './20261126000000_create_users';
+
+interface Migration {
+  up(db: Knex): Promise<void>;
+  down(db: Knex): Promise<void>;
+}
+
+/**
+ * Migrations are listed here rather than discovered on disk, so the names knex records in
+ * knex_migrations are the same whether they run from TypeScript (knex CLI, tests) or from the
+ * compiled dist/ (npm start): a directory scan would record `.ts` in one and `.js` in the other
+ * and then refuse to run ("migration directory is corrupt").
+ */
+const migrations: Record<string, Migration> = {
+  '20261126000000_create_users': createUsers,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  async getMigrations() {
+    return Object.keys(migrations).sort();
+  },
+  getMigrationName(name) {
+    return name;
+  },
+  async getMigration(name) {
+    const migration = migrations[name];
+    if (!migration) throw new Error(`unknown migration ${name}`);
+    return migration;
+  },
+};

@@ -1,0 +1,59 @@
+import type { Context, Middleware } from 'koa';
+import { ServiceError } from '../errors';
+import { RawJson, type RouteState } from './route';
+
+const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
+
+function answer(ctx: Context, status: number, code: number, msg: string): void {
+  ctx.status = status;
+  ctx.body = { code, msg, data: null };
+}
+
+/** Body-parser (co-body) failures carry a 4xx status; a too-large body keeps its own. */
+function clientErrorStatus(err: unknown): number | null {
+  const e = err as { status?: number; statusCode?: number };
+  const status = e?.status ?? e?.statusCode;
+  return typeof status === 'number' && status >= 400 && status < 500 ? status : null;
+}
+
+/**
+ * The one place every answer is formatted. First in the chain: handlers return data or throw,
+ * and this turns either into {code, msg, data}. Operational failures (ServiceError) become
+ * their route's document code; anything else is a bug, reported through app 'error' (logged
+ * with its stack there) and answered with the route's "other error" code, never the stack.
+ */
+export function envelope(): Middleware {
+  return async (ctx, next) => {
+    const state = ctx.state as RouteState;
+    try {
+      await next();
+    } catch (err) {
+      const route = state.route;
+      if (err instanceof ServiceError) {
+        const code = route ? (route.codes[err.kind] ?? route.codes.other) : -1;
+        return answer(ctx, 200, code, err.message);
+      }
+      const status = clientErrorStatus(err);
+      if (status === 413) return answer(ctx, 413, 413, 'request body too large');
+      if (status) {
+        return answer(ctx, 200, -1, err instanceof SyntaxError ? 'malformed JSON body' : 'unreadable request body');
+      }
+      ctx.app.emit('error', err, ctx);
+      return answer(ctx, 200, route?.codes.other ?? -2, 'internal error');
+    }
+
+    if ('data' in state) {
+      const data = state.data;
+      ctx.status = 200;
+      if (data instanceof RawJson) {
+        ctx.type = 'application/json; charset=utf-8';
+        ctx.body = `${SUCCESS_PREFIX}${data.json}}`;
+      } else {
+        ctx.body = { code: 0, msg: 'success', data: data ?? null };
+      }
+      return;
+    }
+    if (ctx.status === 404 && ctx.body == null) answer(ctx, 404, 404, `no route for ${ctx.method} ${ctx.path}`);
+    else if (ctx.status === 405) answer(ctx, 405, 405, `method ${ctx.method} not allowed, use POST`);
+  };
+}

@@ -1,0 +1,118 @@
+import type { Redis } from '../redis/client';
+import type { KeyLayout } from '../redis/keys';
+
+/**
+ * The Redis profile cache. Each profile key is a hash {v, user}: `user` is the JSON served to
+ * clients, `v` the row version it was read at. A key holding only `v` is a tombstone: "no
+ * profile cached, and none older than v may be stored".
+ *
+ * That closes the classic cache-aside race. A reader that missed, read row v1 from MySQL and
+ * was then delayed can no longer overwrite the cache after an update to v2 was acknowledged:
+ * the update left a tombstone at v2 before it wrote, and FILL refuses anything older.
+ */
+
+// KEYS[1] profile; ARGV: version, user JSON, ttl ms. Stores unless the key already holds a
+// newer version (or this very version with a profile).
+const FILL = `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
+local v = tonumber(ARGV[1])
+if cur and (cur > v or (cur == v and redis.call('HEXISTS', KEYS[1], 'user') == 1)) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'user', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`;
+
+// KEYS[1] profile; ARGV: version, ttl ms. Replaces the key with a tombstone at
+// max(version, current version).
+const INVALIDATE = `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
+local v = tonumber(ARGV[1])
+if cur and cur > v then v = cur end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', v)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return v`;
+
+// KEYS[1] profile; ARGV: version. Undoes INVALIDATE when the write it guarded did not happen.
+const REVERT = `
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'user') == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`;
+
+interface CacheCommands {
+  userCacheFill(key: string, version: number, json: string, ttlMs: number): Promise<number>;
+  userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
+  userCacheRevert(key: string, version: number): Promise<number>;
+}
+
+export interface CacheEvents {
+  hit?(): void;
+  miss?(): void;
+  error?(op: string, err: unknown): void;
+}
+
+export class UserCache {
+  private readonly redis: Redis & CacheCommands;
+  private readonly ttlMs: number;
+
+  constructor(
+    redis: Redis,
+    private readonly keys: KeyLayout,
+    ttlSeconds: number,
+    private readonly events: CacheEvents = {},
+  ) {
+    // defineCommand is idempotent per name; ioredis sends EVALSHA and falls back to EVAL.
+    redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
+    redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
+    redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
+    this.redis = redis as Redis & CacheCommands;
+    this.ttlMs = ttlSeconds * 1000;
+  }
+
+  /** The cached user JSON, or null on a miss. A Redis failure is a miss: reads never fail on it. */
+  async get(openid: string): Promise<string | null> {
+    try {
+      const json = await this.redis.hget(this.keys.profile(openid), 'user');
+      if (json === null) this.events.miss?.();
+      else this.events.hit?.();
+      return json;
+    } catch (err) {
+      this.events.error?.('get', err);
+      return null;
+    }
+  }
+
+  /** Best effort: a failed fill only costs the next reader a MySQL query. */
+  async fill(openid: string, version: number, json: string): Promise<void> {
+    try {
+      await this.redis.userCacheFill(this.keys.profile(openid), version, json, this.ttlMs);
+    } catch (err) {
+      this.events.error?.('fill', err);
+    }
+  }
+
+  /** Must succeed before a write is allowed to happen; throws when Redis does not answer. */
+  async invalidate(openid: string, version: number): Promise<void> {
+    await this.redis.userCacheInvalidate(this.keys.profile(openid), version, this.ttlMs);
+  }
+
+  /**
+   * Best effort. Sent on the same connection as the invalidate it undoes, so even when that
+   * one timed out and is still queued in a paused Redis, this runs after it.
+   */
+  async revert(openid: string, version: number): Promise<void> {
+    try {
+      await this.redis.userCacheRevert(this.keys.profile(openid), version);
+    } catch (err) {
+      this.events.error?.('revert', err);
+    }
+  }
+
+  /**
+   * Removes the cached profile but keeps its version: a DEL would also drop a tombstone that
+   * still guards a just-acknowledged update against a late, stale fill.
+   */
+  async drop(openid: string): Promise<void> {
+    await this.redis.hdel(this.keys.profile(openid), 'user');
+  }
+}

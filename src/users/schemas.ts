@@ -1,0 +1,134 @@
+import Joi from 'joi';
+import { ServiceError } from '../errors';
+import type { Profile } from './model';
+
+// Every schema is compiled once, at module load: a request only runs .validate().
+
+// C0 and C1 control characters (NUL included) have no business in a profile field.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const WHITESPACE = /\s/;
+
+function codePoints(value: string): number {
+  let n = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdbff) n++;
+  }
+  return n;
+}
+
+/**
+ * A string of 1..max characters counted as Unicode code points, the way MySQL counts a
+ * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS.
+ */
+function text(max: number, opts: { noSpaces?: boolean } = {}) {
+  return Joi.string()
+    .min(1)
+    .max(max * 2)
+    .custom((value: string, helpers) => {
+      if (!value.isWellFormed()) return helpers.error('text.unpaired');
+      if (CONTROL.test(value)) return helpers.error('text.control');
+      if (opts.noSpaces && WHITESPACE.test(value)) return helpers.error('text.spaces');
+      if (codePoints(value) > max) return helpers.error('string.max', { limit: max });
+      return value;
+    })
+    .messages({
+      'text.unpaired': '{{#label}} is not valid Unicode',
+      'text.control': '{{#label}} contains control characters',
+      'text.spaces': '{{#label}} contains white space',
+    });
+}
+
+export const fields = {
+  openid: text(64, { noSpaces: true }),
+  nick_name: text(64),
+  avatar: Joi.string()
+    .max(512)
+    .uri({ scheme: ['http', 'https'] }),
+  gender: Joi.number().integer().valid(0, 1),
+  phone: text(32),
+  user_id: Joi.number().integer().min(1).max(0xffffffff),
+  js_code: text(128, { noSpaces: true }),
+};
+
+const options: Joi.ValidationOptions = {
+  abortEarly: true,
+  convert: true,
+  // Clients may send more than a route reads (a token, a timestamp); extra fields are ignored.
+  allowUnknown: true,
+  stripUnknown: true,
+};
+
+function compile<T>(schema: Joi.ObjectSchema<T>) {
+  return (body: unknown): T => {
+    const { error, value } = schema.validate(body ?? {}, options);
+    if (error) throw new ServiceError('invalid', error.message);
+    return value;
+  };
+}
+
+export interface OpenidInput {
+  openid: string;
+}
+export interface LoginInput extends Profile {
+  openid: string;
+}
+export interface UpdateInput {
+  user_id: number;
+  update: unknown;
+}
+export interface JsCodeInput {
+  js_code: string;
+}
+
+export const parseOpenid = compile<OpenidInput>(Joi.object({ openid: fields.openid.required() }));
+
+export const parseLogin = compile<LoginInput>(
+  Joi.object({
+    openid: fields.openid.required(),
+    nick_name: fields.nick_name.required(),
+    avatar: fields.avatar.required(),
+    gender: fields.gender.required(),
+    phone: fields.phone.required(),
+  }),
+);
+
+export const parseJsCode = compile<JsCodeInput>(Joi.object({ js_code: fields.js_code.required() }));
+
+export const parseUpdateRequest = compile<UpdateInput>(
+  Joi.object({
+    user_id: fields.user_id.required(),
+    update: Joi.any().invalid(null).required(),
+  }),
+);
+
+const patchSchema = Joi.object<Partial<Profile>>({
+  nick_name: fields.nick_name,
+  avatar: fields.avatar,
+  gender: fields.gender,
+  phone: fields.phone,
+})
+  .min(1)
+  .unknown(false)
+  .messages({ 'object.unknown': '{{#label}} may not be changed' });
+
+/**
+ * The document lets `update` arrive as an object or as a string holding JSON: a string that
+ * does not parse is -3 (badJson); anything else unusable is -4 (badUpdate).
+ */
+export function parsePatch(update: unknown): Partial<Profile> {
+  let value = update;
+  if (typeof update === 'string') {
+    try {
+      value = JSON.parse(update);
+    } catch {
+      throw new ServiceError('badJson', 'update is not valid JSON');
+    }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ServiceError('badUpdate', 'update must be a JSON object');
+  }
+  const { error, value: patch } = patchSchema.validate(value, { abortEarly: true, convert: true });
+  if (error) throw new ServiceError('badUpdate', error.message);
+  return patch;
+}

@@ -1,0 +1,31 @@
+import type { Redis } from '../redis/client';
+import type { KeyLayout } from '../redis/keys';
+import type { WechatSession } from './client';
+
+/**
+ * WeChat's session_key, kept server-side under the openid (it decrypts wx.getPhoneNumber and
+ * similar payloads). It never leaves this store except to code that runs on the server.
+ */
+export class SessionKeyStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeyLayout,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  async save(session: WechatSession): Promise<void> {
+    const key = this.keys.wechatSession(session.openid);
+    const fields: Record<string, string> = { session_key: session.session_key };
+    if (session.unionid) fields.unionid = session.unionid;
+    await this.redis.multi().del(key).hset(key, fields).expire(key, this.ttlSeconds).exec();
+  }
+
+  async get(openid: string): Promise<{ session_key: string; unionid?: string } | null> {
+    const value = await this.redis.hgetall(this.keys.wechatSession(openid));
+    return value.session_key ? (value as { session_key: string; unionid?: string }) : null;
+  }
+
+  async remove(openid: string): Promise<void> {
+    await this.redis.del(this.keys.wechatSession(openid));
+  }
+}
