@@ -1,0 +1,32 @@
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type Config } from '../../src/config';
+
+/** One id per test run: its own database and Redis key prefix, removed at the end. */
+export const RUN_ID = `${process.pid}_${randomBytes(3).toString('hex')}`;
+
+const MYSQL_BASE = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306';
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+
+export const TEST_ENV: Record<string, string> = {
+  NODE_ENV: 'test',
+  HOST: '127.0.0.1',
+  PORT: '0',
+  DATABASE_URL: `${MYSQL_BASE}/user_service_test_${RUN_ID}`,
+  REDIS_URL,
+  REDIS_KEY_PREFIX: `test:${RUN_ID}:`,
+  LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+};
+
+/** The test configuration, with per-test overrides in the same names as the environment. */
+export function testConfig(overrides: Record<string, string | number> = {}): Config {
+  const env: Record<string, string> = { ...TEST_ENV };
+  for (const [k, v] of Object.entries(overrides)) env[k] = String(v);
+  return loadConfig(env);
+}
+
+let counter = 0;
+/** A fresh openid for each test, so tests never see each other's users. */
+export function newOpenid(tag = 'o'): string {
+  counter += 1;
+  return `${tag}_${RUN_ID}_${counter}_${randomBytes(3).toString('hex')}`;
+}

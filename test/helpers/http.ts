@@ -1,0 +1,37 @@
+export interface Answer<T = unknown> {
+  status: number;
+  body: { code: number; msg: string; data: T };
+  headers: Headers;
+  text: string;
+}
+
+/** POSTs a JSON body (or a form, or raw bytes) and returns the parsed envelope. */
+export async function post<T = any>(
+  baseUrl: string,
+  route: string,
+  body: unknown,
+  opts: { form?: boolean; raw?: string | Buffer; contentType?: string; headers?: Record<string, string> } = {},
+): Promise<Answer<T>> {
+  const headers: Record<string, string> = { ...opts.headers };
+  let payload: string | Buffer;
+  if (opts.raw !== undefined) {
+    payload = opts.raw;
+    headers['content-type'] = opts.contentType ?? 'application/json';
+  } else if (opts.form) {
+    payload = new URLSearchParams(body as Record<string, string>).toString();
+    headers['content-type'] = 'application/x-www-form-urlencoded';
+  } else {
+    payload = JSON.stringify(body);
+    headers['content-type'] = 'application/json';
+  }
+  const path = route.startsWith('/') ? route : `/service/user/${route}`;
+  const res = await fetch(`${baseUrl}${path}`, { method: 'POST', headers, body: payload });
+  const text = await res.text();
+  let parsed: Answer<T>['body'];
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`not JSON (HTTP ${res.status}): ${text.slice(0, 200)}`);
+  }
+  return { status: res.status, body: parsed, headers: res.headers, text };
+}

@@ -1,0 +1,16 @@
+import { startServer, type RunningServer } from '../../src/server';
+import { testConfig } from './env';
+import { post, type Answer } from './http';
+
+export interface TestService extends RunningServer {
+  call<T = any>(route: string, body: unknown, opts?: Parameters<typeof post>[3]): Promise<Answer<T>>;
+}
+
+/** The real service (real MySQL, real Redis) on a free port, configured for this run. */
+export async function startService(overrides: Record<string, string | number> = {}): Promise<TestService> {
+  const running = await startServer(testConfig(overrides));
+  return {
+    ...running,
+    call: (route, body, opts) => post(running.url, route, body, opts),
+  };
+}

@@ -1,0 +1,22 @@
+import { dropDatabase, ensureDatabase } from '../src/db/knex';
+import { testConfig } from './helpers/env';
+import { deleteByPrefix, testRedis } from './helpers/stores';
+
+/** Root hooks: the run's database is dropped and its Redis keys deleted, pass or fail. */
+export const mochaHooks = {
+  async beforeAll(this: Mocha.Context) {
+    this.timeout(30_000);
+    await ensureDatabase(testConfig().db);
+  },
+  async afterAll(this: Mocha.Context) {
+    this.timeout(30_000);
+    const config = testConfig();
+    await dropDatabase(config.db);
+    const redis = testRedis();
+    try {
+      await deleteByPrefix(redis, config.redis.keyPrefix);
+    } finally {
+      redis.disconnect();
+    }
+  },
+};
