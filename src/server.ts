@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { DestinationStream } from 'pino';
 import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { ensureDatabase, migrateLatest } from './db/knex';
@@ -11,9 +12,12 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-/** Prepares the database, builds the services and listens. Used by main() and the tests. */
-export async function startServer(config: Config): Promise<RunningServer> {
-  const logger = createLogger(config.logLevel);
+/**
+ * Prepares the database, builds the services and listens. Used by main() and the tests
+ * (which may capture the log through `logTo`).
+ */
+export async function startServer(config: Config, logTo?: DestinationStream): Promise<RunningServer> {
+  const logger = createLogger(config.logLevel, logTo);
   await ensureDatabase(config.db);
   const services = await createServices(config, logger);
   try {

@@ -19,7 +19,14 @@ export interface Services {
 
 /** The composition root: builds every long-lived object from the configuration, once. */
 export async function createServices(config: Config, logger: Logger): Promise<Services> {
-  const db = createKnex(config.db);
+  const dbLog = logger.child({ component: 'knex' });
+  // knex's messages can embed a stack; keep only the first line.
+  const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
+  const db = createKnex(config.db, {
+    warn: (m) => dbLog.warn(firstLine(m)),
+    error: (m) => dbLog.error(firstLine(m)),
+    debug: (m) => dbLog.debug(firstLine(m)),
+  });
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
   let lastRedisError = '';

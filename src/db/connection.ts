@@ -34,7 +34,13 @@ export function parseDatabaseUrl(url: string): MysqlTarget {
  * The defaults of knex/tarn (60 s acquire timeout) and mysql2 (10 s connect timeout) would
  * make a MySQL outage look like a hang; these bounds turn it into a prompt error instead.
  */
-export function knexConfig(settings: DbSettings, withDatabase = true): Knex.Config {
+export interface DbLog {
+  warn(message: string): void;
+  error(message: string): void;
+  debug(message: string): void;
+}
+
+export function knexConfig(settings: DbSettings, withDatabase = true, log?: DbLog): Knex.Config {
   const { database, ...server } = parseDatabaseUrl(settings.url);
   return {
     client: 'mysql2',
@@ -58,5 +64,7 @@ export function knexConfig(settings: DbSettings, withDatabase = true): Knex.Conf
       },
     } as Knex.PoolConfig,
     acquireConnectionTimeout: settings.acquireTimeoutMs,
+    // knex prints pool warnings with console.warn unless given a logger.
+    ...(log ? { log: { warn: log.warn, error: log.error, debug: log.debug, deprecate: log.warn } } : {}),
   };
 }

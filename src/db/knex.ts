@@ -1,11 +1,11 @@
 import knexFactory, { type Knex } from 'knex';
-import { knexConfig, parseDatabaseUrl, type DbSettings } from './connection';
+import { knexConfig, parseDatabaseUrl, type DbLog, type DbSettings } from './connection';
 import { migrationSource } from './migrations';
 
 export type { Knex };
 
-export function createKnex(settings: DbSettings): Knex {
-  return knexFactory(knexConfig(settings));
+export function createKnex(settings: DbSettings, log?: DbLog): Knex {
+  return knexFactory(knexConfig(settings, true, log));
 }
 
 /** CREATE DATABASE IF NOT EXISTS, so a fresh machine needs no manual step before `npm start`. */

@@ -2,13 +2,27 @@ import { startServer, type RunningServer } from '../../src/server';
 import { testConfig } from './env';
 import { post, type Answer } from './http';
 
+/** Collects every log line the service writes, for tests that check what is (not) logged. */
+export class LogCapture {
+  readonly lines: string[] = [];
+  write(line: string): void {
+    this.lines.push(line);
+  }
+  get text(): string {
+    return this.lines.join('');
+  }
+}
+
 export interface TestService extends RunningServer {
   call<T = any>(route: string, body: unknown, opts?: Parameters<typeof post>[3]): Promise<Answer<T>>;
 }
 
 /** The real service (real MySQL, real Redis) on a free port, configured for this run. */
-export async function startService(overrides: Record<string, string | number> = {}): Promise<TestService> {
-  const running = await startServer(testConfig(overrides));
+export async function startService(
+  overrides: Record<string, string | number> = {},
+  logTo?: LogCapture,
+): Promise<TestService> {
+  const running = await startServer(testConfig(overrides), logTo);
   return {
     ...running,
     call: (route, body, opts) => post(running.url, route, body, opts),

@@ -1,0 +1,63 @@
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../../src/config';
+
+const ROOT = join(__dirname, '..', '..');
+
+describe('configuration', () => {
+  it('has the documented defaults', () => {
+    const config = loadConfig({ NODE_ENV: 'production' });
+    expect(config.port).to.equal(3000);
+    expect(config.db.url).to.equal('mysql://root@127.0.0.1:3306/user_service');
+    expect(config.redis.url).to.equal('redis://127.0.0.1:6379/0');
+    expect(config.wechat.apiBase).to.equal('https://api.weixin.qq.com');
+    expect(config.timeZone).to.equal('Asia/Shanghai');
+    expect(config.cache.ttlSeconds).to.equal(86400);
+  });
+
+  it('lets the environment override the files, converting numbers', () => {
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      PORT: '8080',
+      TIME_ZONE: 'UTC',
+      CACHE_TTL_SECONDS: '60',
+      WECHAT_API_BASE: 'http://127.0.0.1:9/',
+    });
+    expect(config.port).to.equal(8080);
+    expect(config.timeZone).to.equal('UTC');
+    expect(config.cache.ttlSeconds).to.equal(60);
+    expect(config.wechat.apiBase).to.equal('http://127.0.0.1:9');
+  });
+
+  const bad: Record<string, string> = {
+    PORT: 'eighty',
+    DATABASE_URL: 'postgres://x/y',
+    REDIS_URL: 'not a url',
+    TIME_ZONE: 'Mars/Olympus',
+    CACHE_TTL_SECONDS: '-1',
+    LOG_LEVEL: 'loud',
+  };
+  for (const [name, value] of Object.entries(bad)) {
+    it(`refuses ${name}=${value} naming the variable`, () => {
+      expect(() => loadConfig({ NODE_ENV: 'production', [name]: value }))
+        .to.throw(ConfigError)
+        .with.property('message')
+        .that.includes(name);
+    });
+  }
+
+  it('stops the process with one line naming the variable', function () {
+    this.timeout(20_000);
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, NODE_ENV: 'production', PORT: 'eighty' },
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(run.status).to.equal(1);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).to.have.length(1);
+    expect(lines[0]).to.include('PORT');
+  });
+});

@@ -1,0 +1,126 @@
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import Redis from 'ioredis';
+import { keyLayout } from '../../src/redis/keys';
+import { newOpenid, testConfig } from '../helpers/env';
+import { TestRedisServer } from '../helpers/redis-server';
+import { startService, type TestService } from '../helpers/service';
+import { testDb } from '../helpers/stores';
+
+const COMMAND_TIMEOUT_MS = 200;
+// A read may wait for one Redis command to time out before it goes to MySQL.
+const READ_BOUND_MS = 800;
+
+function profile(openid: string) {
+  return { openid, nick_name: 'cached', avatar: 'https://example.com/a.png', gender: 1, phone: '100' };
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const start = performance.now();
+  const value = await fn();
+  return { value, ms: performance.now() - start };
+}
+
+async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('condition not met in time');
+}
+
+describe('Redis faults (a redis-server owned by this test)', function () {
+  this.timeout(60_000);
+  let redisServer: TestRedisServer;
+  let svc: TestService;
+  let db: Knex;
+  let probe: Redis;
+  const keys = keyLayout(testConfig().redis.keyPrefix);
+
+  before(async () => {
+    redisServer = await TestRedisServer.start();
+    svc = await startService({ REDIS_URL: redisServer.url, REDIS_COMMAND_TIMEOUT_MS: COMMAND_TIMEOUT_MS });
+    db = testDb();
+    probe = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+    probe.on('error', () => {});
+  });
+  after(async () => {
+    redisServer.resume();
+    probe.disconnect();
+    await db.destroy();
+    await svc.stop();
+    await redisServer.kill();
+  });
+
+  describe('paused (SIGSTOP)', () => {
+    afterEach(() => redisServer.resume());
+
+    it('answers reads from MySQL within a bounded time, and fills again once resumed', async () => {
+      const openid = newOpenid();
+      await svc.call('login', profile(openid));
+      await db('users').where({ openid }).update({ nick_name: 'from MySQL' });
+
+      redisServer.pause();
+      for (const route of ['loginByOpenid', 'get']) {
+        const { value, ms } = await timed(() => svc.call(route, { openid }));
+        expect(value.body.code).to.equal(0);
+        expect(value.body.data.nick_name).to.equal('from MySQL');
+        expect(ms).to.be.below(READ_BOUND_MS);
+      }
+      redisServer.resume();
+      await eventually(async () => (await probe.hget(keys.profile(openid), 'user')) !== null);
+    });
+
+    it('refuses an update while Redis is paused, changing nothing, and reads stay fresh after', async () => {
+      const openid = newOpenid();
+      const { user_id } = (await svc.call('login', profile(openid))).body.data;
+      const [before] = await db('users').where({ id: user_id });
+
+      redisServer.pause();
+      const { value, ms } = await timed(() => svc.call('update', { user_id, update: { nick_name: 'during pause' } }));
+      expect(value.body.code).to.equal(-2);
+      expect(ms).to.be.below(5_000);
+      const [after] = await db('users').where({ id: user_id });
+      expect(after).to.deep.equal(before);
+      redisServer.resume();
+
+      // The tombstone the refused update sent while paused must not disable the cache.
+      await eventually(async () => (await svc.call('get', { openid })).body.data.nick_name === 'cached');
+      await eventually(async () => (await probe.hget(keys.profile(openid), 'user')) !== null);
+
+      const ok = await svc.call('update', { user_id, update: { nick_name: 'after pause' } });
+      expect(ok.body.code).to.equal(0);
+      expect((await svc.call('get', { openid })).body.data.nick_name).to.equal('after pause');
+    });
+  });
+
+  describe('killed', () => {
+    it('keeps answering reads from MySQL fast, does not crash, and caches again after restart', async () => {
+      const openid = newOpenid();
+      await svc.call('login', profile(openid));
+      await redisServer.kill();
+
+      for (let i = 0; i < 5; i++) {
+        for (const route of ['loginByOpenid', 'get']) {
+          const { value, ms } = await timed(() => svc.call(route, { openid }));
+          expect(value.body.code).to.equal(0);
+          expect(ms).to.be.below(READ_BOUND_MS);
+        }
+      }
+      // Writes that need Redis say so instead of hanging.
+      expect((await svc.call('logout', { openid })).body.code).to.equal(-2);
+      const { user_id } = (await svc.call('get', { openid })).body.data;
+      expect((await svc.call('update', { user_id, update: { phone: '1' } })).body.code).to.equal(-2);
+      // Registration does not need Redis.
+      const other = newOpenid();
+      expect((await svc.call('login', profile(other))).body.code).to.equal(0);
+
+      await redisServer.start();
+      await eventually(async () => {
+        await svc.call('get', { openid });
+        return (await probe.hget(keys.profile(openid), 'user').catch(() => null)) !== null;
+      });
+    });
+  });
+});
