@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { newOpenid } from '../helpers/env';
+import { createKnex, dropDatabase } from '../../src/db/knex';
+import { newOpenid, testConfig } from '../helpers/env';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
 
@@ -251,5 +252,31 @@ describe('user routes', () => {
       await svc.call('logout', { openid });
       expect((await svc.call('loginByOpenid', { openid })).body.code).to.equal(0);
     });
+  });
+});
+
+describe('get on a database that lost its unique index', () => {
+  let svc: TestService;
+  let db: Knex;
+  const dbUrl = `${testConfig().db.url}_dup`;
+
+  before(async () => {
+    svc = await startService({ DATABASE_URL: dbUrl });
+    db = createKnex({ ...testConfig().db, url: dbUrl });
+    await db.schema.alterTable('users', (t) => t.dropUnique(['openid'], 'users_openid_unique'));
+  });
+  after(async () => {
+    await db.destroy();
+    await svc.stop();
+    await dropDatabase({ ...testConfig().db, url: dbUrl });
+  });
+
+  it('answers -2 when several rows have one openid', async () => {
+    const openid = newOpenid();
+    const row = { openid, nick_name: 'a', avatar: 'https://e.com/a', gender: 0, phone: '1' };
+    await db('users').insert([row, row]);
+    const res = await svc.call('get', { openid });
+    expect(res.body.code).to.equal(-2);
+    expect(res.body.msg).to.match(/several/);
   });
 });
