@@ -1,3 +1,4 @@
+import type Joi from 'joi';
 import type { Context } from 'koa';
 import type { FailureKind } from '../errors';
 
@@ -9,12 +10,20 @@ export class RawJson {
   constructor(readonly json: string) {}
 }
 
-export interface RouteSpec {
+export interface RouteSpec<In = unknown> {
   /** The last path segment: POST /service/user/<name>. */
   name: string;
+  summary: string;
+  /** Validates (and converts) the body; compiled once. A failure is the route's `invalid` code. */
+  input: Joi.ObjectSchema<In>;
   codes: CodeTable;
-  /** Validates the body (throwing ServiceError) and does the work; returns `data`. */
-  handle(body: unknown, ctx: Context): Promise<unknown>;
+  /** Does the work on the validated input and returns `data`, or throws a ServiceError. */
+  handle(input: In, ctx: Context): Promise<unknown>;
+}
+
+/** Keeps each route's input type tied to its own schema while routes share one list. */
+export function defineRoute<In>(spec: RouteSpec<In>): RouteSpec {
+  return spec as unknown as RouteSpec;
 }
 
 export interface RouteState {

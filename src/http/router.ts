@@ -1,14 +1,26 @@
 import Router from '@koa/router';
+import type Joi from 'joi';
+import { ServiceError } from '../errors';
 import type { RouteSpec, RouteState } from './route';
 
-/** Mounts route specs as POST <prefix>/<name>; the envelope renders what they return. */
+const VALIDATION: Joi.ValidationOptions = {
+  abortEarly: true,
+  convert: true,
+  // Clients may send more than a route reads (a token, a timestamp); extra fields are ignored.
+  allowUnknown: true,
+  stripUnknown: true,
+};
+
+/** Mounts route specs as POST <prefix>/<name>: validate, handle; the envelope renders. */
 export function buildRouter(prefix: string, routes: RouteSpec[]): Router {
   const router = new Router({ prefix });
   for (const route of routes) {
     router.post(`/${route.name}`, async (ctx) => {
       const state = ctx.state as RouteState;
       state.route = route;
-      state.data = await route.handle(ctx.request.body, ctx);
+      const { error, value } = route.input.validate(ctx.request.body ?? {}, VALIDATION);
+      if (error) throw new ServiceError('invalid', error.message);
+      state.data = await route.handle(value, ctx);
     });
   }
   return router;

@@ -1,6 +1,5 @@
-import type { RouteSpec } from '../http/route';
-import { RawJson } from '../http/route';
-import { parseJsCode, parseLogin, parseOpenid, parsePatch, parseUpdateRequest } from './schemas';
+import { defineRoute, RawJson, type RouteSpec } from '../http/route';
+import { jsCodeInput, loginInput, openidInput, parsePatch, updateInput } from './schemas';
 import type { UserService } from './service';
 
 /**
@@ -9,55 +8,53 @@ import type { UserService } from './service';
  */
 export function userRoutes(users: UserService): RouteSpec[] {
   return [
-    {
+    defineRoute({
       name: 'login',
+      summary: 'Register a user (an existing openid answers the stored user, unchanged)',
+      input: loginInput,
       codes: { invalid: -1, other: -2 },
-      async handle(body) {
-        const { openid, ...profile } = parseLogin(body);
-        return users.register(openid, profile);
-      },
-    },
-    {
+      handle: ({ openid, ...profile }) => users.register(openid, profile),
+    }),
+    defineRoute({
       name: 'getOpenid',
+      summary: "Exchange a wx.login code for the user's openid (WeChat jscode2session)",
+      input: jsCodeInput,
       codes: { invalid: -1, other: -2 },
-      async handle(body) {
-        const { js_code } = parseJsCode(body);
-        return users.openidFromCode(js_code);
-      },
-    },
-    {
+      handle: ({ js_code }) => users.openidFromCode(js_code),
+    }),
+    defineRoute({
       name: 'loginByOpenid',
+      summary: 'Log in by openid: the user, from the cache when it can',
+      input: openidInput,
       codes: { invalid: -1, notFound: -2, other: -2 },
-      async handle(body) {
-        const { openid } = parseOpenid(body);
-        return new RawJson(await users.findJson(openid));
-      },
-    },
-    {
+      handle: async ({ openid }) => new RawJson(await users.findJson(openid)),
+    }),
+    defineRoute({
       name: 'logout',
+      summary: "Log out: forget the user's cached profile and session_key (idempotent)",
+      input: openidInput,
       codes: { invalid: -1, other: -2 },
-      async handle(body) {
-        const { openid } = parseOpenid(body);
+      handle: async ({ openid }) => {
         await users.logout(openid);
         return null;
       },
-    },
-    {
+    }),
+    defineRoute({
       name: 'get',
+      summary: 'Get a user by openid',
+      input: openidInput,
       codes: { invalid: -1, duplicate: -2, other: -3, notFound: -4 },
-      async handle(body) {
-        const { openid } = parseOpenid(body);
-        return new RawJson(await users.findJson(openid));
-      },
-    },
-    {
+      handle: async ({ openid }) => new RawJson(await users.findJson(openid)),
+    }),
+    defineRoute({
       name: 'update',
+      summary: "Change a user's nick_name, avatar, gender or phone",
+      input: updateInput,
       codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
-      async handle(body) {
-        const { user_id, update } = parseUpdateRequest(body);
+      handle: async ({ user_id, update }) => {
         await users.update(user_id, parsePatch(update));
         return [];
       },
-    },
+    }),
   ];
 }

@@ -1,11 +1,12 @@
 import { expect } from 'chai';
 import type { Server } from 'node:http';
+import Joi from 'joi';
 import Koa from 'koa';
 import { ServiceError } from '../../src/errors';
 import { bodyParser } from '../../src/http/body';
 import { envelope } from '../../src/http/envelope';
 import { buildRouter } from '../../src/http/router';
-import { RawJson, type RouteSpec } from '../../src/http/route';
+import { defineRoute, RawJson, type CodeTable, type RouteSpec } from '../../src/http/route';
 import { newOpenid } from '../helpers/env';
 import { post } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
@@ -63,16 +64,18 @@ describe('envelope and body parsing', () => {
     const reported: unknown[] = [];
 
     before(async () => {
+      const spec = (name: string, codes: CodeTable, handle: () => Promise<unknown>): RouteSpec =>
+        defineRoute({ name, summary: name, input: Joi.object(), codes, handle });
       const routes: RouteSpec[] = [
-        { name: 'bug', codes: { invalid: -1, other: -3 }, handle: async () => JSON.parse('{') },
-        { name: 'gone', codes: { invalid: -1, notFound: -4, other: -3 }, handle: async () => {
-            throw new ServiceError('notFound', 'no such user');
-          } },
-        { name: 'upstream', codes: { invalid: -1, other: -2 }, handle: async () => {
-            throw new ServiceError('upstream', 'wechat: busy');
-          } },
-        { name: 'raw', codes: { invalid: -1, other: -2 }, handle: async () => new RawJson('{"a":[1,2]}') },
-        { name: 'plain', codes: { invalid: -1, other: -2 }, handle: async () => ({ b: '✓' }) },
+        spec('bug', { invalid: -1, other: -3 }, async () => JSON.parse('{')),
+        spec('gone', { invalid: -1, notFound: -4, other: -3 }, async () => {
+          throw new ServiceError('notFound', 'no such user');
+        }),
+        spec('upstream', { invalid: -1, other: -2 }, async () => {
+          throw new ServiceError('upstream', 'wechat: busy');
+        }),
+        spec('raw', { invalid: -1, other: -2 }, async () => new RawJson('{"a":[1,2]}')),
+        spec('plain', { invalid: -1, other: -2 }, async () => ({ b: '✓' })),
       ];
       const app = new Koa();
       app.on('error', (err) => reported.push(err));
