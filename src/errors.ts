@@ -11,7 +11,9 @@ export type FailureKind =
   | 'badJson' // update: the string is not JSON
   | 'badUpdate' // update: JSON that cannot be applied
   | 'upstream' // WeChat refused or could not be reached
-  | 'unavailable'; // a backing store failed
+  | 'unavailable' // a backing store failed
+  | 'unauthenticated' // strict mode: no valid token, or a token of another user
+  | 'rateLimited'; // too many requests from this client or for this openid
 
 export class ServiceError extends Error {
   override name = 'ServiceError';
@@ -24,4 +26,9 @@ export class ServiceError extends Error {
   }
 }
 
-export const invalid = (message: string) => new ServiceError('invalid', message);
+/** Over a rate limit: answered with HTTP 429 and Retry-After. */
+export class RateLimitedError extends ServiceError {
+  constructor(readonly retryAfterSeconds: number) {
+    super('rateLimited', `too many requests, retry after ${retryAfterSeconds} s`);
+  }
+}

@@ -1,8 +1,10 @@
 import type { Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
+import { RedisBreaker } from './redis/breaker';
 import { connectRedis, createRedis, type Redis } from './redis/client';
-import { keyLayout } from './redis/keys';
+import { keyLayout, type KeyLayout } from './redis/keys';
+import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
 import { dateFormatter } from './users/model';
 import { UserRepository } from './users/repository';
@@ -13,12 +15,20 @@ import { SessionKeyStore } from './wechat/session-keys';
 export interface Services {
   db: Knex;
   redis: Redis;
+  keys: KeyLayout;
+  breaker: RedisBreaker;
+  sessions: SessionStore;
   users: UserService;
   close(): Promise<void>;
 }
 
+/** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
+export interface ServiceOverrides {
+  repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+}
+
 /** The composition root: builds every long-lived object from the configuration, once. */
-export async function createServices(config: Config, logger: Logger): Promise<Services> {
+export async function createServices(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   const dbLog = logger.child({ component: 'knex' });
   // knex's messages can embed a stack; keep only the first line.
   const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
@@ -27,6 +37,7 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
+
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
   let lastRedisError = '';
@@ -41,21 +52,30 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
   const firstError = await connectRedis(redis);
   if (firstError) logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
+  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) =>
+    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),
+  );
   const keys = keyLayout(config.redis.keyPrefix);
-  const cache = new UserCache(redis, keys, config.cache.ttlSeconds, {
+  const cache = new UserCache(redis, keys, config.cache.ttlSeconds, breaker, {
     error: (op, err) => logger.debug({ op, err: (err as Error)?.message }, 'cache operation failed'),
   });
+  const sessions = new SessionStore(redis, keys, config.sessions, breaker);
   const users = new UserService({
-    repository: new UserRepository(db, config.db.queryTimeoutMs),
+    repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
     cache,
+    sessions,
     wechat: new WechatClient(config.wechat),
-    sessionKeys: new SessionKeyStore(redis, keys, config.wechat.sessionKeyTtlSeconds),
+    sessionKeys: new SessionKeyStore(redis, keys, config.wechat.sessionKeyTtlSeconds, breaker),
     formatDate: dateFormatter(config.timeZone),
+    logger,
   });
 
   return {
     db,
     redis,
+    keys,
+    breaker,
+    sessions,
     users,
     async close() {
       redis.disconnect();

@@ -23,6 +23,7 @@ export interface Config {
     url: string;
     keyPrefix: string;
     commandTimeoutMs: number;
+    breakerCooldownMs: number;
   };
   wechat: {
     appid: string;
@@ -35,6 +36,10 @@ export interface Config {
   timeZone: string;
   logLevel: string;
   bodyLimit: string;
+  authMode: 'openid' | 'token';
+  sessions: { ttlSeconds: number; idleSeconds: number };
+  rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
+  trustProxy: boolean;
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -76,6 +81,14 @@ const schema = Joi.object({
   BODY_LIMIT: Joi.string()
     .pattern(/^\d+(b|kb|mb)$/i)
     .required(),
+  REDIS_BREAKER_COOLDOWN_MS: positiveInt.required(),
+  AUTH_MODE: Joi.string().valid('openid', 'token').required(),
+  SESSION_TTL_SECONDS: positiveInt.required(),
+  SESSION_IDLE_SECONDS: positiveInt.required(),
+  RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
+  RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
+  RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
+  TRUST_PROXY: Joi.boolean().required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -114,6 +127,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       url: v.REDIS_URL,
       keyPrefix: v.REDIS_KEY_PREFIX,
       commandTimeoutMs: v.REDIS_COMMAND_TIMEOUT_MS,
+      breakerCooldownMs: v.REDIS_BREAKER_COOLDOWN_MS,
     },
     wechat: {
       appid: v.WECHAT_APPID,
@@ -126,5 +140,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     timeZone: v.TIME_ZONE,
     logLevel: v.LOG_LEVEL,
     bodyLimit: v.BODY_LIMIT,
+    authMode: v.AUTH_MODE,
+    sessions: { ttlSeconds: v.SESSION_TTL_SECONDS, idleSeconds: v.SESSION_IDLE_SECONDS },
+    rateLimit: {
+      windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS,
+      ipPoints: v.RATE_LIMIT_IP,
+      openidPoints: v.RATE_LIMIT_OPENID,
+    },
+    trustProxy: v.TRUST_PROXY,
   };
 }

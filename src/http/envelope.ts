@@ -1,6 +1,6 @@
 import type { Context, Middleware } from 'koa';
-import { ServiceError } from '../errors';
-import { RawJson, type RouteState } from './route';
+import { RateLimitedError, ServiceError } from '../errors';
+import { COMMON_CODES, RawJson, type RouteState } from './route';
 
 const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
 
@@ -29,8 +29,12 @@ export function envelope(): Middleware {
       await next();
     } catch (err) {
       const route = state.route;
+      if (err instanceof RateLimitedError) {
+        ctx.set('Retry-After', String(err.retryAfterSeconds));
+        return answer(ctx, 429, 429, err.message);
+      }
       if (err instanceof ServiceError) {
-        const code = route ? (route.codes[err.kind] ?? route.codes.other) : -1;
+        const code = route ? (route.codes[err.kind] ?? COMMON_CODES[err.kind] ?? route.codes.other) : -1;
         return answer(ctx, 200, code, err.message);
       }
       const status = clientErrorStatus(err);

@@ -5,6 +5,9 @@ import type { FailureKind } from '../errors';
 /** Which code of the API document each kind of failure is, for one route. */
 export type CodeTable = Partial<Record<FailureKind, number>> & { invalid: number; other: number };
 
+/** Codes every route shares, beside its own table. */
+export const COMMON_CODES: Partial<Record<FailureKind, number>> = { unauthenticated: -10, rateLimited: 429 };
+
 /** JSON text already serialised (the cached user): spliced into the envelope as is. */
 export class RawJson {
   constructor(readonly json: string) {}
@@ -17,6 +20,13 @@ export interface RouteSpec<In = unknown> {
   /** Validates (and converts) the body; compiled once. A failure is the route's `invalid` code. */
   input: Joi.ObjectSchema<In>;
   codes: CodeTable;
+  /** Counted by the rate limits (per client IP, and per openid when the input has one). */
+  rateLimited?: boolean;
+  /**
+   * Whose data the call touches. In strict mode (AUTH_MODE=token) a route with an owner
+   * demands a token of that very user.
+   */
+  owner?(input: In): { openid?: string; user_id?: number };
   /** Does the work on the validated input and returns `data`, or throws a ServiceError. */
   handle(input: In, ctx: Context): Promise<unknown>;
 }
@@ -25,6 +35,9 @@ export interface RouteSpec<In = unknown> {
 export function defineRoute<In>(spec: RouteSpec<In>): RouteSpec {
   return spec as unknown as RouteSpec;
 }
+
+/** Runs after validation and before the handler (rate limits, authentication); throws to refuse. */
+export type RouteGuard = (ctx: Context, route: RouteSpec, input: unknown) => Promise<void>;
 
 export interface RouteState {
   route?: RouteSpec;

@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import type Joi from 'joi';
 import { ServiceError } from '../errors';
-import type { RouteSpec, RouteState } from './route';
+import type { RouteGuard, RouteSpec, RouteState } from './route';
 
 const VALIDATION: Joi.ValidationOptions = {
   abortEarly: true,
@@ -11,8 +11,8 @@ const VALIDATION: Joi.ValidationOptions = {
   stripUnknown: true,
 };
 
-/** Mounts route specs as POST <prefix>/<name>: validate, handle; the envelope renders. */
-export function buildRouter(prefix: string, routes: RouteSpec[]): Router {
+/** Mounts route specs as POST <prefix>/<name>: validate, guards, handle; the envelope renders. */
+export function buildRouter(prefix: string, routes: RouteSpec[], guards: RouteGuard[] = []): Router {
   const router = new Router({ prefix });
   for (const route of routes) {
     router.post(`/${route.name}`, async (ctx) => {
@@ -20,6 +20,7 @@ export function buildRouter(prefix: string, routes: RouteSpec[]): Router {
       state.route = route;
       const { error, value } = route.input.validate(ctx.request.body ?? {}, VALIDATION);
       if (error) throw new ServiceError('invalid', error.message);
+      for (const guard of guards) await guard(ctx, route, value);
       state.data = await route.handle(value, ctx);
     });
   }

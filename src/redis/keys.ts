@@ -1,15 +1,21 @@
 /**
  * The one place that knows the Redis key layout; sibling services read these keys, so the
- * README documents every one of them. Every key of a user carries the openid as a hash tag
- * ({...}) so that all of one user's keys live in one Redis Cluster slot and a script or
- * pipeline over them never crosses slots.
+ * README documents every one of them. Every key is hash-tagged ({...}): all of one user's keys
+ * share the slot of its openid, a session key has the slot of its token, so a script or a
+ * multi-key command never crosses Redis Cluster slots.
  */
 export interface KeyLayout {
   readonly prefix: string;
-  /** Hash {v: row version, user: JSON of the user object as served}; a tombstone has only v. */
+  /** Hash {v: row version, id: user_id, user: JSON of the user as served}; a tombstone has only v. */
   profile(openid: string): string;
   /** Hash {session_key, unionid?}: WeChat's session_key, never sent to a client. */
   wechatSession(openid: string): string;
+  /** String: the session JSON (see sessions/store.ts), keyed by its bearer token. */
+  session(token: string): string;
+  /** Sorted set of a user's tokens, scored by absolute expiry (ms): what logout ends. */
+  userSessions(openid: string): string;
+  /** Prefix of the rate limiter's counters (rate-limiter-flexible appends `:<key>`). */
+  rateLimit(scope: string): string;
 }
 
 export function keyLayout(prefix: string): KeyLayout {
@@ -17,5 +23,8 @@ export function keyLayout(prefix: string): KeyLayout {
     prefix,
     profile: (openid) => `${prefix}user:{${openid}}:profile`,
     wechatSession: (openid) => `${prefix}user:{${openid}}:wx`,
+    session: (token) => `${prefix}session:{${token}}`,
+    userSessions: (openid) => `${prefix}user:{${openid}}:sessions`,
+    rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
   };
 }

@@ -1,9 +1,10 @@
-import type { Redis } from '../redis/client';
+import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
+import type { RedisClient } from '../sessions/store';
 
 /**
- * The Redis profile cache. Each profile key is a hash {v, user}: `user` is the JSON served to
- * clients, `v` the row version it was read at. A key holding only `v` is a tombstone: "no
+ * The Redis profile cache. Each profile key is a hash {v, id, user}: `user` is the JSON served
+ * to clients, `id` its user_id, `v` the row version it was read at. A key holding only `v` is a tombstone: "no
  * profile cached, and none older than v may be stored".
  *
  * That closes the classic cache-aside race. A reader that missed, read row v1 from MySQL and
@@ -11,14 +12,14 @@ import type { KeyLayout } from '../redis/keys';
  * the update left a tombstone at v2 before it wrote, and FILL refuses anything older.
  */
 
-// KEYS[1] profile; ARGV: version, user JSON, ttl ms. Stores unless the key already holds a
-// newer version (or this very version with a profile).
+// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms. Stores unless the key already
+// holds a newer version (or this very version with a profile).
 const FILL = `
 local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
 local v = tonumber(ARGV[1])
 if cur and (cur > v or (cur == v and redis.call('HEXISTS', KEYS[1], 'user') == 1)) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'user', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'id', ARGV[2], 'user', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1`;
 
 // KEYS[1] profile; ARGV: version, ttl ms. Replaces the key with a tombstone at
@@ -40,7 +41,7 @@ end
 return 0`;
 
 interface CacheCommands {
-  userCacheFill(key: string, version: number, json: string, ttlMs: number): Promise<number>;
+  userCacheFill(key: string, version: number, userId: number, json: string, ttlMs: number): Promise<number>;
   userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
 }
@@ -51,31 +52,41 @@ export interface CacheEvents {
   error?(op: string, err: unknown): void;
 }
 
+/** A cached user: its JSON as served, and its user_id (so the hot path never parses the JSON). */
+export interface CachedUser {
+  userId: number;
+  json: string;
+}
+
 export class UserCache {
-  private readonly redis: Redis & CacheCommands;
+  private readonly redis: RedisClient & CacheCommands;
   private readonly ttlMs: number;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     private readonly keys: KeyLayout,
     ttlSeconds: number,
+    private readonly breaker: RedisBreaker,
     private readonly events: CacheEvents = {},
   ) {
     // defineCommand is idempotent per name; ioredis sends EVALSHA and falls back to EVAL.
     redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
     redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
-    this.redis = redis as Redis & CacheCommands;
+    this.redis = redis as RedisClient & CacheCommands;
     this.ttlMs = ttlSeconds * 1000;
   }
 
-  /** The cached user JSON, or null on a miss. A Redis failure is a miss: reads never fail on it. */
-  async get(openid: string): Promise<string | null> {
+  /** The cached user, or null on a miss. A Redis failure is a miss: reads never fail on it. */
+  async get(openid: string): Promise<CachedUser | null> {
     try {
-      const json = await this.redis.hget(this.keys.profile(openid), 'user');
-      if (json === null) this.events.miss?.();
-      else this.events.hit?.();
-      return json;
+      const [id, json] = await this.breaker.run(() => this.redis.hmget(this.keys.profile(openid), 'id', 'user'));
+      if (json === null || id === null) {
+        this.events.miss?.();
+        return null;
+      }
+      this.events.hit?.();
+      return { userId: Number(id), json };
     } catch (err) {
       this.events.error?.('get', err);
       return null;
@@ -83,9 +94,10 @@ export class UserCache {
   }
 
   /** Best effort: a failed fill only costs the next reader a MySQL query. */
-  async fill(openid: string, version: number, json: string): Promise<void> {
+  async fill(openid: string, version: number, user: CachedUser): Promise<void> {
     try {
-      await this.redis.userCacheFill(this.keys.profile(openid), version, json, this.ttlMs);
+      const key = this.keys.profile(openid);
+      await this.breaker.run(() => this.redis.userCacheFill(key, version, user.userId, user.json, this.ttlMs));
     } catch (err) {
       this.events.error?.('fill', err);
     }
@@ -93,12 +105,14 @@ export class UserCache {
 
   /** Must succeed before a write is allowed to happen; throws when Redis does not answer. */
   async invalidate(openid: string, version: number): Promise<void> {
-    await this.redis.userCacheInvalidate(this.keys.profile(openid), version, this.ttlMs);
+    const key = this.keys.profile(openid);
+    await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.ttlMs));
   }
 
   /**
-   * Best effort. Sent on the same connection as the invalidate it undoes, so even when that
-   * one timed out and is still queued in a paused Redis, this runs after it.
+   * Best effort, and deliberately past the breaker: sent on the same connection as the
+   * invalidate it undoes, so even when that one timed out and is still queued in a paused
+   * Redis, this runs after it.
    */
   async revert(openid: string, version: number): Promise<void> {
     try {
@@ -113,6 +127,7 @@ export class UserCache {
    * still guards a just-acknowledged update against a late, stale fill.
    */
   async drop(openid: string): Promise<void> {
-    await this.redis.hdel(this.keys.profile(openid), 'user');
+    const key = this.keys.profile(openid);
+    await this.breaker.run(() => this.redis.hdel(key, 'user', 'id'));
   }
 }

@@ -1,39 +1,45 @@
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
-import { jsCodeInput, loginInput, openidInput, parsePatch, updateInput } from './schemas';
+import { jsCodeInput, loginInput, openidInput, parsePatch, tokenInput, updateInput } from './schemas';
 import type { UserService } from './service';
 
 /**
- * The six routes of the API document. Each code table is the document's error table for that
- * route, keyed by failure kind (src/errors.ts); `other` is its "其他错误" code.
+ * The six routes of the API document, and /session for services not written in Node. Each
+ * code table is the document's error table for that route, keyed by failure kind
+ * (src/errors.ts); `other` is its "其他错误" code. -10 (no valid token, strict mode) and 429
+ * (rate limited) are common to all (http/route.ts).
  */
 export function userRoutes(users: UserService): RouteSpec[] {
   return [
     defineRoute({
       name: 'login',
-      summary: 'Register a user (an existing openid answers the stored user, unchanged)',
+      summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
       codes: { invalid: -1, other: -2 },
+      rateLimited: true,
       handle: ({ openid, ...profile }) => users.register(openid, profile),
     }),
     defineRoute({
       name: 'getOpenid',
-      summary: "Exchange a wx.login code for the user's openid (WeChat jscode2session)",
+      summary: "Exchange a wx.login code for the user's openid (WeChat jscode2session) and open a session",
       input: jsCodeInput,
       codes: { invalid: -1, other: -2 },
+      rateLimited: true,
       handle: ({ js_code }) => users.openidFromCode(js_code),
     }),
     defineRoute({
       name: 'loginByOpenid',
-      summary: 'Log in by openid: the user, from the cache when it can',
+      summary: 'Log in by openid: the user (from the cache when it can) and a new session',
       input: openidInput,
       codes: { invalid: -1, notFound: -2, other: -2 },
-      handle: async ({ openid }) => new RawJson(await users.findJson(openid)),
+      rateLimited: true,
+      handle: async ({ openid }) => new RawJson(await users.loginByOpenid(openid)),
     }),
     defineRoute({
       name: 'logout',
-      summary: "Log out: forget the user's cached profile and session_key (idempotent)",
+      summary: "Log out: end all the user's sessions, forget its cached profile and session_key (idempotent)",
       input: openidInput,
       codes: { invalid: -1, other: -2 },
+      owner: ({ openid }) => ({ openid }),
       handle: async ({ openid }) => {
         await users.logout(openid);
         return null;
@@ -44,17 +50,27 @@ export function userRoutes(users: UserService): RouteSpec[] {
       summary: 'Get a user by openid',
       input: openidInput,
       codes: { invalid: -1, duplicate: -2, other: -3, notFound: -4 },
-      handle: async ({ openid }) => new RawJson(await users.findJson(openid)),
+      rateLimited: true,
+      owner: ({ openid }) => ({ openid }),
+      handle: async ({ openid }) => new RawJson(await users.get(openid)),
     }),
     defineRoute({
       name: 'update',
       summary: "Change a user's nick_name, avatar, gender or phone",
       input: updateInput,
       codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
+      owner: ({ user_id }) => ({ user_id }),
       handle: async ({ user_id, update }) => {
         await users.update(user_id, parsePatch(update));
         return [];
       },
+    }),
+    defineRoute({
+      name: 'session',
+      summary: "The user of a session token, with the token's expiry (for sibling services)",
+      input: tokenInput,
+      codes: { invalid: -1, notFound: -2, other: -2 },
+      handle: async ({ token }) => new RawJson(await users.sessionUser(token)),
     }),
   ];
 }

@@ -77,6 +77,11 @@ export const loginInput = Joi.object<LoginInput>({
 
 export const jsCodeInput = Joi.object<JsCodeInput>({ js_code: fields.js_code.required() });
 
+export interface TokenInput {
+  token: string;
+}
+export const tokenInput = Joi.object<TokenInput>({ token: Joi.string().max(256).required() });
+
 export const updateInput = Joi.object<UpdateInput>({
   user_id: fields.user_id.required(),
   // Documented as an object or a string holding JSON; any other present value is accepted

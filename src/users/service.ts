@@ -1,30 +1,42 @@
 import { ServiceError } from '../errors';
+import type { Logger } from '../logger';
+import type { IssuedSession, SessionStore } from '../sessions/store';
 import type { WechatClient } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
-import type { UserCache } from './cache';
-import { toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
+import type { CachedUser, UserCache } from './cache';
+import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
 import type { UserRepository } from './repository';
 
 const unavailable = (what: string, cause: unknown) =>
   new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
 
+/** The session fields added to a login answer, beside the document's user fields. */
+export type SessionFields = {
+  token: string;
+  token_expires_at: number;
+};
+
 export interface UserServiceDeps {
   repository: UserRepository;
   cache: UserCache;
+  sessions: SessionStore;
   wechat: WechatClient;
   sessionKeys: SessionKeyStore;
   formatDate: DateFormatter;
+  logger: Logger;
 }
+
+const sessionFields = (s: IssuedSession): SessionFields => ({ token: s.token, token_expires_at: s.expires_at });
 
 /** Business rules of the user service: what each call means, whatever the transport. */
 export class UserService {
   /** One MySQL read per cold openid per process, however many callers miss at once. */
-  private readonly inflight = new Map<string, Promise<string | null>>();
+  private readonly inflight = new Map<string, Promise<CachedUser | null>>();
 
   constructor(private readonly deps: UserServiceDeps) {}
 
-  /** Registers the user unless the openid exists; either way answers the stored user. */
-  async register(openid: string, profile: Profile): Promise<User> {
+  /** Registers the user unless the openid exists; either way answers the stored user and a session. */
+  async register(openid: string, profile: Profile): Promise<User & Partial<SessionFields>> {
     const { repository, cache, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
@@ -35,28 +47,55 @@ export class UserService {
     }
     if (!row) throw new ServiceError('unavailable', 'the user could not be read back');
     const user = toUser(row, formatDate);
-    await cache.fill(openid, row.version, JSON.stringify(user));
-    return user;
+    const [session] = await Promise.all([
+      this.tryIssue(row.id, openid),
+      cache.fill(openid, row.version, { userId: row.id, json: JSON.stringify(user) }),
+    ]);
+    return session ? { ...user, ...sessionFields(session) } : user;
   }
 
   /**
-   * The user as JSON, from the cache or else from MySQL (then cached). JSON rather than an
-   * object because the hot path hands the cached bytes straight to the response.
+   * The hot path of every mini-program launch: the user as JSON (from the cache when it can)
+   * with a new session. Without Redis the answer has no token rather than no user.
    */
-  async findJson(openid: string): Promise<string> {
+  async loginByOpenid(openid: string): Promise<string> {
+    const user = await this.find(openid);
+    const session = await this.tryIssue(user.userId, openid);
+    return session ? extendJson(user.json, sessionFields(session)) : user.json;
+  }
+
+  /** The user as JSON, from the cache or else from MySQL (then cached). */
+  async get(openid: string): Promise<string> {
+    return (await this.find(openid)).json;
+  }
+
+  /** The user of a live session, with its expiry (POST /session, for non-Node services). */
+  async sessionUser(token: string): Promise<string> {
+    let session;
+    try {
+      session = await this.deps.sessions.verify(token);
+    } catch (err) {
+      throw unavailable('the session store', err);
+    }
+    if (!session) throw new ServiceError('unauthenticated', 'invalid or expired token');
+    const user = await this.find(session.openid);
+    return extendJson(user.json, { token_expires_at: session.expires_at });
+  }
+
+  private async find(openid: string): Promise<CachedUser> {
     const cached = await this.deps.cache.get(openid);
-    if (cached !== null) return cached;
+    if (cached) return cached;
     let pending = this.inflight.get(openid);
     if (!pending) {
       pending = this.load(openid).finally(() => this.inflight.delete(openid));
       this.inflight.set(openid, pending);
     }
-    const json = await pending;
-    if (json === null) throw new ServiceError('notFound', 'no such user');
-    return json;
+    const user = await pending;
+    if (!user) throw new ServiceError('notFound', 'no such user');
+    return user;
   }
 
-  private async load(openid: string): Promise<string | null> {
+  private async load(openid: string): Promise<CachedUser | null> {
     let rows: UserRow[];
     try {
       rows = await this.deps.repository.findByOpenid(openid);
@@ -66,15 +105,26 @@ export class UserService {
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
     if (!row) return null;
-    const json = JSON.stringify(toUser(row, this.deps.formatDate));
-    await this.deps.cache.fill(openid, row.version, json);
-    return json;
+    const user = { userId: row.id, json: JSON.stringify(toUser(row, this.deps.formatDate)) };
+    await this.deps.cache.fill(openid, row.version, user);
+    return user;
+  }
+
+  /** A new session, or null when Redis cannot store one (the caller answers without it). */
+  private async tryIssue(userId: number | null, openid: string): Promise<IssuedSession | null> {
+    try {
+      return await this.deps.sessions.issue({ user_id: userId, openid });
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error)?.message }, 'session not issued: redis unavailable');
+      return null;
+    }
   }
 
   /**
    * Changes a profile. The cache is invalidated (a tombstone at the next version) while the
    * row is locked and before it changes; if Redis does not confirm, the update is refused and
    * nothing changes, so an acknowledged update can never be followed by a stale read.
+   * Sessions are left alone.
    */
   async update(userId: number, patch: Partial<Profile>): Promise<void> {
     const { repository, cache } = this.deps;
@@ -95,23 +145,41 @@ export class UserService {
     if (!found) throw new ServiceError('notFound', 'no such user');
   }
 
-  /** Idempotent: forgets the cached profile and WeChat session_key of this openid. */
+  /** Idempotent: ends every session of the openid and forgets its cached profile and session_key. */
   async logout(openid: string): Promise<void> {
+    const { cache, sessions, sessionKeys } = this.deps;
     try {
-      await Promise.all([this.deps.cache.drop(openid), this.deps.sessionKeys.remove(openid)]);
+      await Promise.all([sessions.revokeAll(openid), cache.drop(openid), sessionKeys.remove(openid)]);
     } catch (err) {
       throw unavailable('the cache', err);
     }
   }
 
-  /** Exchanges a wx.login code for the openid; session_key stays in Redis, server-side. */
-  async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string }> {
-    const session = await this.deps.wechat.code2Session(jsCode);
+  /**
+   * Exchanges a wx.login code for the openid; session_key stays in Redis, server-side. The
+   * answer carries a session, bound to the user when the openid is registered already.
+   */
+  async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
+    const wx = await this.deps.wechat.code2Session(jsCode);
+    let userId: number | null = null;
     try {
-      await this.deps.sessionKeys.save(session);
+      userId = (await this.find(wx.openid)).userId;
+    } catch (err) {
+      if (!(err instanceof ServiceError && err.kind === 'notFound')) throw err;
+    }
+    let session: IssuedSession;
+    try {
+      [, session] = await Promise.all([
+        this.deps.sessionKeys.save(wx),
+        this.deps.sessions.issue({ user_id: userId, openid: wx.openid }),
+      ]);
     } catch (err) {
       throw unavailable('the session store', err);
     }
-    return session.unionid ? { openid: session.openid, unionid: session.unionid } : { openid: session.openid };
+    return {
+      openid: wx.openid,
+      ...(wx.unionid ? { unionid: wx.unionid } : {}),
+      ...sessionFields(session),
+    };
   }
 }

@@ -1,5 +1,6 @@
-import type { Redis } from '../redis/client';
+import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
+import type { RedisClient } from '../sessions/store';
 import type { WechatSession } from './client';
 
 /**
@@ -8,24 +9,25 @@ import type { WechatSession } from './client';
  */
 export class SessionKeyStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeyLayout,
     private readonly ttlSeconds: number,
+    private readonly breaker: RedisBreaker,
   ) {}
 
   async save(session: WechatSession): Promise<void> {
     const key = this.keys.wechatSession(session.openid);
     const fields: Record<string, string> = { session_key: session.session_key };
     if (session.unionid) fields.unionid = session.unionid;
-    await this.redis.multi().del(key).hset(key, fields).expire(key, this.ttlSeconds).exec();
+    await this.breaker.run(() => this.redis.multi().del(key).hset(key, fields).expire(key, this.ttlSeconds).exec());
   }
 
   async get(openid: string): Promise<{ session_key: string; unionid?: string } | null> {
-    const value = await this.redis.hgetall(this.keys.wechatSession(openid));
+    const value = await this.breaker.run(() => this.redis.hgetall(this.keys.wechatSession(openid)));
     return value.session_key ? (value as { session_key: string; unionid?: string }) : null;
   }
 
   async remove(openid: string): Promise<void> {
-    await this.redis.del(this.keys.wechatSession(openid));
+    await this.breaker.run(() => this.redis.del(this.keys.wechatSession(openid)));
   }
 }

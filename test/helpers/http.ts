@@ -35,3 +35,9 @@ export async function post<T = any>(
   }
   return { status: res.status, body: parsed, headers: res.headers, text };
 }
+
+/** A login answer's user fields, without the session fields (token, token_expires_at). */
+export function userPart<T extends Record<string, unknown>>(data: T): Omit<T, 'token' | 'token_expires_at'> {
+  const { token: _t, token_expires_at: _e, ...user } = data;
+  return user;
+}

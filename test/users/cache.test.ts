@@ -2,14 +2,13 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import type Redis from 'ioredis';
 import { ServiceError } from '../../src/errors';
-import { createRedis } from '../../src/redis/client';
-import { UserCache } from '../../src/users/cache';
-import { dateFormatter, type UserRow } from '../../src/users/model';
+import { createLogger } from '../../src/logger';
+import { createServices, type ServiceOverrides, type Services } from '../../src/services';
+import type { UserRow } from '../../src/users/model';
 import { UserRepository } from '../../src/users/repository';
-import { UserService } from '../../src/users/service';
-import { WechatClient } from '../../src/wechat/client';
-import { SessionKeyStore } from '../../src/wechat/session-keys';
+import type { UserService } from '../../src/users/service';
 import { newOpenid, testConfig } from '../helpers/env';
+import { userPart } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
 import { testDb, testKeys, testRedis } from '../helpers/stores';
 
@@ -58,7 +57,7 @@ describe('profile cache', () => {
     const login = await svc.call('login', profile(openid));
     const key = keys.profile(openid);
     expect(key).to.equal(`${testConfig().redis.keyPrefix}user:{${openid}}:profile`);
-    expect(JSON.parse((await redis.hget(key, 'user'))!)).to.deep.equal(login.body.data);
+    expect(JSON.parse((await redis.hget(key, 'user'))!)).to.deep.equal(userPart(login.body.data));
     expect(await redis.pttl(key)).to.be.greaterThan(0);
 
     await svc.call('logout', { openid });
@@ -102,14 +101,18 @@ describe('profile cache', () => {
   });
 
   describe('the fill race, step by step', () => {
-    let cacheRedis: Redis;
-    after(() => cacheRedis?.disconnect());
+    const opened: Services[] = [];
+    after(async () => {
+      for (const s of opened) await s.close();
+    });
+
+    async function servicesWith(repository: ServiceOverrides['repository']): Promise<UserService> {
+      const services = await createServices(testConfig(), createLogger('silent'), { repository });
+      opened.push(services);
+      return services.users;
+    }
 
     it('refuses to cache a row read before an update that was then acknowledged', async () => {
-      const config = testConfig();
-      cacheRedis = createRedis(config.redis);
-      await cacheRedis.connect();
-
       // A repository whose reads can be held after MySQL answered: the reader gets the old
       // row, then the update commits and is acknowledged, then the reader tries to fill.
       let hold: Promise<void> | null = null;
@@ -126,34 +129,26 @@ describe('profile cache', () => {
           return rows;
         }
       }
-      const keysLayout = testKeys();
-      const users = new UserService({
-        repository: new SlowReads(db, 5000),
-        cache: new UserCache(cacheRedis, keysLayout, 60),
-        wechat: new WechatClient(config.wechat),
-        sessionKeys: new SessionKeyStore(cacheRedis, keysLayout, 60),
-        formatDate: dateFormatter(config.timeZone),
-      });
+      const users = await servicesWith((k, t) => new SlowReads(k, t));
 
       const openid = newOpenid();
       const user = await users.register(openid, profile(openid, 'old'));
       await users.logout(openid); // cold cache
 
       hold = new Promise<void>((r) => (release = r));
-      const staleRead = users.findJson(openid);
+      const staleRead = users.get(openid);
       await readHappened; // the reader holds the old row
       hold = null;
       await users.update(user.user_id, { nick_name: 'new' }); // acknowledged
       release();
       expect(JSON.parse(await staleRead).nick_name).to.equal('old'); // it began before the update
 
-      expect(JSON.parse(await users.findJson(openid)).nick_name).to.equal('new');
-      const cached = await redis.hget(keysLayout.profile(openid), 'user');
+      expect(JSON.parse(await users.get(openid)).nick_name).to.equal('new');
+      const cached = await redis.hget(keys.profile(openid), 'user');
       if (cached !== null) expect(JSON.parse(cached).nick_name).to.equal('new');
     });
 
     it('makes one MySQL read for many concurrent misses of one openid', async () => {
-      const config = testConfig();
       let reads = 0;
       class Counting extends UserRepository {
         override async findByOpenid(openid: string): Promise<UserRow[]> {
@@ -161,24 +156,17 @@ describe('profile cache', () => {
           return super.findByOpenid(openid);
         }
       }
-      const keysLayout = testKeys();
-      const users = new UserService({
-        repository: new Counting(db, 5000),
-        cache: new UserCache(cacheRedis, keysLayout, 60),
-        wechat: new WechatClient(config.wechat),
-        sessionKeys: new SessionKeyStore(cacheRedis, keysLayout, 60),
-        formatDate: dateFormatter(config.timeZone),
-      });
+      const users = await servicesWith((k, t) => new Counting(k, t));
       const openid = newOpenid();
       await svc.call('login', profile(openid));
       await svc.call('logout', { openid });
-      const answers = await Promise.all(Array.from({ length: 200 }, () => users.findJson(openid)));
+      const answers = await Promise.all(Array.from({ length: 200 }, () => users.get(openid)));
       expect(new Set(answers).size).to.equal(1);
       expect(reads).to.be.at.most(2);
 
       reads = 0;
       const missing = newOpenid('missing');
-      const misses = await Promise.allSettled(Array.from({ length: 50 }, () => users.findJson(missing)));
+      const misses = await Promise.allSettled(Array.from({ length: 50 }, () => users.get(missing)));
       for (const m of misses) {
         expect(m.status).to.equal('rejected');
         expect((m as PromiseRejectedResult).reason).to.be.instanceOf(ServiceError);

@@ -59,17 +59,24 @@ describe('Redis faults (a redis-server owned by this test)', function () {
     it('answers reads from MySQL within a bounded time, and fills again once resumed', async () => {
       const openid = newOpenid();
       await svc.call('login', profile(openid));
+      await svc.call('logout', { openid }); // nothing cached
       await db('users').where({ openid }).update({ nick_name: 'from MySQL' });
 
       redisServer.pause();
-      for (const route of ['loginByOpenid', 'get']) {
-        const { value, ms } = await timed(() => svc.call(route, { openid }));
-        expect(value.body.code).to.equal(0);
-        expect(value.body.data.nick_name).to.equal('from MySQL');
-        expect(ms).to.be.below(READ_BOUND_MS);
+      for (let i = 0; i < 3; i++) {
+        for (const route of ['loginByOpenid', 'get']) {
+          const { value, ms } = await timed(() => svc.call(route, { openid }));
+          expect(value.body.code).to.equal(0);
+          expect(value.body.data.nick_name).to.equal('from MySQL');
+          expect(ms).to.be.below(READ_BOUND_MS);
+        }
       }
       redisServer.resume();
-      await eventually(async () => (await probe.hget(keys.profile(openid), 'user')) !== null);
+      await eventually(async () => {
+        await svc.call('get', { openid });
+        const cached = await probe.hget(keys.profile(openid), 'user');
+        return cached !== null && JSON.parse(cached).nick_name === 'from MySQL';
+      });
     });
 
     it('refuses an update while Redis is paused, changing nothing, and reads stay fresh after', async () => {
@@ -87,7 +94,10 @@ describe('Redis faults (a redis-server owned by this test)', function () {
 
       // The tombstone the refused update sent while paused must not disable the cache.
       await eventually(async () => (await svc.call('get', { openid })).body.data.nick_name === 'cached');
-      await eventually(async () => (await probe.hget(keys.profile(openid), 'user')) !== null);
+      await eventually(async () => {
+        await svc.call('get', { openid });
+        return (await probe.hget(keys.profile(openid), 'user')) !== null;
+      });
 
       const ok = await svc.call('update', { user_id, update: { nick_name: 'after pause' } });
       expect(ok.body.code).to.equal(0);

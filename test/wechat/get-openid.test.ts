@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { newOpenid } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
+import { userPart } from '../helpers/http';
 import { freePort } from '../helpers/redis-server';
 import { LogCapture, startService, type TestService } from '../helpers/service';
 import { testKeys, testRedis } from '../helpers/stores';
@@ -41,7 +42,9 @@ describe('getOpenid (WeChat jscode2session)', function () {
     const sessionKey = `sk-${openid}`;
     wechat.on('code-ok', { body: { openid, session_key: sessionKey } });
     const res = await svc.call('getOpenid', { js_code: 'code-ok' });
-    expect(res.body).to.deep.equal({ code: 0, msg: 'success', data: { openid } });
+    expect(res.body.code).to.equal(0);
+    expect(userPart(res.body.data)).to.deep.equal({ openid });
+    expect(res.body.data.token).to.be.a('string');
     expect(res.text).to.not.include(sessionKey);
 
     const stored = await redis.hgetall(keys.wechatSession(openid));
@@ -67,7 +70,7 @@ describe('getOpenid (WeChat jscode2session)', function () {
     const openid = newOpenid();
     wechat.on('code-union', { body: { openid, session_key: 'sk', unionid: 'union-1' } });
     const res = await svc.call('getOpenid', { js_code: 'code-union' }, { form: true });
-    expect(res.body.data).to.deep.equal({ openid, unionid: 'union-1' });
+    expect(userPart(res.body.data)).to.deep.equal({ openid, unionid: 'union-1' });
   });
 
   it('answers -1 without a js_code', async () => {
@@ -97,7 +100,8 @@ describe('getOpenid (WeChat jscode2session)', function () {
     wechat.on('code-busy-once', { body: { errcode: -1, errmsg: 'busy' } }, { body: { openid, session_key: 'sk' } });
     const before = wechat.requests.length;
     const res = await svc.call('getOpenid', { js_code: 'code-busy-once' });
-    expect(res.body).to.deep.equal({ code: 0, msg: 'success', data: { openid } });
+    expect(res.body.code).to.equal(0);
+    expect(res.body.data.openid).to.equal(openid);
     expect(wechat.requests.length - before).to.equal(2);
   });
 

@@ -1,0 +1,45 @@
+import type { Context } from 'koa';
+import { ServiceError } from '../errors';
+import type { Session, SessionReader } from '../sessions/store';
+import { bearerToken } from '../sessions/token';
+import type { RouteGuard } from './route';
+
+export type AuthMode = 'openid' | 'token';
+
+const refuse = (message: string) => new ServiceError('unauthenticated', message);
+
+/** The request's token: the Authorization header, or a `token` body field for clients that cannot set headers. */
+export function requestToken(ctx: Context): string | undefined {
+  const header = bearerToken(ctx.get('authorization'));
+  if (header) return header;
+  const field = (ctx.request.body as { token?: unknown } | undefined)?.token;
+  return typeof field === 'string' && field ? field : undefined;
+}
+
+/**
+ * Strict mode (AUTH_MODE=token): a route with an owner runs only for a live session of that
+ * very user; anything else is code -10 and the handler never runs. In openid mode (the API
+ * document's contract) this guard lets every call through.
+ */
+export function authGuard(mode: AuthMode, sessions: SessionReader): RouteGuard {
+  return async (ctx, route, input) => {
+    if (mode !== 'token' || !route.owner) return;
+    const token = requestToken(ctx);
+    if (!token) throw refuse('missing token: send Authorization: Bearer <token> or a token field');
+    let session: Session | null;
+    try {
+      session = await sessions.verify(token);
+    } catch (err) {
+      throw new ServiceError('unavailable', 'the session store is unavailable, try again', { cause: err });
+    }
+    if (!session) throw refuse('invalid or expired token');
+    const owner = route.owner(input);
+    if (
+      (owner.openid !== undefined && owner.openid !== session.openid) ||
+      (owner.user_id !== undefined && owner.user_id !== session.user_id)
+    ) {
+      throw refuse('the token belongs to another user');
+    }
+    ctx.state.session = session;
+  };
+}
