@@ -15,6 +15,8 @@ export const TEST_ENV: Record<string, string> = {
   REDIS_URL,
   REDIS_KEY_PREFIX: `test:${RUN_ID}:`,
   LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+  // Never the real WeChat: tests that need it start a fake one; port 9 (discard) refuses.
+  WECHAT_API_BASE: 'http://127.0.0.1:9',
 };
 
 /** The test configuration, with per-test overrides in the same names as the environment. */
