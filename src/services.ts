@@ -2,7 +2,7 @@ import type { Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { RedisBreaker } from './redis/breaker';
-import { connectRedis, createRedis, type Redis } from './redis/client';
+import { connectRedis, createRedis, type RedisClient } from './redis/client';
 import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
@@ -14,7 +14,7 @@ import { SessionKeyStore } from './wechat/session-keys';
 
 export interface Services {
   db: Knex;
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   breaker: RedisBreaker;
   sessions: SessionStore;

@@ -24,6 +24,7 @@ export interface Config {
     keyPrefix: string;
     commandTimeoutMs: number;
     breakerCooldownMs: number;
+    clusterNodes: string[];
   };
   wechat: {
     appid: string;
@@ -89,6 +90,11 @@ const schema = Joi.object({
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
   TRUST_PROXY: Joi.boolean().required(),
+  REDIS_CLUSTER_NODES: Joi.string()
+    .allow('')
+    .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
+    .required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -104,7 +110,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (value !== undefined && value !== '') merged[key] = value;
   }
   // Empty strings are meaningful for secrets an operator deliberately blanks out.
-  for (const key of ['WECHAT_APPID', 'WECHAT_SECRET', 'REDIS_KEY_PREFIX']) {
+  for (const key of ['WECHAT_APPID', 'WECHAT_SECRET', 'REDIS_KEY_PREFIX', 'REDIS_CLUSTER_NODES']) {
     if (env[key] === '') merged[key] = '';
   }
   const { error, value } = schema.validate(merged, { abortEarly: true, convert: true });
@@ -128,6 +134,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keyPrefix: v.REDIS_KEY_PREFIX,
       commandTimeoutMs: v.REDIS_COMMAND_TIMEOUT_MS,
       breakerCooldownMs: v.REDIS_BREAKER_COOLDOWN_MS,
+      clusterNodes: String(v.REDIS_CLUSTER_NODES)
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
     },
     wechat: {
       appid: v.WECHAT_APPID,

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../errors';
 import type { RedisBreaker } from '../redis/breaker';
-import type { RedisClient } from '../sessions/store';
+import type { RedisClient } from '../redis/client';
 import type { KeyLayout } from '../redis/keys';
 import type { RouteGuard } from './route';
 

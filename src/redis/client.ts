@@ -1,10 +1,14 @@
-import Redis, { type RedisOptions } from 'ioredis';
+import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 
-export type { Redis };
+export type { Redis, Cluster };
+/** A single node or a Redis Cluster: everything here works on either. */
+export type RedisClient = Redis | Cluster;
 
 export interface RedisSettings {
   url: string;
   commandTimeoutMs: number;
+  /** host:port of Redis Cluster nodes; empty for a single node at `url`. */
+  clusterNodes: string[];
 }
 
 /**
@@ -13,7 +17,7 @@ export interface RedisSettings {
  * (ioredis issues #634, #1194). A cache call here must fail within commandTimeoutMs so the
  * caller treats it as a miss and goes to MySQL.
  */
-export function redisOptions(settings: RedisSettings): RedisOptions {
+export function redisOptions(settings: Pick<RedisSettings, 'commandTimeoutMs'>): RedisOptions {
   return {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -26,12 +30,42 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
   };
 }
 
-export function createRedis(settings: RedisSettings): Redis {
+function clusterOptions(settings: RedisSettings, password?: string): ClusterOptions {
+  const { retryStrategy, enableOfflineQueue, lazyConnect, enableAutoPipelining, ...node } = redisOptions(settings);
+  return {
+    lazyConnect,
+    enableOfflineQueue,
+    enableAutoPipelining,
+    clusterRetryStrategy: retryStrategy,
+    // A cluster that is down or failing over answers like a Redis that is down: at once.
+    retryDelayOnClusterDown: 0,
+    retryDelayOnTryAgain: 0,
+    slotsRefreshTimeout: Math.max(1000, settings.commandTimeoutMs * 4),
+    redisOptions: { ...node, ...(password ? { password } : {}) },
+  };
+}
+
+export function parseClusterNodes(value: string): { host: string; port: number }[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((hostPort) => {
+      const i = hostPort.lastIndexOf(':');
+      return { host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) };
+    });
+}
+
+export function createRedis(settings: RedisSettings): RedisClient {
+  if (settings.clusterNodes.length > 0) {
+    const password = new URL(settings.url).password || undefined;
+    return new Cluster(parseClusterNodes(settings.clusterNodes.join(',')), clusterOptions(settings, password));
+  }
   return new Redis(settings.url, redisOptions(settings));
 }
 
 /** The first connection attempt; a failure is reported but not fatal, ioredis keeps retrying. */
-export async function connectRedis(redis: Redis): Promise<Error | null> {
+export async function connectRedis(redis: RedisClient): Promise<Error | null> {
   try {
     await redis.connect();
     return null;

@@ -1,5 +1,5 @@
-import type { Cluster, Redis } from 'ioredis';
 import type { RedisBreaker } from '../redis/breaker';
+import type { RedisClient } from '../redis/client';
 import type { KeyLayout } from '../redis/keys';
 import { isTokenShaped, newToken } from './token';
 
@@ -20,7 +20,7 @@ export interface Session {
 
 export const SESSION_VERSION = 1;
 
-export type RedisClient = Redis | Cluster;
+export type { RedisClient };
 
 // KEYS[1] session; ARGV[1] now (ms). Answers the session JSON and slides its TTL to
 // min(idle timeout, time left before the absolute expiry), in one atomic round trip.

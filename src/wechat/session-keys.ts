@@ -1,6 +1,6 @@
 import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
-import type { RedisClient } from '../sessions/store';
+import type { RedisClient } from '../redis/client';
 import type { WechatSession } from './client';
 
 /**

@@ -17,6 +17,8 @@ export const TEST_ENV: Record<string, string> = {
   LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
   // Never the real WeChat: tests that need it start a fake one; port 9 (discard) refuses.
   WECHAT_API_BASE: 'http://127.0.0.1:9',
+  // Set by test/redis/cluster.test.ts to run suites against a real Redis Cluster.
+  REDIS_CLUSTER_NODES: process.env.TEST_REDIS_CLUSTER_NODES ?? '',
 };
 
 /** The test configuration, with per-test overrides in the same names as the environment. */

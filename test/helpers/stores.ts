@@ -1,5 +1,6 @@
-import Redis from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import { createKnex, type Knex } from '../../src/db/knex';
+import { parseClusterNodes, type RedisClient } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { testConfig } from './env';
 
@@ -8,20 +9,38 @@ export function testDb(): Knex {
   return createKnex(testConfig().db);
 }
 
-export function testRedis(url = testConfig().redis.url): Redis {
-  return new Redis(url, { maxRetriesPerRequest: 1 });
+/**
+ * A client on the run's Redis: the shared single node, or the test cluster when the suite
+ * runs against one (TEST_REDIS_CLUSTER_NODES). `failFast` gives it the service's options.
+ */
+export function testRedis(opts: { failFast?: boolean } = {}): RedisClient {
+  const config = testConfig();
+  const options = opts.failFast
+    ? { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 300 }
+    : { maxRetriesPerRequest: 1 };
+  if (config.redis.clusterNodes.length) {
+    return new Cluster(parseClusterNodes(config.redis.clusterNodes.join(',')), {
+      enableOfflineQueue: !opts.failFast,
+      redisOptions: options,
+    });
+  }
+  return new Redis(config.redis.url, options);
 }
 
 export const testKeys = () => keyLayout(testConfig().redis.keyPrefix);
 
-/** Deletes every key under a prefix (SCAN, never KEYS on a shared server). */
-export async function deleteByPrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
+/** Deletes every key under a prefix (SCAN on every master, never KEYS on a shared server). */
+export async function deleteByPrefix(redis: RedisClient, prefix: string): Promise<number> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
   let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-    cursor = next;
-    if (keys.length) deleted += await redis.del(...keys);
-  } while (cursor !== '0');
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+      cursor = next;
+      // One DEL per key: in a cluster the keys of one node still span many slots.
+      for (const key of keys) deleted += await node.del(key);
+    } while (cursor !== '0');
+  }
   return deleted;
 }

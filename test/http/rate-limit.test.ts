@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import type Redis from 'ioredis';
+import type { RedisClient as Redis } from '../../src/redis/client';
 import { newOpenid, testConfig } from '../helpers/env';
 import { startService, type TestService } from '../helpers/service';
 import { testRedis } from '../helpers/stores';

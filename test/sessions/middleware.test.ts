@@ -7,10 +7,11 @@ import { requireSession, type SessionState } from '../../src/sessions';
 import { newOpenid, testConfig } from '../helpers/env';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
+import { testRedis } from '../helpers/stores';
+import type { RedisClient } from '../../src/redis/client';
 
 /** A tiny sibling service: its own Koa app and its own ioredis client on the same Redis. */
-async function sibling(redisUrl: string, keyPrefix: string) {
-  const redis = new Redis(redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 300 });
+async function sibling(redis: RedisClient, keyPrefix: string) {
   redis.on('error', () => {});
   const app = new Koa();
   app.use(requireSession({ redis, keyPrefix }));
@@ -40,7 +41,7 @@ describe('requireSession in a sibling Koa service', () => {
   before(async () => {
     svc = await startService();
     const config = testConfig();
-    other = await sibling(config.redis.url, config.redis.keyPrefix);
+    other = await sibling(testRedis({ failFast: true }), config.redis.keyPrefix);
   });
   after(async () => {
     await other.close();
@@ -78,7 +79,10 @@ describe('requireSession in a sibling Koa service', () => {
 
   it('answers 503 when its Redis is down, without crashing', async () => {
     const redisServer = await TestRedisServer.start();
-    const lonely = await sibling(redisServer.url, 'x:');
+    const lonely = await sibling(
+      new Redis(redisServer.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 300 }),
+      'x:',
+    );
     try {
       await redisServer.kill();
       const res = await lonely.get('y'.repeat(32));

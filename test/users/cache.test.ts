@@ -1,14 +1,14 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import type Redis from 'ioredis';
-import { ServiceError } from '../../src/errors';
+import type { RedisClient as Redis } from '../../src/redis/client';
+import { createApp } from '../../src/app';
 import { createLogger } from '../../src/logger';
 import { createServices, type ServiceOverrides, type Services } from '../../src/services';
 import type { UserRow } from '../../src/users/model';
 import { UserRepository } from '../../src/users/repository';
 import type { UserService } from '../../src/users/service';
 import { newOpenid, testConfig } from '../helpers/env';
-import { userPart } from '../helpers/http';
+import { post, userPart } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
 import { testDb, testKeys, testRedis } from '../helpers/stores';
 
@@ -148,30 +148,36 @@ describe('profile cache', () => {
       if (cached !== null) expect(JSON.parse(cached).nick_name).to.equal('new');
     });
 
-    it('makes one MySQL read for many concurrent misses of one openid', async () => {
-      let reads = 0;
-      class Counting extends UserRepository {
-        override async findByOpenid(openid: string): Promise<UserRow[]> {
-          reads++;
-          return super.findByOpenid(openid);
-        }
-      }
-      const users = await servicesWith((k, t) => new Counting(k, t));
-      const openid = newOpenid();
-      await svc.call('login', profile(openid));
-      await svc.call('logout', { openid });
-      const answers = await Promise.all(Array.from({ length: 200 }, () => users.get(openid)));
-      expect(new Set(answers).size).to.equal(1);
-      expect(reads).to.be.at.most(2);
+    it('reaches MySQL a handful of times for 1,000 concurrent loginByOpenid of one cold openid', async function () {
+      this.timeout(60_000);
+      const config = testConfig();
+      const services = await createServices(config, createLogger('silent'));
+      opened.push(services);
+      let selects = 0;
+      services.db.on('query', (q: { sql: string }) => {
+        if (/^select .* from `users`/i.test(q.sql)) selects++;
+      });
+      const server = createApp(config, services, createLogger('silent')).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      try {
+        const openid = newOpenid();
+        await svc.call('login', profile(openid));
+        await svc.call('logout', { openid }); // cold: no cached profile
+        selects = 0;
+        const answers = await Promise.all(Array.from({ length: 1000 }, () => post(url, 'loginByOpenid', { openid })));
+        for (const a of answers) expect(a.body.code).to.equal(0);
+        expect(new Set(answers.map((a) => a.body.data.token)).size).to.equal(1000);
+        expect(selects).to.be.within(1, 3);
 
-      reads = 0;
-      const missing = newOpenid('missing');
-      const misses = await Promise.allSettled(Array.from({ length: 50 }, () => users.get(missing)));
-      for (const m of misses) {
-        expect(m.status).to.equal('rejected');
-        expect((m as PromiseRejectedResult).reason).to.be.instanceOf(ServiceError);
+        selects = 0;
+        const missing = newOpenid('missing');
+        const misses = await Promise.all(Array.from({ length: 200 }, () => post(url, 'loginByOpenid', { openid: missing })));
+        for (const m of misses) expect(m.body.code).to.equal(-2);
+        expect(selects).to.be.within(1, 3);
+      } finally {
+        await new Promise((r) => server.close(r));
       }
-      expect(reads).to.be.at.most(2);
     });
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import type Redis from 'ioredis';
+import type { RedisClient as Redis } from '../../src/redis/client';
 import { newOpenid } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { userPart } from '../helpers/http';
