@@ -28,7 +28,11 @@ export interface ServiceOverrides {
 }
 
 /** The composition root: builds every long-lived object from the configuration, once. */
-export async function createServices(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
+export async function createServices(
+  config: Config,
+  logger: Logger,
+  overrides: ServiceOverrides = {},
+): Promise<Services> {
   const dbLog = logger.child({ component: 'knex' });
   // knex's messages can embed a stack; keep only the first line.
   const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
@@ -50,7 +54,8 @@ export async function createServices(config: Config, logger: Logger, overrides: 
     logger.info('redis ready');
   });
   const firstError = await connectRedis(redis);
-  if (firstError) logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
+  if (firstError)
+    logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
   const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) =>
     logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),

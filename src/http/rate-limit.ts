@@ -23,7 +23,13 @@ class Limiter {
   private readonly shared: RateLimiterAbstract;
   private readonly local: RateLimiterAbstract;
 
-  constructor(redis: RedisClient, keyPrefix: string, points: number, duration: number, private readonly breaker: RedisBreaker) {
+  constructor(
+    redis: RedisClient,
+    keyPrefix: string,
+    points: number,
+    duration: number,
+    private readonly breaker: RedisBreaker,
+  ) {
     this.local = new RateLimiterMemory({ keyPrefix, points, duration });
     this.shared = new RateLimiterRedis({
       storeClient: redis,

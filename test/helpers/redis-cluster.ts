@@ -38,7 +38,8 @@ export class TestRedisCluster {
         { encoding: 'utf8', timeout: 30_000 },
       );
       if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
-      for (const port of ports) await cluster.waitFor(port, (out) => out.includes('cluster_state:ok'), ['cluster', 'info']);
+      for (const port of ports)
+        await cluster.waitFor(port, (out) => out.includes('cluster_state:ok'), ['cluster', 'info']);
       return cluster;
     } catch (err) {
       await cluster.stop();
@@ -50,14 +51,22 @@ export class TestRedisCluster {
     const proc = spawn(
       'redis-server',
       [
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--cluster-enabled', 'yes',
-        '--cluster-config-file', join(this.dir, `nodes-${port}.conf`),
-        '--dir', this.dir,
-        '--save', '',
-        '--appendonly', 'no',
-        '--loglevel', 'warning',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(this.dir, `nodes-${port}.conf`),
+        '--dir',
+        this.dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--loglevel',
+        'warning',
       ],
       { stdio: 'ignore' },
     );

@@ -53,7 +53,17 @@ describe('rate limits', function () {
     codes.push((await svc.call('loginByOpenid', { openid: newOpenid() })).status);
     codes.push((await svc.call('getOpenid', { js_code: 'abc' })).status);
     codes.push((await svc.call('get', { openid: newOpenid() })).status);
-    codes.push((await svc.call('login', { openid: newOpenid(), nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })).status);
+    codes.push(
+      (
+        await svc.call('login', {
+          openid: newOpenid(),
+          nick_name: 'n',
+          avatar: 'https://e.com/a',
+          gender: 1,
+          phone: '1',
+        })
+      ).status,
+    );
     expect(codes).to.deep.equal([200, 200, 200, 200, 429]);
   });
 

@@ -19,8 +19,8 @@ describe('strict mode (AUTH_MODE=token)', () => {
 
   async function user() {
     const openid = newOpenid();
-    const data = (await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })).body
-      .data;
+    const data = (await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' }))
+      .body.data;
     return { openid, user_id: data.user_id as number, token: data.token as string };
   }
   const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
@@ -31,7 +31,7 @@ describe('strict mode (AUTH_MODE=token)', () => {
     expect((await svc.call('loginByOpenid', { openid: me.openid })).body.code).to.equal(0);
   });
 
-  it('answers get with -10 without a token, with a bad one, or with another user\'s', async () => {
+  it("answers get with -10 without a token, with a bad one, or with another user's", async () => {
     const me = await user();
     const you = await user();
     for (const [what, res] of [
@@ -46,7 +46,7 @@ describe('strict mode (AUTH_MODE=token)', () => {
     }
   });
 
-  it('answers get for the token\'s own user, by header or by a token body field', async () => {
+  it("answers get for the token's own user, by header or by a token body field", async () => {
     const me = await user();
     expect((await svc.call('get', { openid: me.openid }, bearer(me.token))).body.data.openid).to.equal(me.openid);
     const form = await svc.call('get', { openid: me.openid, token: me.token }, { form: true });
@@ -67,7 +67,7 @@ describe('strict mode (AUTH_MODE=token)', () => {
     expect(own.body.code).to.equal(0);
   });
 
-  it('refuses logout without the user\'s token; with it, ends the sessions', async () => {
+  it("refuses logout without the user's token; with it, ends the sessions", async () => {
     const me = await user();
     const you = await user();
     expect((await svc.call('logout', { openid: me.openid })).body.code).to.equal(-10);

@@ -30,7 +30,7 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     await cluster?.stop();
   });
 
-  it('keeps all of one user\'s keys in one slot', () => {
+  it("keeps all of one user's keys in one slot", () => {
     const keys = keyLayout('svc:');
     for (const openid of ['o1', 'oAbC-_123', 'o{weird}', newOpenid()]) {
       const slot = calculateSlot(keys.profile(openid));
@@ -46,7 +46,13 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     try {
       const openids = Array.from({ length: 30 }, () => newOpenid());
       for (const openid of openids) {
-        const login = await svc.call('login', { openid, nick_name: '集群', avatar: 'https://e.com/a', gender: 1, phone: '1' });
+        const login = await svc.call('login', {
+          openid,
+          nick_name: '集群',
+          avatar: 'https://e.com/a',
+          gender: 1,
+          phone: '1',
+        });
         expect(login.body.code).to.equal(0);
         const again = await svc.call('loginByOpenid', { openid });
         expect(again.body.data.token).to.be.a('string');
@@ -72,11 +78,15 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
       [
         'node_modules/mocha/bin/mocha.js',
         '--no-config',
-        '--require', 'tsx/cjs',
-        '--require', 'test/setup.ts',
-        '--timeout', '20000',
+        '--require',
+        'tsx/cjs',
+        '--require',
+        'test/setup.ts',
+        '--timeout',
+        '20000',
         '--exit',
-        '--reporter', 'dot',
+        '--reporter',
+        'dot',
         ...SUITES,
       ],
       {

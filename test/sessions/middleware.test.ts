@@ -48,10 +48,11 @@ describe('requireSession in a sibling Koa service', () => {
     await svc.stop();
   });
 
-  it('puts the token\'s user on ctx.state', async () => {
+  it("puts the token's user on ctx.state", async () => {
     const openid = newOpenid();
-    const login = (await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })).body
-      .data;
+    const login = (
+      await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })
+    ).body.data;
     const res = await other.get(login.token);
     expect(res.status).to.equal(200);
     expect(res.body.data).to.deep.equal({
@@ -68,8 +69,9 @@ describe('requireSession in a sibling Koa service', () => {
     expect((await other.get('short')).body.code).to.equal(-10);
 
     const openid = newOpenid();
-    const { token } = (await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' }))
-      .body.data;
+    const { token } = (
+      await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })
+    ).body.data;
     expect((await other.get(token)).body.code).to.equal(0);
     await svc.call('logout', { openid });
     const ended = await other.get(token);

@@ -69,11 +69,13 @@ describe('sessions', function () {
     });
     expect(session.expires_at - session.issued_at).to.equal(604800);
     const ttl = await redis.pttl(key);
-    expect(ttl).to.be.greaterThan(0).and.at.most(172800 * 1000);
+    expect(ttl)
+      .to.be.greaterThan(0)
+      .and.at.most(172800 * 1000);
     expect(await redis.zscore(keys.userSessions(openid), token)).to.equal(String(token_expires_at * 1000));
   });
 
-  it('answers a token\'s user on POST /session, and -10 / -1 otherwise', async () => {
+  it("answers a token's user on POST /session, and -10 / -1 otherwise", async () => {
     const openid = newOpenid();
     const login = (await svc.call('login', profile(openid))).body.data;
     const res = await sessionOf(login.token);

@@ -172,7 +172,9 @@ describe('profile cache', () => {
 
         selects = 0;
         const missing = newOpenid('missing');
-        const misses = await Promise.all(Array.from({ length: 200 }, () => post(url, 'loginByOpenid', { openid: missing })));
+        const misses = await Promise.all(
+          Array.from({ length: 200 }, () => post(url, 'loginByOpenid', { openid: missing })),
+        );
         for (const m of misses) expect(m.body.code).to.equal(-2);
         expect(selects).to.be.within(1, 3);
       } finally {
