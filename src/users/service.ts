@@ -106,7 +106,10 @@ export class UserService {
     const [row] = rows;
     if (!row) return null;
     const user = { userId: row.id, json: JSON.stringify(toUser(row, this.deps.formatDate)) };
-    await this.deps.cache.fill(openid, row.version, user);
+    // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
+    // order against a concurrent update (see cache.ts). Commands on one connection run in
+    // order, so a later read from this process still finds it.
+    void this.deps.cache.fill(openid, row.version, user);
     return user;
   }
 
