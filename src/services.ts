@@ -39,7 +39,8 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
     logger.info('redis ready');
   });
   const firstError = await connectRedis(redis);
-  if (firstError) logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
+  if (firstError)
+    logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
   const keys = keyLayout(config.redis.keyPrefix);
   const cache = new UserCache(redis, keys, config.cache.ttlSeconds, {

@@ -70,9 +70,7 @@ const schema = Joi.object({
   WECHAT_SESSION_KEY_TTL_SECONDS: positiveInt.required(),
   CACHE_TTL_SECONDS: positiveInt.required(),
   TIME_ZONE: timeZone.required(),
-  LOG_LEVEL: Joi.string()
-    .valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')
-    .required(),
+  LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').required(),
   BODY_LIMIT: Joi.string()
     .pattern(/^\d+(b|kb|mb)$/i)
     .required(),

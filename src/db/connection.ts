@@ -59,7 +59,10 @@ export function knexConfig(settings: DbSettings, withDatabase = true, log?: DbLo
       acquireTimeoutMillis: settings.acquireTimeoutMs,
       createTimeoutMillis: settings.acquireTimeoutMs,
       propagateCreateError: true,
-      afterCreate(conn: { query: (sql: string, cb: (err: Error | null) => void) => void }, done: (err: Error | null, conn: unknown) => void) {
+      afterCreate(
+        conn: { query: (sql: string, cb: (err: Error | null) => void) => void },
+        done: (err: Error | null, conn: unknown) => void,
+      ) {
         conn.query("SET time_zone = '+00:00'", (err) => done(err, conn));
       },
     } as Knex.PoolConfig,

@@ -80,7 +80,13 @@ describe('MySQL unreachable', function () {
     // both use the same Redis prefix.
     const healthy = await startService();
     const openid = newOpenid();
-    const login = await healthy.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 0, phone: '1' });
+    const login = await healthy.call('login', {
+      openid,
+      nick_name: 'n',
+      avatar: 'https://e.com/a',
+      gender: 0,
+      phone: '1',
+    });
     await healthy.stop();
     const svc = await serviceWithDatabaseAt(await freePort());
     try {
