@@ -5,6 +5,7 @@ import type { Profile } from './model';
 // Every schema is compiled once, at module load: a request only runs .validate().
 
 // C0 and C1 control characters (NUL included) have no business in a profile field.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const WHITESPACE = /\s/;
 
