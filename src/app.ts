@@ -2,6 +2,8 @@ import Koa from 'koa';
 import type { Logger } from 'pino';
 import { bodyParser } from './http/body';
 import { envelope } from './http/envelope';
+import { observe } from './http/observe';
+import type { RouteState } from './http/route';
 import { buildRouter } from './http/router';
 import { userRoutes } from './users/routes';
 import type { UserService } from './users/service';
@@ -18,10 +20,12 @@ export function createApp(deps: AppDeps): Koa {
   app.proxy = true;
   // Programmer errors arrive here (from the envelope); operational ones are answers, not logs.
   app.on('error', (err: Error, ctx?: Koa.Context) => {
-    deps.logger.error({ err, route: ctx?.path }, 'unexpected error');
+    const state = ctx?.state as RouteState | undefined;
+    deps.logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
   const router = buildRouter('/service/user', userRoutes(deps.users));
+  app.use(observe({ logger: deps.logger }));
   app.use(envelope());
   app.use(bodyParser(deps.bodyLimit));
   app.use(router.routes());

@@ -17,7 +17,7 @@ export interface RunningServer {
  * (which may capture the log through `logTo`).
  */
 export async function startServer(config: Config, logTo?: DestinationStream): Promise<RunningServer> {
-  const logger = createLogger(config.logLevel, logTo);
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env }, logTo);
   await ensureDatabase(config.db);
   const services = await createServices(config, logger);
   try {

@@ -35,6 +35,10 @@ export interface Config {
   timeZone: string;
   logLevel: string;
   bodyLimit: string;
+  /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
+  logFormat: 'json' | 'pretty' | 'auto';
+  /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
+  shutdownGraceMs: number;
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -74,6 +78,8 @@ const schema = Joi.object({
   BODY_LIMIT: Joi.string()
     .pattern(/^\d+(b|kb|mb)$/i)
     .required(),
+  LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
+  SHUTDOWN_GRACE_MS: positiveInt.required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -124,5 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     timeZone: v.TIME_ZONE,
     logLevel: v.LOG_LEVEL,
     bodyLimit: v.BODY_LIMIT,
+    logFormat: v.LOG_FORMAT,
+    shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
   };
 }

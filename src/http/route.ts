@@ -29,4 +29,10 @@ export function defineRoute<In>(spec: RouteSpec<In>): RouteSpec {
 export interface RouteState {
   route?: RouteSpec;
   data?: unknown;
+  /** The document code of the answer, set by the envelope (absent for non-envelope answers). */
+  code?: number;
+  /** From X-Request-Id, or generated; echoed in the response and on every log line of the request. */
+  requestId?: string;
+  /** The name of the operations endpoint (healthz, metrics, docs...) that answered, if one did. */
+  ops?: string;
 }
