@@ -4,6 +4,9 @@ import { bodyParser } from './http/body';
 import { envelope } from './http/envelope';
 import { observe } from './http/observe';
 import type { RouteState } from './http/route';
+import type { Metrics } from './ops/metrics';
+import type { Readiness } from './ops/readiness';
+import { opsRouter } from './ops/routes';
 import { buildRouter } from './http/router';
 import { userRoutes } from './users/routes';
 import type { UserService } from './users/service';
@@ -12,6 +15,8 @@ export interface AppDeps {
   logger: Logger;
   users: UserService;
   bodyLimit: string;
+  metrics: Metrics;
+  readiness: Readiness;
 }
 
 /** Builds the Koa app. The middleware order is the request's path, top to bottom. */
@@ -25,7 +30,10 @@ export function createApp(deps: AppDeps): Koa {
   });
 
   const router = buildRouter('/service/user', userRoutes(deps.users));
-  app.use(observe({ logger: deps.logger }));
+  const ops = opsRouter({ metrics: deps.metrics, readiness: deps.readiness });
+  app.use(observe({ logger: deps.logger, onRequest: (o) => deps.metrics.observeRequest(o) }));
+  // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
+  app.use(ops.routes());
   app.use(envelope());
   app.use(bodyParser(deps.bodyLimit));
   app.use(router.routes());

@@ -27,7 +27,13 @@ export async function startServer(config: Config, logTo?: DestinationStream): Pr
     await services.close();
     throw err;
   }
-  const app = createApp({ logger, users: services.users, bodyLimit: config.bodyLimit });
+  const app = createApp({
+    logger,
+    users: services.users,
+    bodyLimit: config.bodyLimit,
+    metrics: services.metrics,
+    readiness: services.readiness,
+  });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

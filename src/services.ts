@@ -1,6 +1,8 @@
 import type { Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
+import { Metrics, type PoolStats } from './ops/metrics';
+import { Readiness } from './ops/readiness';
 import { connectRedis, createRedis, type Redis } from './redis/client';
 import { keyLayout } from './redis/keys';
 import { UserCache } from './users/cache';
@@ -14,7 +16,30 @@ export interface Services {
   db: Knex;
   redis: Redis;
   users: UserService;
+  metrics: Metrics;
+  readiness: Readiness;
   close(): Promise<void>;
+}
+
+/** tarn's pool behind knex: what /metrics reports as db_pool_connections. */
+interface TarnPool {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+  numPendingCreates(): number;
+  max: number;
+}
+
+function poolStats(db: Knex): PoolStats | undefined {
+  const pool = (db.client as { pool?: TarnPool }).pool;
+  if (!pool) return undefined;
+  return {
+    used: pool.numUsed(),
+    free: pool.numFree(),
+    pendingAcquires: pool.numPendingAcquires(),
+    pendingCreates: pool.numPendingCreates(),
+    max: pool.max,
+  };
 }
 
 /** The composition root: builds every long-lived object from the configuration, once. */
@@ -27,10 +52,12 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
+  const metrics = new Metrics(() => poolStats(db));
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
   let lastRedisError = '';
   redis.on('error', (err: Error) => {
+    metrics.storeError('redis', 'connection');
     if (err.message !== lastRedisError) logger.warn({ err: err.message }, 'redis error');
     lastRedisError = err.message;
   });
@@ -44,7 +71,12 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
 
   const keys = keyLayout(config.redis.keyPrefix);
   const cache = new UserCache(redis, keys, config.cache.ttlSeconds, {
-    error: (op, err) => logger.debug({ op, err: (err as Error)?.message }, 'cache operation failed'),
+    hit: () => metrics.cacheHits.inc(),
+    miss: () => metrics.cacheMisses.inc(),
+    error: (op, err) => {
+      metrics.cacheError(op);
+      logger.debug({ op, err: (err as Error)?.message }, 'cache operation failed');
+    },
   });
   const users = new UserService({
     repository: new UserRepository(db, config.db.queryTimeoutMs),
@@ -52,12 +84,26 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
     wechat: new WechatClient(config.wechat),
     sessionKeys: new SessionKeyStore(redis, keys, config.wechat.sessionKeyTtlSeconds),
     formatDate: dateFormatter(config.timeZone),
+    onStoreError: (store, op, err) => {
+      metrics.storeError(store, op);
+      logger.debug({ store, op, err: (err as Error)?.message }, 'store operation failed');
+    },
   });
+  const readiness = new Readiness(
+    {
+      mysql: () => db.raw('SELECT 1').timeout(config.db.queryTimeoutMs),
+      redis: () => redis.ping(),
+    },
+    config.readyTimeoutMs,
+    logger,
+  );
 
   return {
     db,
     redis,
     users,
+    metrics,
+    readiness,
     async close() {
       redis.disconnect();
       await db.destroy();

@@ -39,6 +39,8 @@ export interface Config {
   logFormat: 'json' | 'pretty' | 'auto';
   /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
   shutdownGraceMs: number;
+  /** Longest /readyz waits for each store before calling it down. */
+  readyTimeoutMs: number;
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -80,6 +82,7 @@ const schema = Joi.object({
     .required(),
   LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
   SHUTDOWN_GRACE_MS: positiveInt.required(),
+  READY_TIMEOUT_MS: positiveInt.required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -132,5 +135,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimit: v.BODY_LIMIT,
     logFormat: v.LOG_FORMAT,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
+    readyTimeoutMs: v.READY_TIMEOUT_MS,
   };
 }

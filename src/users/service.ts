@@ -5,15 +5,14 @@ import type { UserCache } from './cache';
 import { toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
 import type { UserRepository } from './repository';
 
-const unavailable = (what: string, cause: unknown) =>
-  new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
-
 export interface UserServiceDeps {
   repository: UserRepository;
   cache: UserCache;
   wechat: WechatClient;
   sessionKeys: SessionKeyStore;
   formatDate: DateFormatter;
+  /** Told of every store failure that fails a call (metrics count them). */
+  onStoreError?(store: 'mysql' | 'redis', op: string, err: unknown): void;
 }
 
 /** Business rules of the user service: what each call means, whatever the transport. */
@@ -23,6 +22,17 @@ export class UserService {
 
   constructor(private readonly deps: UserServiceDeps) {}
 
+  /** The answer to a failed MySQL or Redis call: the route's "other error", reported once. */
+  private unavailable(
+    store: 'mysql' | 'redis',
+    op: string,
+    cause: unknown,
+    what = store === 'mysql' ? 'the database' : 'the cache',
+  ): ServiceError {
+    this.deps.onStoreError?.(store, op, cause);
+    return new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
+  }
+
   /** Registers the user unless the openid exists; either way answers the stored user. */
   async register(openid: string, profile: Profile): Promise<User> {
     const { repository, cache, formatDate } = this.deps;
@@ -31,7 +41,7 @@ export class UserService {
       await repository.insertIfAbsent({ openid, ...profile });
       [row] = await repository.findByOpenid(openid);
     } catch (err) {
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'register', err);
     }
     if (!row) throw new ServiceError('unavailable', 'the user could not be read back');
     const user = toUser(row, formatDate);
@@ -61,7 +71,7 @@ export class UserService {
     try {
       rows = await this.deps.repository.findByOpenid(openid);
     } catch (err) {
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'find', err);
     }
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
@@ -85,12 +95,12 @@ export class UserService {
           await cache.invalidate(openid, version + 1);
         } catch (err) {
           void cache.revert(openid, version + 1);
-          throw unavailable('the cache', err);
+          throw this.unavailable('redis', 'invalidate', err);
         }
       });
     } catch (err) {
       if (err instanceof ServiceError) throw err;
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'update', err);
     }
     if (!found) throw new ServiceError('notFound', 'no such user');
   }
@@ -100,7 +110,7 @@ export class UserService {
     try {
       await Promise.all([this.deps.cache.drop(openid), this.deps.sessionKeys.remove(openid)]);
     } catch (err) {
-      throw unavailable('the cache', err);
+      throw this.unavailable('redis', 'logout', err);
     }
   }
 
@@ -110,7 +120,7 @@ export class UserService {
     try {
       await this.deps.sessionKeys.save(session);
     } catch (err) {
-      throw unavailable('the session store', err);
+      throw this.unavailable('redis', 'session_save', err, 'the session store');
     }
     return session.unionid ? { openid: session.openid, unionid: session.unionid } : { openid: session.openid };
   }

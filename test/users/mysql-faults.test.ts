@@ -30,7 +30,13 @@ async function serviceWithDatabaseAt(port: number) {
     DB_ACQUIRE_TIMEOUT_MS: 1500,
   });
   const services: Services = await createServices(config, createLogger('silent'));
-  const app = createApp({ logger: createLogger('silent'), users: services.users, bodyLimit: '1mb' });
+  const app = createApp({
+    logger: createLogger('silent'),
+    users: services.users,
+    bodyLimit: '1mb',
+    metrics: services.metrics,
+    readiness: services.readiness,
+  });
   const server: Server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
