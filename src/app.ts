@@ -7,7 +7,9 @@ import type { RouteState } from './http/route';
 import type { Metrics } from './ops/metrics';
 import type { Readiness } from './ops/readiness';
 import { opsRouter } from './ops/routes';
+import { buildOpenApi } from './http/openapi';
 import { buildRouter } from './http/router';
+import pkg from '../package.json';
 import { userRoutes } from './users/routes';
 import type { UserService } from './users/service';
 
@@ -29,8 +31,17 @@ export function createApp(deps: AppDeps): Koa {
     deps.logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
-  const router = buildRouter('/service/user', userRoutes(deps.users));
-  const ops = opsRouter({ metrics: deps.metrics, readiness: deps.readiness });
+  const prefix = '/service/user';
+  const routes = userRoutes(deps.users);
+  const router = buildRouter(prefix, routes);
+  // Generated from the same specs the router mounts and validates with: it cannot drift.
+  const openapi = buildOpenApi(routes, {
+    title: 'WeChat mini-program user service',
+    version: pkg.version,
+    description: pkg.description,
+    prefix,
+  });
+  const ops = opsRouter({ metrics: deps.metrics, readiness: deps.readiness, openapi });
   app.use(observe({ logger: deps.logger, onRequest: (o) => deps.metrics.observeRequest(o) }));
   // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
   app.use(ops.routes());

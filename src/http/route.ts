@@ -17,6 +17,11 @@ export interface RouteSpec<In = unknown> {
   /** Validates (and converts) the body; compiled once. A failure is the route's `invalid` code. */
   input: Joi.ObjectSchema<In>;
   codes: CodeTable;
+  /**
+   * What `data` holds on success (code 0). Not checked at run time: it is the API page's source
+   * (src/http/openapi.ts), and the tests hold real answers to it.
+   */
+  output?: Joi.Schema;
   /** Does the work on the validated input and returns `data`, or throws a ServiceError. */
   handle(input: In, ctx: Context): Promise<unknown>;
 }

@@ -7,6 +7,8 @@ import type { Readiness } from './readiness';
 export interface OpsDeps {
   metrics: Metrics;
   readiness: Readiness;
+  /** The OpenAPI document, generated once from the mounted route specs. */
+  openapi: object;
 }
 
 /**
@@ -36,6 +38,10 @@ export function opsRouter(deps: OpsDeps): Router {
   router.get('/metrics', named('metrics'), async (ctx) => {
     ctx.type = deps.metrics.contentType;
     ctx.body = await deps.metrics.text();
+  });
+
+  router.get('/openapi.json', named('openapi'), (ctx) => {
+    ctx.body = deps.openapi;
   });
 
   return router;
