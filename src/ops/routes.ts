@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { RouteState } from '../http/route';
+import { mountDocs } from './docs';
 import type { Metrics } from './metrics';
 import type { Readiness } from './readiness';
 
@@ -19,7 +20,7 @@ export function opsRouter(deps: OpsDeps): Router {
   const router = new Router();
   const named = (name: string) => (ctx: Context, next: () => Promise<unknown>) => {
     (ctx.state as RouteState).ops = name;
-    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Cache-Control', 'no-store'); // static assets override this
     return next();
   };
 
@@ -43,6 +44,8 @@ export function opsRouter(deps: OpsDeps): Router {
   router.get('/openapi.json', named('openapi'), (ctx) => {
     ctx.body = deps.openapi;
   });
+
+  mountDocs(router, named);
 
   return router;
 }
