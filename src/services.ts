@@ -105,7 +105,9 @@ export async function createServices(config: Config, logger: Logger): Promise<Se
     metrics,
     readiness,
     async close() {
-      redis.disconnect();
+      // QUIT lets replies already on their way arrive; it fails fast (no offline queue, command
+      // timeout) when Redis is gone, and then the socket is simply dropped.
+      await redis.quit().catch(() => redis.disconnect());
       await db.destroy();
     },
   };
