@@ -9,6 +9,9 @@ import type { Profile } from './model';
 const CONTROL_CLASS = '\\u0000-\\u001f\\u007f-\\u009f';
 const CONTROL = new RegExp(`[${CONTROL_CLASS}]`);
 const WHITESPACE = /\s/;
+// U+FFFD is what the body parser's (lenient) UTF-8 decoder puts where bytes were not UTF-8.
+// A field holding one was damaged on its way here, so it is refused rather than stored.
+const REPLACEMENT = '\ufffd';
 
 function codePoints(value: string): number {
   let n = 0;
@@ -32,6 +35,7 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
     .custom((value: string, helpers) => {
       if (!value.isWellFormed()) return helpers.error('text.unpaired');
       if (CONTROL.test(value)) return helpers.error('text.control');
+      if (value.includes(REPLACEMENT)) return helpers.error('text.notUtf8');
       if (opts.noSpaces && WHITESPACE.test(value)) return helpers.error('text.spaces');
       if (codePoints(value) > max) return helpers.error('string.max', { limit: max });
       return value;
@@ -39,9 +43,10 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
     .messages({
       'text.unpaired': '{{#label}} is not valid Unicode',
       'text.control': '{{#label}} contains control characters',
+      'text.notUtf8': '{{#label}} is not valid UTF-8 (it holds U+FFFD)',
       'text.spaces': '{{#label}} contains white space',
     })
-    .meta({ openapi: { maxLength: max, pattern: `^[^${CONTROL_CLASS}${opts.noSpaces ? '\\s' : ''}]+$` } });
+    .meta({ openapi: { maxLength: max, pattern: `^[^${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}]+$` } });
 }
 
 export const DATE_TIME = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;

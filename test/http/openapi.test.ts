@@ -72,7 +72,7 @@ describe('OpenAPI document', function () {
     expect(schemas.User.required).to.include.members(['user_id', 'openid', 'ctime', 'mtime']);
     // The pattern in the document refuses what joi refuses.
     const openidPattern = new RegExp(schemas.loginBody.properties.openid.pattern);
-    for (const bad of ['a b', 'a\u0000b', 'a\u0085b'])
+    for (const bad of ['a b', 'a\u0000b', 'a\u0085b', 'a\ufffdb'])
       expect(openidPattern.test(bad), JSON.stringify(bad)).to.equal(false);
     expect(openidPattern.test('oAbC-1_2')).to.equal(true);
   });
