@@ -1,15 +1,15 @@
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import { bodyParser } from './http/body';
+import pkg from '../package.json';
 import { envelope } from './http/envelope';
 import { observe } from './http/observe';
+import { buildOpenApi } from './http/openapi';
 import type { RouteState } from './http/route';
+import { buildRouter } from './http/router';
 import type { Metrics } from './ops/metrics';
 import type { Readiness } from './ops/readiness';
 import { opsRouter } from './ops/routes';
-import { buildOpenApi } from './http/openapi';
-import { buildRouter } from './http/router';
-import pkg from '../package.json';
 import { userRoutes } from './users/routes';
 import type { UserService } from './users/service';
 

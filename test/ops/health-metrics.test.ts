@@ -3,18 +3,10 @@ import { newOpenid } from '../helpers/env';
 import { scrape } from '../helpers/metrics';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
+import { eventually } from '../helpers/wait';
 
 function profile(openid: string) {
   return { openid, nick_name: 'n', avatar: 'https://example.com/a.png', gender: 0, phone: '1' };
-}
-
-async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('condition not met in time');
 }
 
 const getJson = async (url: string) => {

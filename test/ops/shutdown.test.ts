@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { post } from '../helpers/http';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
+import { eventually } from '../helpers/wait';
 
 /** Whether a brand-new TCP connection to the service's port is accepted. */
 function accepts(url: string): Promise<boolean> {
@@ -15,14 +16,6 @@ function accepts(url: string): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
-}
-
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('SIGTERM (the real process)', function () {
@@ -51,11 +44,11 @@ describe('SIGTERM (the real process)', function () {
     const seen = wechat.requests.length;
     // Separate connections: in flight over keep-alive sockets the server must close after.
     const answers = codes.map((js_code) => post(child!.url, 'getOpenid', { js_code }));
-    await until(() => wechat.requests.length - seen === codes.length); // all three wait on WeChat
+    await eventually(() => wechat.requests.length - seen === codes.length, 10_000, 20); // all three wait on WeChat
 
     const sentAt = performance.now();
     child.proc.kill('SIGTERM');
-    await until(() => child!.logs.some((l) => String(l.msg).startsWith('shutting down')));
+    await eventually(() => child!.logs.some((l) => String(l.msg).startsWith('shutting down')), 10_000, 20);
     expect(await accepts(child.url)).to.equal(false);
 
     const results = await Promise.all(answers);
@@ -89,7 +82,7 @@ describe('SIGTERM (the real process)', function () {
       () => 'answered',
       () => 'cut',
     );
-    await until(() => wechat.requests.length > seen);
+    await eventually(() => wechat.requests.length > seen, 10_000, 20);
     const sentAt = performance.now();
     child.proc.kill('SIGTERM');
     const { code, at } = await child.exited;

@@ -10,6 +10,7 @@ import { TestMariadbServer } from '../helpers/mariadb-server';
 import { scrape } from '../helpers/metrics';
 import { freePort } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
+import { eventually, timed } from '../helpers/wait';
 
 /** A TCP server that accepts connections and never answers: a hung MySQL. */
 async function blackhole(): Promise<{ port: number; close(): Promise<void> }> {
@@ -119,19 +120,6 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
     const res = await fetch(`${svc.url}/readyz`);
     return { status: res.status, body: (await res.json()) as any };
   };
-  async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-    const start = performance.now();
-    const value = await fn();
-    return { value, ms: performance.now() - start };
-  }
-  async function eventually(check: () => Promise<boolean>, ms = 20_000): Promise<number> {
-    const start = performance.now();
-    while (performance.now() - start < ms) {
-      if (await check()) return performance.now() - start;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error('condition not met in time');
-  }
 
   before(async () => {
     const { ms } = await timed(async () => (mariadb = await TestMariadbServer.create()));
@@ -198,7 +186,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
     expect((await svc.call('get', { openid: cached })).body.data).to.deep.equal(cachedUser);
 
     const start = await timed(() => mariadb.start());
-    const recovered = await eventually(async () => (await readyz()).status === 200);
+    const recovered = await eventually(async () => (await readyz()).status === 200, 20_000);
     expect((await svc.call('loginByOpenid', { openid: uncached })).body.code).to.equal(0);
     expect((await svc.call('login', profile(newcomer))).body.code).to.equal(0);
     const update = await svc.call('update', { user_id: cachedUser.user_id, update: { phone: '2' } });
@@ -234,7 +222,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
     } finally {
       mariadb.resume();
     }
-    await eventually(async () => (await readyz()).status === 200);
+    await eventually(async () => (await readyz()).status === 200, 20_000);
     const all = await Promise.all(Array.from({ length: 15 }, () => svc.call('get', { openid })));
     expect(all.map((r) => r.body.code)).to.deep.equal(Array(15).fill(0));
     expect(all[0].body.data.phone).to.equal('1'); // the refused update changed nothing
