@@ -1,11 +1,16 @@
 import Koa from 'koa';
+import pkg from '../package.json';
 import type { Config } from './config';
 import { authGuard } from './http/auth';
 import { bodyParser } from './http/body';
 import { envelope } from './http/envelope';
+import { observe } from './http/observe';
+import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
+import type { RouteState } from './http/route';
 import { buildRouter } from './http/router';
 import type { Logger } from './logger';
+import { opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
 
@@ -16,14 +21,28 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   const app = new Koa({ proxy: config.trustProxy });
   // Programmer errors arrive here (from the envelope); operational ones are answers, not logs.
   app.on('error', (err: Error, ctx?: Koa.Context) => {
-    logger.error({ err, route: ctx?.path }, 'unexpected error');
+    const state = ctx?.state as RouteState | undefined;
+    logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
+  const prefix = '/service/user';
+  const routes = userRoutes(services.users);
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
   ];
-  const router = buildRouter('/service/user', userRoutes(services.users), guards);
+  const router = buildRouter(prefix, routes, guards);
+  // Generated from the same specs the router mounts and validates with: it cannot drift.
+  const openapi = buildOpenApi(routes, {
+    title: 'WeChat mini-program user service',
+    version: pkg.version,
+    description: pkg.description,
+    prefix,
+  });
+  const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
+  app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
+  // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
+  app.use(ops.routes());
   app.use(envelope());
   app.use(bodyParser(config.bodyLimit));
   app.use(router.routes());

@@ -15,6 +15,22 @@ export type FailureKind =
   | 'unauthenticated' // strict mode: no valid token, or a token of another user
   | 'rateLimited'; // too many requests from this client or for this openid
 
+/**
+ * What each kind means to a client, for the API page (src/http/openapi.ts). A Record, so a new
+ * kind cannot be added without saying what it means.
+ */
+export const FAILURE_MEANINGS: Record<FailureKind, string> = {
+  invalid: 'a parameter is missing or invalid (提交的参数非法)',
+  notFound: 'no such user',
+  duplicate: 'several users have this openid (一个openid对应了多个用户)',
+  badJson: '`update` is a string that is not JSON',
+  badUpdate: '`update` is not an object, names a field that may not change, or has an invalid value',
+  upstream: 'WeChat refused the code, timed out or could not be reached; `msg` says which',
+  unavailable: 'MySQL or Redis is unavailable; try again',
+  unauthenticated: 'no valid session token of this user (strict mode, AUTH_MODE=token)',
+  rateLimited: 'too many requests from this client IP or for this openid (HTTP 429, Retry-After)',
+};
+
 export class ServiceError extends Error {
   override name = 'ServiceError';
   constructor(

@@ -5,11 +5,17 @@ import { ConfigError, loadConfig, type Config } from './config';
 import { ensureDatabase, migrateLatest } from './db/knex';
 import { createLogger } from './logger';
 import { createServices } from './services';
+import { drainer } from './shutdown';
 
 export interface RunningServer {
   server: Server;
   url: string;
-  stop(): Promise<void>;
+  /**
+   * Graceful stop: /readyz turns 503, the listener closes, requests in flight get up to
+   * `graceMs` (SHUTDOWN_GRACE_MS) to finish, then Redis and the MySQL pool are closed.
+   * Resolves true when everything finished in time, false when requests had to be cut.
+   */
+  stop(graceMs?: number): Promise<boolean>;
 }
 
 /**
@@ -17,7 +23,7 @@ export interface RunningServer {
  * (which may capture the log through `logTo`).
  */
 export async function startServer(config: Config, logTo?: DestinationStream): Promise<RunningServer> {
-  const logger = createLogger(config.logLevel, logTo);
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env }, logTo);
   await ensureDatabase(config.db);
   const services = await createServices(config, logger);
   try {
@@ -29,6 +35,7 @@ export async function startServer(config: Config, logTo?: DestinationStream): Pr
   }
   const app = createApp(config, services, logger);
   const server = app.listen(config.port, config.host);
+  const connections = drainer(server);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
@@ -41,12 +48,24 @@ export async function startServer(config: Config, logTo?: DestinationStream): Pr
   return {
     server,
     url: `http://${host}:${port}`,
-    async stop() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      await services.close();
+    async stop(graceMs = config.shutdownGraceMs) {
+      const start = performance.now();
+      services.readiness.draining = true;
+      logger.info({ inflight: connections.inflight, graceMs }, 'shutting down: no new connections');
+      let clean = await connections.drain(graceMs);
+      if (!clean) logger.warn({ graceMs }, 'grace period over: requests still in flight were cut');
+      // The pool waits for connections in use; bound that by what is left of the grace period.
+      const left = Math.max(1000, graceMs - (performance.now() - start));
+      let timer: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([
+        services.close().then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), left))),
+      ]);
+      clearTimeout(timer);
+      if (!closed) logger.warn('Redis or the MySQL pool did not close in time');
+      clean &&= closed;
+      logger.info({ ms: Math.round(performance.now() - start), clean }, 'shutdown complete');
+      return clean;
     },
   };
 }
@@ -64,13 +83,20 @@ async function main(): Promise<void> {
   }
   const running = await startServer(config);
   let stopping = false;
+  // Exit 0 when every request in flight was answered within SHUTDOWN_GRACE_MS, 1 otherwise.
+  // A second signal while draining means "now".
   const shutdown = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      process.stderr.write(`${signal} again: exiting now\n`);
+      process.exit(1);
+    }
     stopping = true;
-    process.stderr.write(`${signal}: shutting down\n`);
     running.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      (clean) => process.exit(clean ? 0 : 1),
+      (err: Error) => {
+        process.stderr.write(`shutdown failed: ${err?.message ?? err}\n`);
+        process.exit(1);
+      },
     );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

@@ -1,6 +1,8 @@
 import type { Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
+import { Metrics, type PoolStats } from './ops/metrics';
+import { Readiness } from './ops/readiness';
 import { RedisBreaker } from './redis/breaker';
 import { connectRedis, createRedis, type RedisClient } from './redis/client';
 import { keyLayout, type KeyLayout } from './redis/keys';
@@ -19,12 +21,35 @@ export interface Services {
   breaker: RedisBreaker;
   sessions: SessionStore;
   users: UserService;
+  metrics: Metrics;
+  readiness: Readiness;
   close(): Promise<void>;
 }
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
   repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+}
+
+/** tarn's pool behind knex: what /metrics reports as db_pool_connections. */
+interface TarnPool {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+  numPendingCreates(): number;
+  max: number;
+}
+
+function poolStats(db: Knex): PoolStats | undefined {
+  const pool = (db.client as { pool?: TarnPool }).pool;
+  if (!pool) return undefined;
+  return {
+    used: pool.numUsed(),
+    free: pool.numFree(),
+    pendingAcquires: pool.numPendingAcquires(),
+    pendingCreates: pool.numPendingCreates(),
+    max: pool.max,
+  };
 }
 
 /** The composition root: builds every long-lived object from the configuration, once. */
@@ -41,11 +66,13 @@ export async function createServices(
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
+  const metrics = new Metrics(() => poolStats(db));
 
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
   let lastRedisError = '';
   redis.on('error', (err: Error) => {
+    metrics.storeError('redis', 'connection');
     if (err.message !== lastRedisError) logger.warn({ err: err.message }, 'redis error');
     lastRedisError = err.message;
   });
@@ -62,7 +89,12 @@ export async function createServices(
   );
   const keys = keyLayout(config.redis.keyPrefix);
   const cache = new UserCache(redis, keys, config.cache.ttlSeconds, breaker, {
-    error: (op, err) => logger.debug({ op, err: (err as Error)?.message }, 'cache operation failed'),
+    hit: () => metrics.cacheHits.inc(),
+    miss: () => metrics.cacheMisses.inc(),
+    error: (op, err) => {
+      metrics.cacheError(op);
+      logger.debug({ op, err: (err as Error)?.message }, 'cache operation failed');
+    },
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
   const users = new UserService({
@@ -73,7 +105,19 @@ export async function createServices(
     sessionKeys: new SessionKeyStore(redis, keys, config.wechat.sessionKeyTtlSeconds, breaker),
     formatDate: dateFormatter(config.timeZone),
     logger,
+    onStoreError: (store, op, err) => {
+      metrics.storeError(store, op);
+      logger.debug({ store, op, err: (err as Error)?.message }, 'store operation failed');
+    },
   });
+  const readiness = new Readiness(
+    {
+      mysql: () => db.raw('SELECT 1').timeout(config.db.queryTimeoutMs),
+      redis: () => redis.ping(),
+    },
+    config.readyTimeoutMs,
+    logger,
+  );
 
   return {
     db,
@@ -82,8 +126,12 @@ export async function createServices(
     breaker,
     sessions,
     users,
+    metrics,
+    readiness,
     async close() {
-      redis.disconnect();
+      // QUIT lets replies already on their way arrive; it fails fast (no offline queue, command
+      // timeout) when Redis is gone, and then the socket is simply dropped.
+      await redis.quit().catch(() => redis.disconnect());
       await db.destroy();
     },
   };

@@ -41,6 +41,12 @@ export interface Config {
   sessions: { ttlSeconds: number; idleSeconds: number };
   rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
   trustProxy: boolean;
+  /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
+  logFormat: 'json' | 'pretty' | 'auto';
+  /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
+  shutdownGraceMs: number;
+  /** Longest /readyz waits for each store before calling it down. */
+  readyTimeoutMs: number;
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -93,6 +99,9 @@ const schema = Joi.object({
     .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
     .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
     .required(),
+  LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
+  SHUTDOWN_GRACE_MS: positiveInt.required(),
+  READY_TIMEOUT_MS: positiveInt.required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -156,5 +165,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       openidPoints: v.RATE_LIMIT_OPENID,
     },
     trustProxy: v.TRUST_PROXY,
+    logFormat: v.LOG_FORMAT,
+    shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
+    readyTimeoutMs: v.READY_TIMEOUT_MS,
   };
 }

@@ -7,6 +7,7 @@ const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
 function answer(ctx: Context, status: number, code: number, msg: string): void {
   ctx.status = status;
   ctx.body = { code, msg, data: null };
+  (ctx.state as RouteState).code = code;
 }
 
 /** Body-parser (co-body) failures carry a 4xx status; a too-large body keeps its own. */
@@ -49,6 +50,7 @@ export function envelope(): Middleware {
     if ('data' in state) {
       const data = state.data;
       ctx.status = 200;
+      state.code = 0;
       if (data instanceof RawJson) {
         ctx.type = 'application/json; charset=utf-8';
         ctx.body = `${SUCCESS_PREFIX}${data.json}}`;

@@ -27,6 +27,11 @@ export interface RouteSpec<In = unknown> {
    * demands a token of that very user.
    */
   owner?(input: In): { openid?: string; user_id?: number };
+  /**
+   * What `data` holds on success (code 0). Not checked at run time: it is the API page's source
+   * (src/http/openapi.ts), and the tests hold real answers to it.
+   */
+  output?: Joi.Schema;
   /** Does the work on the validated input and returns `data`, or throws a ServiceError. */
   handle(input: In, ctx: Context): Promise<unknown>;
 }
@@ -42,4 +47,10 @@ export type RouteGuard = (ctx: Context, route: RouteSpec, input: unknown) => Pro
 export interface RouteState {
   route?: RouteSpec;
   data?: unknown;
+  /** The document code of the answer, set by the envelope (absent for non-envelope answers). */
+  code?: number;
+  /** From X-Request-Id, or generated; echoed in the response and on every log line of the request. */
+  requestId?: string;
+  /** The name of the operations endpoint (healthz, metrics, docs...) that answered, if one did. */
+  ops?: string;
 }

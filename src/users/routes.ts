@@ -1,5 +1,18 @@
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
-import { jsCodeInput, loginInput, openidInput, parsePatch, tokenInput, updateInput } from './schemas';
+import {
+  emptyListOutput,
+  jsCodeInput,
+  loginInput,
+  nullOutput,
+  openidInput,
+  openidOutput,
+  parsePatch,
+  sessionUserOutput,
+  tokenInput,
+  updateInput,
+  userOutput,
+  userSessionOutput,
+} from './schemas';
 import type { UserService } from './service';
 
 /**
@@ -14,6 +27,7 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'login',
       summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
+      output: userSessionOutput,
       codes: { invalid: -1, other: -2 },
       rateLimited: true,
       handle: ({ openid, ...profile }) => users.register(openid, profile),
@@ -22,7 +36,8 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'getOpenid',
       summary: "Exchange a wx.login code for the user's openid (WeChat jscode2session) and open a session",
       input: jsCodeInput,
-      codes: { invalid: -1, other: -2 },
+      output: openidOutput,
+      codes: { invalid: -1, upstream: -2, other: -2 },
       rateLimited: true,
       handle: ({ js_code }) => users.openidFromCode(js_code),
     }),
@@ -30,6 +45,7 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'loginByOpenid',
       summary: 'Log in by openid: the user (from the cache when it can) and a new session',
       input: openidInput,
+      output: userSessionOutput,
       codes: { invalid: -1, notFound: -2, other: -2 },
       rateLimited: true,
       handle: async ({ openid }) => new RawJson(await users.loginByOpenid(openid)),
@@ -38,6 +54,7 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'logout',
       summary: "Log out: end all the user's sessions, forget its cached profile and session_key (idempotent)",
       input: openidInput,
+      output: nullOutput,
       codes: { invalid: -1, other: -2 },
       owner: ({ openid }) => ({ openid }),
       handle: async ({ openid }) => {
@@ -49,6 +66,7 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'get',
       summary: 'Get a user by openid',
       input: openidInput,
+      output: userOutput,
       codes: { invalid: -1, duplicate: -2, other: -3, notFound: -4 },
       rateLimited: true,
       owner: ({ openid }) => ({ openid }),
@@ -58,6 +76,7 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'update',
       summary: "Change a user's nick_name, avatar, gender or phone",
       input: updateInput,
+      output: emptyListOutput,
       codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
       owner: ({ user_id }) => ({ user_id }),
       handle: async ({ user_id, update }) => {
@@ -69,7 +88,8 @@ export function userRoutes(users: UserService): RouteSpec[] {
       name: 'session',
       summary: "The user of a session token, with the token's expiry (for sibling services)",
       input: tokenInput,
-      codes: { invalid: -1, notFound: -2, other: -2 },
+      output: sessionUserOutput,
+      codes: { invalid: -1, notFound: -2, other: -2, unauthenticated: -10 },
       handle: async ({ token }) => new RawJson(await users.sessionUser(token)),
     }),
   ];

@@ -4,9 +4,14 @@ import type { Profile } from './model';
 
 // Every schema is compiled once, at module load: a request only runs .validate().
 
-// C0 and C1 control characters (NUL included) have no business in a profile field.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+// C0 and C1 control characters (NUL included) have no business in a profile field. Kept as
+// a character-class body so that the API page's JSON Schema pattern says the same thing.
+const CONTROL_CLASS = '\\u0000-\\u001f\\u007f-\\u009f';
+const CONTROL = new RegExp(`[${CONTROL_CLASS}]`);
 const WHITESPACE = /\s/;
+// U+FFFD is what the body parser's (lenient) UTF-8 decoder puts where bytes were not UTF-8.
+// A field holding one was damaged on its way here, so it is refused rather than stored.
+const REPLACEMENT = '\ufffd';
 
 function codePoints(value: string): number {
   let n = 0;
@@ -19,7 +24,9 @@ function codePoints(value: string): number {
 
 /**
  * A string of 1..max characters counted as Unicode code points, the way MySQL counts a
- * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS.
+ * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS. JSON Schema
+ * counts code points too, so the API page gets `max` as its maxLength (the joi max of 2*max
+ * UTF-16 units is only a cheap first cut).
  */
 function text(max: number, opts: { noSpaces?: boolean } = {}) {
   return Joi.string()
@@ -28,6 +35,7 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
     .custom((value: string, helpers) => {
       if (!value.isWellFormed()) return helpers.error('text.unpaired');
       if (CONTROL.test(value)) return helpers.error('text.control');
+      if (value.includes(REPLACEMENT)) return helpers.error('text.notUtf8');
       if (opts.noSpaces && WHITESPACE.test(value)) return helpers.error('text.spaces');
       if (codePoints(value) > max) return helpers.error('string.max', { limit: max });
       return value;
@@ -35,20 +43,32 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
     .messages({
       'text.unpaired': '{{#label}} is not valid Unicode',
       'text.control': '{{#label}} contains control characters',
+      'text.notUtf8': '{{#label}} is not valid UTF-8 (it holds U+FFFD)',
       'text.spaces': '{{#label}} contains white space',
-    });
+    })
+    .meta({ openapi: { maxLength: max, pattern: `^[^${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}]+$` } });
 }
 
+export const DATE_TIME = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
+
 export const fields = {
-  openid: text(64, { noSpaces: true }),
-  nick_name: text(64),
+  openid: text(64, { noSpaces: true })
+    .description("The user's openid: 1-64 characters, no white space, case-sensitive")
+    .example('oAbCdEfGhIjKlMnOpQrStUvWxYz0'),
+  nick_name: text(64).description('Display name: 1-64 characters (an emoji counts as one)').example('张三'),
   avatar: Joi.string()
     .max(512)
-    .uri({ scheme: ['http', 'https'] }),
-  gender: Joi.number().integer().valid(0, 1),
-  phone: text(32),
-  user_id: Joi.number().integer().min(1).max(0xffffffff),
-  js_code: text(128, { noSpaces: true }),
+    .uri({ scheme: ['http', 'https'] })
+    .description('Avatar URL, http or https')
+    .example('https://example.com/media/avatar/1.jpg'),
+  gender: Joi.number().integer().valid(0, 1).description('0 or 1 (which is which is up to the front end)').example(1),
+  phone: text(32)
+    .description('Contact string, 1-32 characters (not necessarily a phone number)')
+    .example('12312312312'),
+  user_id: Joi.number().integer().min(1).max(0xffffffff).description('Row id of the user').example(1),
+  js_code: text(128, { noSpaces: true })
+    .description('The code wx.login gave the mini-program')
+    .example('0a1B2c3D4e5F6g'),
 };
 
 export interface OpenidInput {
@@ -82,13 +102,6 @@ export interface TokenInput {
 }
 export const tokenInput = Joi.object<TokenInput>({ token: Joi.string().max(256).required() });
 
-export const updateInput = Joi.object<UpdateInput>({
-  user_id: fields.user_id.required(),
-  // Documented as an object or a string holding JSON; any other present value is accepted
-  // here so that parsePatch can answer it with -3 or -4, as the document's table says.
-  update: Joi.alternatives(Joi.object(), Joi.string().allow(''), Joi.any()).invalid(null).required(),
-});
-
 export const patchSchema = Joi.object<Partial<Profile>>({
   nick_name: fields.nick_name,
   avatar: fields.avatar,
@@ -98,6 +111,77 @@ export const patchSchema = Joi.object<Partial<Profile>>({
   .min(1)
   .unknown(false)
   .messages({ 'object.unknown': '{{#label}} may not be changed' });
+
+export const updateInput = Joi.object<UpdateInput>({
+  user_id: fields.user_id.required(),
+  // Documented as an object or a string holding JSON; any other present value is accepted
+  // here so that parsePatch can answer it with -3 or -4, as the document's table says. The
+  // API page shows what a client should send.
+  update: Joi.alternatives(Joi.object(), Joi.string().allow(''), Joi.any())
+    .invalid(null)
+    .required()
+    .meta({
+      documentAs: Joi.alternatives(
+        patchSchema,
+        Joi.string().description('the same object as a JSON string').example('{"phone":"13333333333"}'),
+      )
+        .description('The fields to change: an object, or a string holding its JSON')
+        .example({ phone: '13333333333' }),
+    }),
+});
+
+// --- answers (data of code 0), for the API page and the tests; not checked at run time --------
+
+const dateTime = (what: string) =>
+  Joi.string()
+    .pattern(DATE_TIME)
+    .description(`${what}, YYYY-MM-DD HH:mm:ss in TIME_ZONE`)
+    .example('2020-03-26 11:34:29');
+
+export const userOutput = Joi.object({
+  user_id: fields.user_id.required(),
+  openid: fields.openid.required(),
+  nick_name: fields.nick_name.required(),
+  avatar: fields.avatar.required(),
+  gender: fields.gender.required(),
+  phone: fields.phone.required(),
+  ctime: dateTime('Created').required(),
+  mtime: dateTime('Last modified').required(),
+})
+  .description('The user')
+  .meta({ component: 'User' });
+
+const sessionFields = {
+  token: Joi.string()
+    .pattern(/^[A-Za-z0-9_-]{32}$/)
+    .description('Session bearer token (192 random bits, base64url); absent when Redis is unavailable')
+    .example('q3Z0v8c2kVZ1yQm6Xf0bR9sT4uW7aE5d'),
+  token_expires_at: Joi.number()
+    .integer()
+    .description("The token's absolute expiry, Unix seconds (idle sessions end earlier)")
+    .example(1796254800),
+};
+
+export const userSessionOutput = userOutput
+  .keys(sessionFields)
+  .description('The user, and a new session')
+  .meta({ component: 'UserSession' });
+
+export const sessionUserOutput = userOutput
+  .keys({ token_expires_at: sessionFields.token_expires_at.required() })
+  .description("The session's user, and when the session ends")
+  .meta({ component: 'SessionUser' });
+
+export const openidOutput = Joi.object({
+  openid: fields.openid.required(),
+  unionid: Joi.string().description('Present when WeChat sends one').example('oUnIoNiD0123'),
+  token: sessionFields.token.required(),
+  token_expires_at: sessionFields.token_expires_at.required(),
+}).meta({ component: 'Openid' });
+
+export const nullOutput = Joi.valid(null).description('null');
+
+export const emptyListOutput = Joi.array().length(0).description('an empty list, as in the document').example([]);
 
 /**
  * The document lets `update` arrive as an object or as a string holding JSON: a string that

@@ -7,9 +7,6 @@ import type { CachedUser, UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
 import type { UserRepository } from './repository';
 
-const unavailable = (what: string, cause: unknown) =>
-  new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
-
 /** The session fields added to a login answer, beside the document's user fields. */
 export type SessionFields = {
   token: string;
@@ -24,6 +21,8 @@ export interface UserServiceDeps {
   sessionKeys: SessionKeyStore;
   formatDate: DateFormatter;
   logger: Logger;
+  /** Told of every store failure that fails a call (metrics count them). */
+  onStoreError?(store: 'mysql' | 'redis', op: string, err: unknown): void;
 }
 
 const sessionFields = (s: IssuedSession): SessionFields => ({ token: s.token, token_expires_at: s.expires_at });
@@ -35,6 +34,17 @@ export class UserService {
 
   constructor(private readonly deps: UserServiceDeps) {}
 
+  /** The answer to a failed MySQL or Redis call: the route's "other error", reported once. */
+  private unavailable(
+    store: 'mysql' | 'redis',
+    op: string,
+    cause: unknown,
+    what = store === 'mysql' ? 'the database' : 'the cache',
+  ): ServiceError {
+    this.deps.onStoreError?.(store, op, cause);
+    return new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
+  }
+
   /** Registers the user unless the openid exists; either way answers the stored user and a session. */
   async register(openid: string, profile: Profile): Promise<User & Partial<SessionFields>> {
     const { repository, cache, formatDate } = this.deps;
@@ -43,7 +53,7 @@ export class UserService {
       await repository.insertIfAbsent({ openid, ...profile });
       [row] = await repository.findByOpenid(openid);
     } catch (err) {
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'register', err);
     }
     if (!row) throw new ServiceError('unavailable', 'the user could not be read back');
     const user = toUser(row, formatDate);
@@ -75,7 +85,7 @@ export class UserService {
     try {
       session = await this.deps.sessions.verify(token);
     } catch (err) {
-      throw unavailable('the session store', err);
+      throw this.unavailable('redis', 'session_verify', err, 'the session store');
     }
     if (!session) throw new ServiceError('unauthenticated', 'invalid or expired token');
     const user = await this.find(session.openid);
@@ -100,7 +110,7 @@ export class UserService {
     try {
       rows = await this.deps.repository.findByOpenid(openid);
     } catch (err) {
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'find', err);
     }
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
@@ -118,6 +128,7 @@ export class UserService {
     try {
       return await this.deps.sessions.issue({ user_id: userId, openid });
     } catch (err) {
+      this.deps.onStoreError?.('redis', 'session_issue', err);
       this.deps.logger.warn({ err: (err as Error)?.message }, 'session not issued: redis unavailable');
       return null;
     }
@@ -138,12 +149,12 @@ export class UserService {
           await cache.invalidate(openid, version + 1);
         } catch (err) {
           void cache.revert(openid, version + 1);
-          throw unavailable('the cache', err);
+          throw this.unavailable('redis', 'invalidate', err);
         }
       });
     } catch (err) {
       if (err instanceof ServiceError) throw err;
-      throw unavailable('the database', err);
+      throw this.unavailable('mysql', 'update', err);
     }
     if (!found) throw new ServiceError('notFound', 'no such user');
   }
@@ -154,7 +165,7 @@ export class UserService {
     try {
       await Promise.all([sessions.revokeAll(openid), cache.drop(openid), sessionKeys.remove(openid)]);
     } catch (err) {
-      throw unavailable('the cache', err);
+      throw this.unavailable('redis', 'logout', err);
     }
   }
 
@@ -177,7 +188,7 @@ export class UserService {
         this.deps.sessions.issue({ user_id: userId, openid: wx.openid }),
       ]);
     } catch (err) {
-      throw unavailable('the session store', err);
+      throw this.unavailable('redis', 'session_save', err, 'the session store');
     }
     return {
       openid: wx.openid,

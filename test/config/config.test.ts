@@ -14,6 +14,9 @@ describe('configuration', () => {
     expect(config.wechat.apiBase).to.equal('https://api.weixin.qq.com');
     expect(config.timeZone).to.equal('Asia/Shanghai');
     expect(config.cache.ttlSeconds).to.equal(86400);
+    expect(config.logFormat).to.equal('auto');
+    expect(config.shutdownGraceMs).to.equal(10_000);
+    expect(config.readyTimeoutMs).to.equal(2000);
   });
 
   it('lets the environment override the files, converting numbers', () => {
@@ -37,6 +40,9 @@ describe('configuration', () => {
     TIME_ZONE: 'Mars/Olympus',
     CACHE_TTL_SECONDS: '-1',
     LOG_LEVEL: 'loud',
+    LOG_FORMAT: 'fancy',
+    SHUTDOWN_GRACE_MS: '0',
+    READY_TIMEOUT_MS: 'soon',
   };
   for (const [name, value] of Object.entries(bad)) {
     it(`refuses ${name}=${value} naming the variable`, () => {

@@ -20,11 +20,18 @@ function reference(timeZone: string, date: Date): string {
 
 describe('user model', () => {
   it('formats dates in the configured zone, as Intl does, across DST changes', () => {
-    const zones = ['Asia/Shanghai', 'UTC', 'America/New_York', 'Europe/London', 'Australia/Lord_Howe', 'Asia/Kathmandu'];
+    const zones = [
+      'Asia/Shanghai',
+      'UTC',
+      'America/New_York',
+      'Europe/London',
+      'Australia/Lord_Howe',
+      'Asia/Kathmandu',
+    ];
     // Random instants over 2000..2040, plus the minutes around New York's and London's 2026 changes.
     const instants: number[] = [];
     let seed = 42;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     for (let i = 0; i < 3000; i++) instants.push(Date.UTC(2000, 0, 1) + Math.floor(random() * 40 * 365.25 * 86400e3));
     for (const change of [Date.UTC(2026, 2, 8, 7), Date.UTC(2026, 10, 1, 6), Date.UTC(2026, 2, 29, 1)]) {
       for (let s = -3600; s <= 3600; s += 37) instants.push(change + s * 1000);

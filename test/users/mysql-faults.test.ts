@@ -6,8 +6,11 @@ import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
 import { newOpenid, testConfig } from '../helpers/env';
 import { post, userPart } from '../helpers/http';
+import { TestMariadbServer } from '../helpers/mariadb-server';
+import { scrape } from '../helpers/metrics';
 import { freePort } from '../helpers/redis-server';
-import { startService } from '../helpers/service';
+import { startService, type TestService } from '../helpers/service';
+import { eventually, timed } from '../helpers/wait';
 
 /** A TCP server that accepts connections and never answers: a hung MySQL. */
 async function blackhole(): Promise<{ port: number; close(): Promise<void> }> {
@@ -96,5 +99,127 @@ describe('MySQL unreachable', function () {
     } finally {
       await svc.close();
     }
+  });
+});
+
+describe('MySQL stopped, paused and back (a mariadbd owned by this test)', function () {
+  this.timeout(90_000);
+  let mariadb: TestMariadbServer;
+  let svc: TestService;
+  // Generous bounds: DB_ACQUIRE_TIMEOUT_MS and DB_QUERY_TIMEOUT_MS below, plus scheduling.
+  const BOUND_MS = 5_000;
+
+  const profile = (openid: string) => ({ openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 0, phone: '1' });
+  const readyz = async () => {
+    const res = await fetch(`${svc.url}/readyz`);
+    return { status: res.status, body: (await res.json()) as any };
+  };
+
+  before(async () => {
+    const { ms } = await timed(async () => (mariadb = await TestMariadbServer.create()));
+    console.log(`      (own mariadbd: installed and started in ${Math.round(ms)} ms)`);
+    svc = await startService({
+      DATABASE_URL: `${mariadb.url}/user_service_faults`,
+      DB_ACQUIRE_TIMEOUT_MS: 1500,
+      DB_QUERY_TIMEOUT_MS: 2000,
+      READY_TIMEOUT_MS: 1000,
+    });
+  });
+  after(async () => {
+    mariadb?.resume();
+    await svc?.stop();
+    await mariadb?.destroy();
+  });
+
+  it('stopped: answers "other error" within a few seconds, /readyz names MySQL, cached reads still answer, then recovers by itself', async () => {
+    const cached = newOpenid();
+    const cachedUser = userPart((await svc.call('login', profile(cached))).body.data);
+    const uncached = newOpenid();
+    await svc.call('login', profile(uncached));
+    await svc.call('logout', { openid: uncached }); // drops its cached profile
+    const before = await scrape(svc.url);
+
+    const stop = await timed(() => mariadb.stop());
+
+    const down = await readyz();
+    expect(down.status).to.equal(503);
+    expect(down.body.checks.mysql.ok).to.equal(false);
+    expect(down.body.checks.redis.ok).to.equal(true);
+
+    for (const route of ['loginByOpenid', 'get']) {
+      const res = await svc.call(route, { openid: cached });
+      expect(res.body.code, route).to.equal(0);
+      expect(userPart(res.body.data), route).to.deep.equal(cachedUser);
+    }
+
+    const newcomer = newOpenid();
+    const cases: [string, unknown, number][] = [
+      ['loginByOpenid', { openid: uncached }, -2],
+      ['get', { openid: uncached }, -3],
+      ['login', profile(newcomer), -2],
+      ['update', { user_id: cachedUser.user_id, update: { phone: '2' } }, -2],
+    ];
+    for (const [route, body, code] of cases) {
+      const { value, ms } = await timed(() => svc.call(route, body));
+      expect(value.status, route).to.equal(200);
+      expect(value.body.code, route).to.equal(code);
+      expect(ms, route).to.be.below(BOUND_MS);
+    }
+    // Three times the pool's size at once: none waits on the pool for ever.
+    const burst = await timed(() =>
+      Promise.all(Array.from({ length: 30 }, () => svc.call('get', { openid: newOpenid() }))),
+    );
+    expect(burst.value.map((r) => r.body.code)).to.deep.equal(Array(30).fill(-3));
+    expect(burst.ms).to.be.below(BOUND_MS);
+    const during = await scrape(svc.url);
+    expect(
+      during.value('user_service_mysql_errors_total', { op: 'find' }) -
+        before.value('user_service_mysql_errors_total', { op: 'find' }),
+    ).to.equal(32);
+    // The cached profile was not touched by the refused update.
+    expect((await svc.call('get', { openid: cached })).body.data).to.deep.equal(cachedUser);
+
+    const start = await timed(() => mariadb.start());
+    const recovered = await eventually(async () => (await readyz()).status === 200, 20_000);
+    expect((await svc.call('loginByOpenid', { openid: uncached })).body.code).to.equal(0);
+    expect((await svc.call('login', profile(newcomer))).body.code).to.equal(0);
+    const update = await svc.call('update', { user_id: cachedUser.user_id, update: { phone: '2' } });
+    expect(update.body.code).to.equal(0);
+    expect((await svc.call('get', { openid: cached })).body.data.phone).to.equal('2');
+    console.log(
+      `      (mariadbd stop ${Math.round(stop.ms)} ms, start ${Math.round(start.ms)} ms, ` +
+        `service ready ${Math.round(recovered)} ms after; 30 refused reads in ${Math.round(burst.ms)} ms)`,
+    );
+  });
+
+  it('paused (SIGSTOP): calls and /readyz are still bounded, and all is well once it resumes', async () => {
+    const openid = newOpenid();
+    const { user_id } = (await svc.call('login', profile(openid))).body.data;
+    await svc.call('logout', { openid });
+    // Warm the pool so that some connections are open when the server freezes.
+    await Promise.all(Array.from({ length: 5 }, () => svc.call('get', { openid })));
+
+    mariadb.pause();
+    try {
+      const burst = await timed(() =>
+        Promise.all(Array.from({ length: 15 }, () => svc.call('get', { openid: newOpenid() }))),
+      );
+      expect(burst.value.map((r) => r.body.code)).to.deep.equal(Array(15).fill(-3));
+      expect(burst.ms).to.be.below(BOUND_MS);
+      const { value: down, ms } = await timed(readyz);
+      expect(down.status).to.equal(503);
+      expect(down.body.checks.mysql.ok).to.equal(false);
+      expect(ms).to.be.below(BOUND_MS);
+      const upd = await timed(() => svc.call('update', { user_id, update: { phone: '3' } }));
+      expect(upd.value.body.code).to.equal(-2);
+      expect(upd.ms).to.be.below(BOUND_MS);
+    } finally {
+      mariadb.resume();
+    }
+    await eventually(async () => (await readyz()).status === 200, 20_000);
+    const all = await Promise.all(Array.from({ length: 15 }, () => svc.call('get', { openid })));
+    expect(all.map((r) => r.body.code)).to.deep.equal(Array(15).fill(0));
+    expect(all[0].body.data.phone).to.equal('1'); // the refused update changed nothing
+    expect((await svc.call('update', { user_id, update: { phone: '3' } })).body.code).to.equal(0);
   });
 });

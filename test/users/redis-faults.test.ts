@@ -6,6 +6,7 @@ import { newOpenid, testConfig } from '../helpers/env';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
+import { eventually, timed } from '../helpers/wait';
 
 const COMMAND_TIMEOUT_MS = 200;
 // A read may wait for one Redis command to time out before it goes to MySQL.
@@ -13,21 +14,6 @@ const READ_BOUND_MS = 800;
 
 function profile(openid: string) {
   return { openid, nick_name: 'cached', avatar: 'https://example.com/a.png', gender: 1, phone: '100' };
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const start = performance.now();
-  const value = await fn();
-  return { value, ms: performance.now() - start };
-}
-
-async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('condition not met in time');
 }
 
 describe('Redis faults (a redis-server owned by this test)', function () {

@@ -1,0 +1,136 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { RequestObservation } from '../http/observe';
+
+export interface PoolStats {
+  used: number;
+  free: number;
+  pendingAcquires: number;
+  pendingCreates: number;
+  max: number;
+}
+
+/** Which store failed, and in which operation: the labels of the *_errors_total counters. */
+export type Store = 'mysql' | 'redis';
+
+const PREFIX = 'user_service_';
+
+let processRegistry: Registry | undefined;
+
+/**
+ * prom-client's process and Node.js metrics (CPU, memory, event loop lag, GC, handles), once
+ * per process: they describe the process, however many services a test builds in it.
+ */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+/**
+ * The service's Prometheus metrics. Labels are bounded by construction: route names come from
+ * the route specs (or `unmatched`), codes from the API document, ops from this code.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  private readonly requests = new Counter({
+    name: `${PREFIX}http_requests_total`,
+    help: 'HTTP requests answered, by route name, document code (none outside the envelope) and HTTP status',
+    labelNames: ['route', 'code', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly duration = new Histogram({
+    name: `${PREFIX}http_request_duration_seconds`,
+    help: 'Time to answer an HTTP request, by route name and document code',
+    labelNames: ['route', 'code'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly cacheHits = new Counter({
+    name: `${PREFIX}cache_hits_total`,
+    help: 'Profile reads answered from Redis',
+    registers: [this.registry],
+  });
+
+  readonly cacheMisses = new Counter({
+    name: `${PREFIX}cache_misses_total`,
+    help: 'Profile reads Redis did not have (MySQL was asked)',
+    registers: [this.registry],
+  });
+
+  private readonly cacheErrors = new Counter({
+    name: `${PREFIX}cache_errors_total`,
+    help: 'Best-effort cache operations that failed and were skipped (get: served from MySQL; fill: not cached)',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly storeErrors: Record<Store, Counter<'op'>> = {
+    redis: new Counter({
+      name: `${PREFIX}redis_errors_total`,
+      help: 'Redis failures: failed commands by operation, and connection errors (op="connection")',
+      labelNames: ['op'] as const,
+      registers: [this.registry],
+    }),
+    mysql: new Counter({
+      name: `${PREFIX}mysql_errors_total`,
+      help: 'MySQL failures (unreachable, timed out, refused) by operation',
+      labelNames: ['op'] as const,
+      registers: [this.registry],
+    }),
+  };
+
+  constructor(pool?: () => PoolStats | undefined) {
+    if (pool) {
+      new Gauge({
+        name: `${PREFIX}db_pool_connections`,
+        help: 'MySQL pool: connections in use, free, and requests waiting to acquire or create one',
+        labelNames: ['state'] as const,
+        registers: [this.registry],
+        collect() {
+          const stats = pool();
+          if (!stats) return;
+          this.set({ state: 'used' }, stats.used);
+          this.set({ state: 'free' }, stats.free);
+          this.set({ state: 'pending_acquires' }, stats.pendingAcquires);
+          this.set({ state: 'pending_creates' }, stats.pendingCreates);
+        },
+      });
+      new Gauge({
+        name: `${PREFIX}db_pool_max`,
+        help: 'MySQL pool: most connections it may open (DB_POOL_MAX)',
+        registers: [this.registry],
+        collect() {
+          const stats = pool();
+          if (stats) this.set(stats.max);
+        },
+      });
+    }
+  }
+
+  observeRequest({ route, code, status, seconds }: RequestObservation): void {
+    const c = code === null ? 'none' : String(code);
+    this.requests.inc({ route, code: c, status: String(status) });
+    this.duration.observe({ route, code: c }, seconds);
+  }
+
+  cacheError(op: string): void {
+    this.cacheErrors.inc({ op });
+    this.storeErrors.redis.inc({ op });
+  }
+
+  storeError(store: Store, op: string): void {
+    this.storeErrors[store].inc({ op });
+  }
+
+  readonly contentType = this.registry.contentType;
+
+  /** The exposition text: this service's metrics and the process's. */
+  async text(): Promise<string> {
+    return Registry.merge([processMetrics(), this.registry]).metrics();
+  }
+}

@@ -1,0 +1,155 @@
+import SwaggerParser from '@apidevtools/swagger-parser';
+import { expect } from 'chai';
+import Joi from 'joi';
+import { toOpenApiSchema } from '../../src/http/openapi';
+import type { RouteSpec } from '../../src/http/route';
+import { userRoutes } from '../../src/users/routes';
+import { newOpenid } from '../helpers/env';
+import { FakeWechat } from '../helpers/fake-wechat';
+import { startService, type TestService } from '../helpers/service';
+
+const ROUTES = ['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session'];
+const specs = new Map<string, RouteSpec>(userRoutes({} as never).map((r) => [r.name, r]));
+
+describe('OpenAPI document', function () {
+  this.timeout(20_000);
+  let svc: TestService;
+  let wechat: FakeWechat;
+  let doc: any;
+
+  before(async () => {
+    wechat = await new FakeWechat().start();
+    svc = await startService({ WECHAT_API_BASE: wechat.url });
+    const res = await fetch(`${svc.url}/openapi.json`);
+    expect(res.status).to.equal(200);
+    expect(res.headers.get('content-type')).to.match(/^application\/json/);
+    doc = await res.json();
+  });
+  after(async () => {
+    await svc.stop();
+    await wechat.stop();
+  });
+
+  it('is a valid OpenAPI 3 document', async () => {
+    expect(doc.openapi).to.match(/^3\./);
+    await SwaggerParser.validate(structuredClone(doc));
+  });
+
+  it('has every route, each with every code of its table and a JSON and form body', () => {
+    for (const name of ROUTES) {
+      const op = doc.paths[`/service/user/${name}`]?.post;
+      expect(op, name).to.be.an('object');
+      expect(op.operationId).to.equal(name);
+      const spec = specs.get(name)!;
+      // Routes with an owner also answer -10 in strict mode (AUTH_MODE=token).
+      const strict = spec.owner ? [-10] : [];
+      const codes = [...new Set([...Object.values(spec.codes), ...strict])].sort((a, b) => b - a);
+      const [success, failure] = op.responses['200'].content['application/json'].schema.oneOf;
+      expect(success.properties.code.enum, name).to.deep.equal([0]);
+      expect(failure.properties.code.enum, name).to.deep.equal(codes);
+      expect(op['x-codes'].map((c: { code: number }) => c.code)).to.deep.equal([0, ...codes]);
+      for (const code of codes) expect(op.description, `${name} ${code}`).to.include(`| ${code} |`);
+      expect(Object.keys(op.requestBody.content)).to.deep.equal([
+        'application/json',
+        'application/x-www-form-urlencoded',
+      ]);
+      expect(op.responses['413']).to.be.an('object');
+    }
+    // The document's tables, spot-checked: get has four failure codes (and strict mode's -10),
+    // update's -3 is bad JSON.
+    expect(doc.paths['/service/user/get'].post['x-codes'].map((c: { code: number }) => c.code)).to.deep.equal([
+      0, -1, -2, -3, -4, -10,
+    ]);
+    // The rate-limited routes document their HTTP 429.
+    for (const name of ['login', 'getOpenid', 'loginByOpenid', 'get']) {
+      expect(doc.paths[`/service/user/${name}`].post.responses['429'], name).to.be.an('object');
+    }
+    expect(doc.paths['/service/user/update'].post.responses['429']).to.equal(undefined);
+    const updateCodes = doc.paths['/service/user/update'].post['x-codes'];
+    expect(updateCodes.find((c: { code: number }) => c.code === -3).meaning).to.include('not JSON');
+  });
+
+  it('describes request fields from the joi schemas, with code-point lengths', async () => {
+    const { schemas } = doc.components;
+    expect(schemas.loginBody.required).to.deep.equal(['openid', 'nick_name', 'avatar', 'gender', 'phone']);
+    expect(schemas.loginBody.properties.openid).to.include({ type: 'string', minLength: 1, maxLength: 64 });
+    expect(schemas.loginBody.properties.gender).to.include({ type: 'integer' });
+    expect(schemas.loginBody.properties.gender.enum).to.deep.equal([0, 1]);
+    expect(schemas.loginBody.properties.avatar).to.include({ format: 'uri', maxLength: 512 });
+    expect(schemas.updateBody.properties.update.anyOf).to.have.length(2);
+    expect(schemas.User.required).to.include.members(['user_id', 'openid', 'ctime', 'mtime']);
+    // The pattern in the document refuses what joi refuses.
+    const openidPattern = new RegExp(schemas.loginBody.properties.openid.pattern);
+    for (const bad of ['a b', 'a\u0000b', 'a\u0085b', 'a\ufffdb'])
+      expect(openidPattern.test(bad), JSON.stringify(bad)).to.equal(false);
+    expect(openidPattern.test('oAbC-1_2')).to.equal(true);
+  });
+
+  it("matches real answers: each route's success data fits its declared output", async () => {
+    const openid = newOpenid();
+    const profile = { openid, nick_name: '小明🎉', avatar: 'https://e.com/a.png', gender: 1, phone: '123' };
+    wechat.on('doc-code', { body: { openid, session_key: 'sk', unionid: 'u1' } });
+    const answers: Record<string, unknown> = {};
+    const login = await svc.call('login', profile);
+    answers.login = login.body.data;
+    answers.getOpenid = (await svc.call('getOpenid', { js_code: 'doc-code' })).body.data;
+    answers.loginByOpenid = (await svc.call('loginByOpenid', { openid })).body.data;
+    answers.get = (await svc.call('get', { openid })).body.data;
+    answers.update = (await svc.call('update', { user_id: login.body.data.user_id, update: { phone: '9' } })).body.data;
+    answers.logout = (await svc.call('logout', { openid })).body.data;
+    for (const name of ROUTES) {
+      const output = specs.get(name)!.output!;
+      expect(output, name).to.not.equal(undefined);
+      const { error } = output.validate(answers[name], { convert: false, presence: 'optional' });
+      expect(error?.message, name).to.equal(undefined);
+    }
+  });
+
+  it('lists the operations endpoints too', () => {
+    for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json']) {
+      expect(doc.paths[path]?.get, path).to.be.an('object');
+    }
+  });
+
+  describe('the joi converter', () => {
+    it('converts the joi features the routes use', () => {
+      const schema = Joi.object({
+        s: Joi.string().min(2).max(5).pattern(/^a+$/).required().description('d').example('aa'),
+        n: Joi.number().integer().min(1).max(9),
+        f: Joi.number(),
+        e: Joi.number().valid(0, 1),
+        nul: Joi.string().allow(null),
+        arr: Joi.array().items(Joi.string()).max(3),
+        alt: Joi.alternatives(Joi.string(), Joi.number()),
+        meta: Joi.string()
+          .max(10)
+          .meta({ openapi: { maxLength: 5 } }),
+      });
+      expect(toOpenApiSchema(schema, { allowUnknown: false })).to.deep.equal({
+        type: 'object',
+        properties: {
+          s: { type: 'string', minLength: 2, maxLength: 5, pattern: '^a+$', description: 'd', example: 'aa' },
+          n: { type: 'integer', minimum: 1, maximum: 9 },
+          f: { type: 'number' },
+          e: { type: 'number', enum: [0, 1] },
+          nul: { type: 'string', nullable: true },
+          arr: { type: 'array', items: { type: 'string' }, maxItems: 3 },
+          alt: { anyOf: [{ type: 'string' }, { type: 'number' }] },
+          meta: { type: 'string', maxLength: 5 },
+        },
+        required: ['s'],
+        additionalProperties: false,
+      });
+      expect(toOpenApiSchema(Joi.object({ a: Joi.string() }), { allowUnknown: true })).to.not.have.property(
+        'additionalProperties',
+      );
+    });
+
+    it('refuses what it cannot say rather than document it wrong', () => {
+      expect(() => toOpenApiSchema(Joi.object({ d: Joi.date() }), { allowUnknown: false })).to.throw(/date/);
+      expect(() => toOpenApiSchema(Joi.string().email(), { allowUnknown: false })).to.throw(/string\.email/);
+      expect(() => toOpenApiSchema(Joi.string().pattern(/a/i), { allowUnknown: false })).to.throw(/flags/);
+      expect(() => toOpenApiSchema(Joi.number().allow('x'), { allowUnknown: false })).to.throw(/allow/);
+    });
+  });
+});
