@@ -11,11 +11,13 @@ export interface PrimaryOptions {
 /**
  * The primary of WORKERS=N: forks N copies of this program that share the listening port
  * (node:cluster hands connections round-robin), replaces a worker that dies, and on SIGTERM
- * or SIGINT passes the signal on so every worker drains, then exits 0 once all have exited.
+ * or SIGINT passes the signal on so every worker drains, then exits 0 once all have exited
+ * cleanly (1 if one of them had to cut requests).
  * The primary itself opens no database or Redis connection and serves nothing.
  */
 export function runPrimary({ workers, graceMs, logger }: PrimaryOptions): void {
   let stopping = false;
+  let unclean = false;
   // A worker that dies at once on every start (a bad configuration) must not be forked in a loop.
   const recentDeaths: number[] = [];
 
@@ -25,9 +27,11 @@ export function runPrimary({ workers, graceMs, logger }: PrimaryOptions): void {
 
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
+      // A worker exits 0 when it drained in time (server.ts); the primary says the same.
+      if (code !== 0) unclean = true;
       if (Object.keys(cluster.workers ?? {}).length === 0) {
-        logger.info('all workers stopped');
-        process.exit(0);
+        logger.info({ clean: !unclean }, 'all workers stopped');
+        process.exit(unclean ? 1 : 0);
       }
       return;
     }

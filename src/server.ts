@@ -1,8 +1,11 @@
+import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import type { DestinationStream } from 'pino';
 import { createApp } from './app';
+import { runPrimary } from './cluster';
 import { ConfigError, loadConfig, type Config } from './config';
-import { ensureDatabase, migrateLatest } from './db/knex';
+import { createKnex, ensureDatabase, migrateLatest } from './db/knex';
+import type { Logger } from './logger';
 import { createLogger } from './logger';
 import { createServices } from './services';
 import { drainer } from './shutdown';
@@ -18,21 +21,30 @@ export interface RunningServer {
   stop(graceMs?: number): Promise<boolean>;
 }
 
-/**
- * Prepares the database, builds the services and listens. Used by main() and the tests
- * (which may capture the log through `logTo`).
- */
-export async function startServer(config: Config, logTo?: DestinationStream): Promise<RunningServer> {
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env }, logTo);
+/** Creates the database if it is missing and applies the migrations. */
+export async function prepareDatabase(config: Config, logger: Logger): Promise<void> {
   await ensureDatabase(config.db);
-  const services = await createServices(config, logger);
+  const db = createKnex(config.db);
   try {
-    const applied = await migrateLatest(services.db);
+    const applied = await migrateLatest(db);
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
-  } catch (err) {
-    await services.close();
-    throw err;
+  } finally {
+    await db.destroy();
   }
+}
+
+/**
+ * Prepares the database (unless a WORKERS primary did), builds the services and listens.
+ * Used by main() and the tests (which may capture the log through `logTo`).
+ */
+export async function startServer(
+  config: Config,
+  logTo?: DestinationStream,
+  { prepare = true }: { prepare?: boolean } = {},
+): Promise<RunningServer> {
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env }, logTo);
+  if (prepare) await prepareDatabase(config, logger);
+  const services = await createServices(config, logger);
   const app = createApp(config, services, logger);
   const server = app.listen(config.port, config.host);
   const connections = drainer(server);
@@ -81,12 +93,22 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const running = await startServer(config);
+  if (config.workers > 1 && cluster.isPrimary) {
+    // The primary prepares the database once, then only supervises: workers serve.
+    const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env });
+    await prepareDatabase(config, logger);
+    runPrimary({ workers: config.workers, graceMs: config.shutdownGraceMs, logger });
+    return;
+  }
+  const running = await startServer(config, undefined, { prepare: cluster.isPrimary });
   let stopping = false;
   // Exit 0 when every request in flight was answered within SHUTDOWN_GRACE_MS, 1 otherwise.
   // A second signal while draining means "now".
   const shutdown = (signal: string) => {
     if (stopping) {
+      // A worker may get the terminal's SIGINT and then the primary's SIGTERM: the primary
+      // enforces the grace period for it, so only a lone process takes a second signal as "now".
+      if (cluster.isWorker) return;
       process.stderr.write(`${signal} again: exiting now\n`);
       process.exit(1);
     }

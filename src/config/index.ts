@@ -1,4 +1,5 @@
 import Joi from 'joi';
+import { availableParallelism } from 'node:os';
 import defaults from '../../config/default.json';
 import development from '../../config/development.json';
 import production from '../../config/production.json';
@@ -47,6 +48,8 @@ export interface Config {
   shutdownGraceMs: number;
   /** Longest /readyz waits for each store before calling it down. */
   readyTimeoutMs: number;
+  /** Service processes (node:cluster); 1 runs without a primary. */
+  workers: number;
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -102,6 +105,7 @@ const schema = Joi.object({
   LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   READY_TIMEOUT_MS: positiveInt.required(),
+  WORKERS: Joi.alternatives(Joi.number().integer().min(1).max(64), Joi.string().valid('auto')).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -168,5 +172,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logFormat: v.LOG_FORMAT,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,
+    workers: v.WORKERS === 'auto' ? availableParallelism() : Number(v.WORKERS),
   };
 }

@@ -1,0 +1,71 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { newOpenid } from '../helpers/env';
+import { post } from '../helpers/http';
+import { freePort } from '../helpers/redis-server';
+import { spawnService, type SpawnedService } from '../helpers/spawned-service';
+import { eventually } from '../helpers/wait';
+
+/** The pids of a process's children (the workers of a WORKERS primary). */
+function children(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return []; // pgrep exits 1 when there are none
+  }
+}
+
+describe('WORKERS=2 (node:cluster, the real process)', function () {
+  this.timeout(60_000);
+  let svc: SpawnedService | undefined;
+
+  afterEach(() => {
+    if (svc?.proc.exitCode === null) svc.proc.kill('SIGKILL');
+    for (const pid of svc?.proc.pid ? children(svc.proc.pid) : []) process.kill(pid, 'SIGKILL');
+    svc = undefined;
+  });
+
+  it('serves from two processes, replaces a dead one, and drains all on SIGTERM', async () => {
+    svc = await spawnService({ WORKERS: 2, PORT: await freePort(), SHUTDOWN_GRACE_MS: 5000 });
+    const primary = svc.proc.pid!;
+    await eventually(() => svc!.logs.filter((l) => l.msg === 'listening').length === 2, 20_000, 50);
+    const first = children(primary);
+    expect(first).to.have.length(2);
+
+    const openid = newOpenid();
+    const login = await post(svc.url, 'login', {
+      openid,
+      nick_name: 'w',
+      avatar: 'https://e.com/a',
+      gender: 1,
+      phone: '1',
+    });
+    expect(login.body.code).to.equal(0);
+    const answers = await Promise.all(Array.from({ length: 40 }, () => post(svc!.url, 'loginByOpenid', { openid })));
+    for (const a of answers) expect(a.body.code).to.equal(0);
+
+    process.kill(first[0]!, 'SIGKILL');
+    await eventually(
+      () => {
+        const now = children(primary);
+        return now.length === 2 && !now.includes(first[0]!);
+      },
+      20_000,
+      50,
+    );
+    expect(svc.logs.some((l) => l.msg === 'worker died; starting another')).to.equal(true);
+    await eventually(() => svc!.logs.filter((l) => l.msg === 'listening').length === 3, 20_000, 50);
+    for (let i = 0; i < 10; i++) expect((await post(svc.url, 'get', { openid })).body.code).to.equal(0);
+
+    const workers = children(primary);
+    svc.proc.kill('SIGTERM');
+    const { code } = await svc.exited;
+    expect(code).to.equal(0);
+    expect(svc.logs.filter((l) => l.msg === 'shutdown complete')).to.have.length(2);
+    for (const pid of workers) expect(() => process.kill(pid, 0)).to.throw();
+  });
+});
