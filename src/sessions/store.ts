@@ -39,8 +39,21 @@ if idle < left then left = idle end
 redis.call('PEXPIRE', KEYS[1], math.floor(left))
 return raw`;
 
+// KEYS[1] the user's session index; ARGV: token, its absolute expiry (ms), now (ms), index TTL
+// (ms). Adds the token and drops the tokens whose absolute expiry has passed, so the index
+// stays as small as the live sessions: one command instead of three.
+const INDEX = `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1`;
+
 interface VerifyCommand {
   sessionVerify(key: string, nowMs: number): Promise<string | null>;
+}
+
+interface IndexCommand {
+  sessionIndex(key: string, token: string, expiresAtMs: number, nowMs: number, ttlMs: number): Promise<number>;
 }
 
 /** Reads and keeps alive sessions: all a sibling service needs (see sessions/middleware.ts). */
@@ -81,6 +94,8 @@ export interface IssuedSession {
 
 /** Issues and ends sessions; owned by the user service. */
 export class SessionStore extends SessionReader {
+  private readonly indexer: RedisClient & IndexCommand;
+
   constructor(
     redis: RedisClient,
     protected override readonly keys: KeyLayout,
@@ -88,6 +103,8 @@ export class SessionStore extends SessionReader {
     breaker?: RedisBreaker,
   ) {
     super(redis, keys, breaker);
+    redis.defineCommand('sessionIndex', { numberOfKeys: 1, lua: INDEX });
+    this.indexer = redis as RedisClient & IndexCommand;
   }
 
   async issue(user: { user_id: number | null; openid: string }): Promise<IssuedSession> {
@@ -105,14 +122,11 @@ export class SessionStore extends SessionReader {
     const absoluteMs = session.expires_at * 1000;
     const keyTtlMs = Math.min(this.settings.idleSeconds, this.settings.ttlSeconds) * 1000;
     const index = this.keys.userSessions(user.openid);
-    // Issued together so ioredis sends them in one round trip; the index also drops
-    // tokens whose absolute expiry has passed, so it stays as small as the live sessions.
+    // Issued together so ioredis sends them in one round trip (two slots in a cluster).
     await this.guarded(() =>
       Promise.all([
         this.redis.set(this.keys.session(token), JSON.stringify(session), 'PX', keyTtlMs),
-        this.redis.zadd(index, absoluteMs, token),
-        this.redis.zremrangebyscore(index, 0, nowMs),
-        this.redis.pexpire(index, this.settings.ttlSeconds * 1000),
+        this.indexer.sessionIndex(index, token, absoluteMs, nowMs, this.settings.ttlSeconds * 1000),
       ]),
     );
     return { token, expires_at: session.expires_at };
