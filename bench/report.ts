@@ -1,0 +1,255 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { LoadResult, LoadSettings } from './load';
+import type { ProfileSummary } from './profile';
+
+export interface Row {
+  scenario: string;
+  /** The floor row this one is compared with (by scenario name). */
+  floor?: string;
+  result: LoadResult;
+  /** Largest RSS of one service process during this scenario (bytes). */
+  rssMax?: number;
+  /** How many processes the server had (node:cluster primary + workers). */
+  processes?: number;
+  note?: string;
+}
+
+export interface RunReport {
+  date: string;
+  cores: number;
+  cpuModel: string;
+  node: string;
+  mariadb: string;
+  redis: string;
+  users: number;
+  seedSeconds: number | null;
+  workingSet: number;
+  settings: LoadSettings;
+  rows: Row[];
+  /** Largest RSS of one service process over the whole run, and when it happened. */
+  rssMax: number;
+  rssMaxDuring: string;
+  rssIdle: number;
+  /** The measured uncached run: responses, openids sent (in-flight ones included), profiles it filled. */
+  uncached: { requests: number; sent: number; misses: number };
+  workersNote: string;
+  profile?: { file: string; summary: ProfileSummary; scenario: string };
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const ms = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1));
+const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
+
+export function rowFor(report: RunReport, scenario: string): Row | undefined {
+  return report.rows.find((r) => r.scenario === scenario);
+}
+
+function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
+  const floor = row.floor ? rowFor(report, row.floor) : undefined;
+  if (!floor) return {};
+  return {
+    rps: floor.result.rps ? row.result.rps / floor.result.rps : undefined,
+    p99: floor.result.p99 ? row.result.p99 / floor.result.p99 : undefined,
+  };
+}
+
+export function resultsTable(report: RunReport): string {
+  const lines = [
+    '| scenario | req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs |',
+    '| --- | ---: | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: |',
+  ];
+  for (const row of report.rows) {
+    const r = row.result;
+    const q = ratios(report, row);
+    const bad = `${r.errors} / ${r.non2xx} / ${r.notOk - r.non2xx}`;
+    lines.push(
+      `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${bad} | ${row.floor ?? '—'} | ${
+        q.rps !== undefined ? q.rps.toFixed(2) : '—'
+      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
+
+export function targetsTable(report: RunReport): string {
+  const cached = rowFor(report, CACHED_W1);
+  const uncached = rowFor(report, UNCACHED);
+  const w2 = rowFor(report, CACHED_W2);
+  const lines = ['| target | measured | |', '| --- | --- | --- |'];
+  if (cached) {
+    const q = ratios(report, cached);
+    const errs = cached.result.errors + cached.result.notOk;
+    lines.push(`| cached loginByOpenid req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`);
+    lines.push(`| cached loginByOpenid p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`);
+    lines.push(`| cached loginByOpenid: zero errors | ${errs} | ${verdict(errs === 0)} |`);
+  }
+  if (uncached) {
+    const q = ratios(report, uncached);
+    lines.push(`| uncached loginByOpenid req/s ≥ 0.8 × MySQL floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`);
+  }
+  lines.push(
+    `| RSS of one service process < 150 MB through the run | ${mib(report.rssMax)} MiB (${(report.rssMax / 1e6).toFixed(0)} MB, during ${report.rssMaxDuring}) | ${verdict(report.rssMax < 150e6)} |`,
+  );
+  if (cached && w2) {
+    lines.push(
+      `| cached loginByOpenid, WORKERS=2 vs WORKERS=1 | ${fmt(w2.result.rps)} vs ${fmt(cached.result.rps)} req/s (${(w2.result.rps / cached.result.rps).toFixed(2)} ×); ${w2.processes} vs ${cached.processes} processes | reported |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function profileSection(report: RunReport): string {
+  if (!report.profile) return '';
+  const { summary, scenario } = report.profile;
+  const out = [
+    `### Where the service spends its CPU (${scenario})`,
+    '',
+    `One more run of that scenario with the service under \`node --cpu-prof\` (the profiler slows it, so`,
+    `these numbers are not in the table), from start to shutdown: ${fmt(summary.totalMs)} ms busy, ${fmt(summary.idleMs)} ms idle.`,
+    `Shares are of the busy time. Self time, by origin:`,
+    '',
+    '| origin | self ms | share |',
+    '| --- | ---: | ---: |',
+    ...summary.origins.map((o) => `| ${o.name} | ${fmt(o.selfMs)} | ${(o.share * 100).toFixed(1)} % |`),
+    '',
+    'Top functions by self time:',
+    '',
+    '| function | where | self ms | share |',
+    '| --- | --- | ---: | ---: |',
+    ...summary.functions.map((f) => `| \`${f.name}\` | ${f.where} | ${fmt(f.selfMs)} | ${(f.share * 100).toFixed(1)} % |`),
+  ];
+  return out.join('\n');
+}
+
+export const FLOOR_REDIS = 'floor: node:http + ioredis';
+export const FLOOR_MYSQL = 'floor: node:http + mysql2';
+export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
+export const CACHED_W2 = 'loginByOpenid cached, WORKERS=2';
+export const UNCACHED = 'loginByOpenid uncached';
+export const GET = 'get (cached)';
+export const UPDATE = 'update nick_name';
+
+export function section(report: RunReport): string {
+  const s = report.settings;
+  const u = report.uncached;
+  const missRate = u.sent ? Math.min(1, u.misses / u.sent) : 0;
+  return [
+    `## ${fmt(report.users)} users`,
+    '',
+    `${report.date} · ${report.cores} cores (${report.cpuModel}) · Node ${report.node} · MariaDB ${report.mariadb} · Redis ${report.redis}`,
+    '',
+    `Seeded ${fmt(report.users)} users${report.seedSeconds === null ? ' (kept from an earlier run)' : ` in ${report.seedSeconds.toFixed(1)} s`}. ` +
+      `autocannon: ${s.connections} connections, pipelining ${s.pipelining}, ${s.warmup} s warm-up then ${s.duration} s measured per row. ` +
+      `Cached rows use a working set of ${fmt(report.workingSet)} users, warmed first; the uncached row sent ${fmt(u.sent)} openids ` +
+      `drawn without replacement across all ${fmt(report.users)} users, with the profile cache emptied just before: they made ${fmt(u.misses)} cache fills, ` +
+      `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}`,
+    '',
+    resultsTable(report),
+    '',
+    `Service RSS: ${mib(report.rssIdle)} MiB idle after start, at most ${mib(report.rssMax)} MiB in one process (during ${report.rssMaxDuring}).`,
+    '',
+    '### Targets (reported, not enforced)',
+    '',
+    targetsTable(report),
+    '',
+    profileSection(report),
+  ]
+    .join('\n')
+    .trimEnd();
+}
+
+const INTRO = `# Benchmarks
+
+Written by \`npm run bench\` (\`bench/\`); rerun it rather than editing this file. Options:
+\`npm run bench -- --help\`; \`--users 1000000\` writes its own section and the scale comparison.
+
+The service runs from the compiled build (\`dist/src/server.js\`) as a child process against the
+real MariaDB (its own database, \`user_service_bench_<users>\`) and Redis (its own key prefix,
+removed at the start and the end), with \`LOG_LEVEL=warn\` and **rate limits off**
+(\`RATE_LIMIT_IP=0\`, \`RATE_LIMIT_OPENID=0\`: the bench measures the service's path, not the
+limiter's refusals). autocannon drives it from the parent process over loopback.
+
+**Read the ratios, not the absolute numbers.** The machine is small and shared: the load
+generator, the server, MariaDB and Redis compete for the same cores. Each service path is
+measured right after its *floor*, a bare \`node:http\` server run the same way with the same
+client settings that does only the I/O the path cannot avoid:
+
+- **node:http + ioredis** (\`bench/floors/redis-floor.ts\`), the floor of cached
+  \`loginByOpenid\` (and of \`get\`, which needs less): parses the same JSON body, makes one
+  pipelined round trip (HMGET of the cached profile, and the session writes: SET, ZADD,
+  ZREMRANGEBYSCORE, PEXPIRE) and answers the same envelope.
+- **node:http + mysql2** (\`bench/floors/mysql-floor.ts\`), the floor of uncached
+  \`loginByOpenid\` (and, loosely, of \`update\`): the same indexed \`SELECT … WHERE openid = ?\`
+  through a pool of the service's size (\`DB_POOL_MAX\`).
+
+Columns: req/s over the measured seconds; p50/p99 of every response's latency; errors (socket
+errors and timeouts) / non-2xx answers / HTTP 200 answers whose envelope code is not 0; RSS max
+is the largest resident set of one service process during that row, sampled every 100 ms from
+\`/proc/<pid>/status\`; procs is how many processes the server had (node:cluster primary + workers).`;
+
+const DATA = /<!-- bench-data (.*?) -->/;
+const SECTION = /<!-- bench:(\d+) -->\n([\s\S]*?)\n<!-- \/bench:\1 -->/g;
+
+function scaleSection(reports: RunReport[]): string {
+  const base = reports.find((r) => r.users === 100_000);
+  const big = reports.find((r) => r.users === 1_000_000);
+  if (!base || !big) return '';
+  const lines = [
+    '## Scale: 1,000,000 vs 100,000 users',
+    '',
+    `From the two sections above (runs of ${big.date.slice(0, 10)} and ${base.date.slice(0, 10)}). Target: within 10 %. ` +
+      'Absolute req/s drift with the machine\'s load between runs, so the ratio to each run\'s own floor is shown too.',
+    '',
+    '| scenario | req/s 100k | req/s 1M | 1M ÷ 100k | ÷ floor 100k | ÷ floor 1M | |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
+  for (const name of [CACHED_W1, UNCACHED]) {
+    const a = rowFor(base, name);
+    const b = rowFor(big, name);
+    if (!a || !b) continue;
+    const change = b.result.rps / a.result.rps;
+    const qa = ratios(base, a).rps;
+    const qb = ratios(big, b).rps;
+    lines.push(
+      `| ${name} | ${fmt(a.result.rps)} | ${fmt(b.result.rps)} | ${change.toFixed(2)} | ${qa?.toFixed(2) ?? '—'} | ${qb?.toFixed(2) ?? '—'} | ${verdict(
+        Math.abs(change - 1) <= 0.1,
+      )} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Reads the reports stored in an existing BENCHMARKS.md (one per seed size). */
+export function storedReports(file: string): RunReport[] {
+  if (!existsSync(file)) return [];
+  const text = readFileSync(file, 'utf8');
+  const out: RunReport[] = [];
+  for (const m of text.matchAll(SECTION)) {
+    const data = DATA.exec(m[2]!);
+    if (data) out.push(JSON.parse(data[1]!.replace(/-\\->/g, '-->')) as RunReport);
+  }
+  return out;
+}
+
+/**
+ * Rewrites BENCHMARKS.md: the intro, one section per seed size (this run's replaces the one of
+ * the same size, the others are kept) and the scale comparison when both sizes are there.
+ */
+export function writeBenchmarks(file: string, report: RunReport): string {
+  const reports = storedReports(file).filter((r) => r.users !== report.users);
+  reports.push(report);
+  reports.sort((a, b) => a.users - b.users);
+  const parts = [INTRO];
+  for (const r of reports) {
+    // The JSON rides along in a comment so a later run can compare with it.
+    const data = JSON.stringify(r).replace(/-->/g, '-\\->');
+    parts.push(`<!-- bench:${r.users} -->\n${section(r)}\n\n<!-- bench-data ${data} -->\n<!-- /bench:${r.users} -->`);
+  }
+  const scale = scaleSection(reports);
+  if (scale) parts.push(scale);
+  const text = `${parts.join('\n\n')}\n`;
+  writeFileSync(file, text);
+  return scale;
+}
