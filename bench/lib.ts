@@ -235,3 +235,70 @@ export class ServerProcess {
 }
 
 export const mb = (bytes: number) => bytes / (1024 * 1024);
+
+/** utime + stime of a process, in clock ticks (0 once it is gone). */
+function cpuTicksOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** The machine's CPU time so far: all of it and the busy part (not idle, not I/O wait), in ticks. */
+function machineTicks(): { total: number; busy: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  return { total, busy: total - v[3]! - v[4]! };
+}
+
+/** Pids of the shared servers the bench drives (their CPU is the bench's doing). */
+function backendPids(): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+      if (comm === 'mariadbd' || comm === 'mysqld' || comm === 'redis-server') out.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/**
+ * How busy the machine was with work that is not the bench's, over one measurement: all busy
+ * CPU time minus that of this process and its children (the servers under test) and of
+ * MariaDB and Redis, as a share of the machine's capacity (all cores). Other tenants of the
+ * shared machine (a test suite in another worktree, say) show up here, and explain odd rounds.
+ */
+export class ForeignCpu {
+  private startMachine = machineTicks();
+  private startOurs = new Map<number, number>();
+  private readonly backends = backendPids();
+
+  constructor() {
+    for (const pid of this.ours()) this.startOurs.set(pid, cpuTicksOf(pid));
+    this.startMachine = machineTicks();
+  }
+
+  private ours(): number[] {
+    return [...processTree(process.pid), ...this.backends];
+  }
+
+  /** Share (0..1) of the machine's CPU capacity used by others since construction. */
+  stop(): number {
+    const end = machineTicks();
+    let ours = 0;
+    for (const pid of this.ours()) {
+      ours += cpuTicksOf(pid) - (this.startOurs.get(pid) ?? 0);
+    }
+    const total = end.total - this.startMachine.total;
+    const busy = end.busy - this.startMachine.busy;
+    return total > 0 ? Math.max(0, (busy - ours) / total) : 0;
+  }
+}

@@ -91,3 +91,27 @@ export async function measure(target: Target, settings: LoadSettings): Promise<L
   if (settings.warmup > 0) await fire(target, settings, settings.warmup);
   return fire(target, settings, settings.duration);
 }
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/**
+ * Several measurements of one scenario (one per round) as one: the median of req/s, p50 and
+ * p99 (the machine is noisy; a median shrugs off one disturbed round), the sums of counts.
+ */
+export function combine(results: LoadResult[]): LoadResult {
+  return {
+    requests: results.reduce((a, r) => a + r.requests, 0),
+    seconds: results.reduce((a, r) => a + r.seconds, 0),
+    rps: median(results.map((r) => r.rps)),
+    p50: median(results.map((r) => r.p50)),
+    p99: median(results.map((r) => r.p99)),
+    max: Math.max(...results.map((r) => r.max)),
+    errors: results.reduce((a, r) => a + r.errors, 0),
+    non2xx: results.reduce((a, r) => a + r.non2xx, 0),
+    notOk: results.reduce((a, r) => a + r.notOk, 0),
+  };
+}

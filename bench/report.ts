@@ -6,7 +6,10 @@ export interface Row {
   scenario: string;
   /** The floor row this one is compared with (by scenario name). */
   floor?: string;
+  /** The median over rounds (see combine in load.ts). */
   result: LoadResult;
+  /** Each round's req/s, p99 and the share of the machine's CPU other tenants used meanwhile. */
+  perRound?: { rps: number; p99: number; other: number }[];
   /** Largest RSS of one service process during this scenario (bytes). */
   rssMax?: number;
   /** How many processes the server had (node:cluster primary + workers). */
@@ -24,6 +27,7 @@ export interface RunReport {
   users: number;
   seedSeconds: number | null;
   workingSet: number;
+  rounds: number;
   settings: LoadSettings;
   rows: Row[];
   /** Largest RSS of one service process over the whole run, and when it happened. */
@@ -44,9 +48,28 @@ export function rowFor(report: RunReport, scenario: string): Row | undefined {
   return report.rows.find((r) => r.scenario === scenario);
 }
 
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/**
+ * A path against its floor: the median over rounds of the ratio within each round (a path
+ * and its floor measured minutes apart would compare two different machines), or the ratio of
+ * the medians when the rounds do not pair up.
+ */
 function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
   const floor = row.floor ? rowFor(report, row.floor) : undefined;
   if (!floor) return {};
+  const a = row.perRound;
+  const b = floor.perRound;
+  if (a && b && a.length === b.length && a.length > 0) {
+    return {
+      rps: median(a.map((r, i) => r.rps / b[i]!.rps)),
+      p99: median(a.map((r, i) => r.p99 / b[i]!.p99)),
+    };
+  }
   return {
     rps: floor.result.rps ? row.result.rps / floor.result.rps : undefined,
     p99: floor.result.p99 ? row.result.p99 / floor.result.p99 : undefined,
@@ -55,17 +78,17 @@ function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
 
 export function resultsTable(report: RunReport): string {
   const lines = [
-    '| scenario | req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs |',
-    '| --- | ---: | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: |',
+    '| scenario | req/s | rounds\' req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs | others\' CPU |',
+    '| --- | ---: | --- | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const row of report.rows) {
     const r = row.result;
     const q = ratios(report, row);
     const bad = `${r.errors} / ${r.non2xx} / ${r.notOk - r.non2xx}`;
     lines.push(
-      `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${bad} | ${row.floor ?? '—'} | ${
+      `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${(row.perRound ?? []).map((x) => fmt(x.rps)).join(', ')} | ${ms(r.p50)} | ${ms(r.p99)} | ${bad} | ${row.floor ?? '—'} | ${
         q.rps !== undefined ? q.rps.toFixed(2) : '—'
-      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} |`,
+      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} | ${(row.perRound ?? []).map((x) => `${(x.other * 100).toFixed(0)} %`).join(', ')} |`,
     );
   }
   return lines.join('\n');
@@ -93,8 +116,12 @@ export function targetsTable(report: RunReport): string {
     `| RSS of one service process < 150 MB through the run | ${mib(report.rssMax)} MiB (${(report.rssMax / 1e6).toFixed(0)} MB, during ${report.rssMaxDuring}) | ${verdict(report.rssMax < 150e6)} |`,
   );
   if (cached && w2) {
+    const a = cached.perRound;
+    const b = w2.perRound;
+    const speedup =
+      a && b && a.length === b.length && a.length ? median(b.map((r, i) => r.rps / a[i]!.rps)) : w2.result.rps / cached.result.rps;
     lines.push(
-      `| cached loginByOpenid, WORKERS=2 vs WORKERS=1 | ${fmt(w2.result.rps)} vs ${fmt(cached.result.rps)} req/s (${(w2.result.rps / cached.result.rps).toFixed(2)} ×); ${w2.processes} vs ${cached.processes} processes | reported |`,
+      `| cached loginByOpenid, WORKERS=2 vs WORKERS=1 | ${fmt(w2.result.rps)} vs ${fmt(cached.result.rps)} req/s (${speedup.toFixed(2)} ×, median of the rounds' ratios); ${w2.processes} vs ${cached.processes} processes | reported |`,
     );
   }
   return lines.join('\n');
@@ -141,9 +168,11 @@ export function section(report: RunReport): string {
     `${report.date} · ${report.cores} cores (${report.cpuModel}) · Node ${report.node} · MariaDB ${report.mariadb} · Redis ${report.redis}`,
     '',
     `Seeded ${fmt(report.users)} users${report.seedSeconds === null ? ' (kept from an earlier run)' : ` in ${report.seedSeconds.toFixed(1)} s`}. ` +
-      `autocannon: ${s.connections} connections, pipelining ${s.pipelining}, ${s.warmup} s warm-up then ${s.duration} s measured per row. ` +
-      `Cached rows use a working set of ${fmt(report.workingSet)} users, warmed first; the uncached row sent ${fmt(u.sent)} openids ` +
-      `drawn without replacement across all ${fmt(report.users)} users, with the profile cache emptied just before: they made ${fmt(u.misses)} cache fills, ` +
+      `autocannon: ${s.connections} connections, pipelining ${s.pipelining}; every row was measured in each of ${report.rounds} interleaved rounds ` +
+      `(${s.warmup} s warm-up, then ${s.duration} s measured), and shows the median round. ` +
+      `Cached rows use a working set of ${fmt(report.workingSet)} users, warmed first; the uncached rounds sent ${fmt(u.sent)} openids, ` +
+      `each round's drawn without replacement across the ${fmt(report.users - report.workingSet)} users outside the working set, with the profile cache emptied just before; ` +
+      `they made ${fmt(u.misses)} cache fills, ` +
       `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}`,
     '',
     resultsTable(report),
@@ -173,8 +202,10 @@ limiter's refusals). autocannon drives it from the parent process over loopback.
 
 **Read the ratios, not the absolute numbers.** The machine is small and shared: the load
 generator, the server, MariaDB and Redis compete for the same cores. Each service path is
-measured right after its *floor*, a bare \`node:http\` server run the same way with the same
-client settings that does only the I/O the path cannot avoid:
+compared with its *floor*, a bare \`node:http\` server run the same way with the same client
+settings that does only the I/O the path cannot avoid. All servers stay up for the whole run;
+the scenarios are measured in rounds, each round running every floor next to its paths, and
+the table shows each scenario's median round (the req/s of every round beside it):
 
 - **node:http + ioredis** (\`bench/floors/redis-floor.ts\`), the floor of cached
   \`loginByOpenid\` (and of \`get\`, which needs less): parses the same JSON body, makes one
@@ -184,10 +215,15 @@ client settings that does only the I/O the path cannot avoid:
   \`loginByOpenid\` (and, loosely, of \`update\`): the same indexed \`SELECT … WHERE openid = ?\`
   through a pool of the service's size (\`DB_POOL_MAX\`).
 
-Columns: req/s over the measured seconds; p50/p99 of every response's latency; errors (socket
+Columns: req/s over the measured seconds (median round); p50/p99 of every response's latency; errors (socket
 errors and timeouts) / non-2xx answers / HTTP 200 answers whose envelope code is not 0; RSS max
 is the largest resident set of one service process during that row, sampled every 100 ms from
-\`/proc/<pid>/status\`; procs is how many processes the server had (node:cluster primary + workers).`;
+\`/proc/<pid>/status\`; procs is how many processes the server had (node:cluster primary + workers).
+The ratios to the floor are the median over rounds of each round's own ratio (a path and its
+floor measured in the same round), so they need not equal the quotient of the two medians
+shown. Others' CPU is, per round, the share of the machine's CPU (all cores) used by processes
+other than the bench, its servers, MariaDB and Redis during the measurement: a round where it
+is high was disturbed by another tenant of the machine.`;
 
 const DATA = /<!-- bench-data (.*?) -->/;
 const SECTION = /<!-- bench:(\d+) -->\n([\s\S]*?)\n<!-- \/bench:\1 -->/g;

@@ -11,8 +11,8 @@ import { parseArgs } from 'node:util';
 import Redis from 'ioredis';
 import mysql from 'mysql2/promise';
 import { parseDatabaseUrl } from '../src/db/connection';
-import { countMatching, deleteMatching, freePort, mb, ServerProcess, sleep } from './lib';
-import { fire, measure, type LoadSettings, type Target } from './load';
+import { countMatching, deleteMatching, ForeignCpu, freePort, mb, ServerProcess, sleep } from './lib';
+import { combine, fire, type LoadResult, type LoadSettings, type Target } from './load';
 import { summarizeProfile } from './profile';
 import {
   CACHED_W1,
@@ -42,6 +42,7 @@ const HELP = `npm run bench -- [options]
   --warmup S         seconds of warm-up before each measurement (default 2)
   --timeout S        seconds before a request counts as timed out (default 10)
   --working-set N    users the cached scenarios draw from, warmed first (default 10000)
+  --rounds N         measurements of every scenario, interleaved; the table shows medians (default 3)
   --mysql URL        MySQL server, without a database (default mysql://root@127.0.0.1:3306)
   --redis URL        Redis (default redis://127.0.0.1:6379/0)
   --prefix P         Redis key prefix of the bench, deleted at start and end (default bench:)
@@ -62,6 +63,7 @@ function options() {
       warmup: { type: 'string', default: '2' },
       timeout: { type: 'string', default: '10' },
       'working-set': { type: 'string', default: '10000' },
+      rounds: { type: 'string', default: '3' },
       mysql: { type: 'string', default: process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306' },
       redis: { type: 'string', default: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0' },
       prefix: { type: 'string', default: 'bench:' },
@@ -90,6 +92,7 @@ function options() {
       timeout: int('timeout', 1),
     } satisfies LoadSettings,
     workingSet: Math.min(users, int('working-set', 1)),
+    rounds: int('rounds', 1),
     mysqlUrl: values.mysql!.replace(/\/+$/, ''),
     redisUrl: values.redis!,
     prefix: values.prefix!,
@@ -217,89 +220,66 @@ async function main(): Promise<void> {
     await cleanSessions();
   };
 
-  const rows: Row[] = [];
+  // Each scenario is measured once per round; rounds interleave every scenario with its floor,
+  // so a disturbance of the shared machine hits a path and its floor alike, and the median
+  // over rounds ignores one bad round.
+  const samples = new Map<string, { results: LoadResult[]; other: number[]; rssMax: number; processes: number; extra: Partial<Row> }>();
   let rssMax = 0;
   let rssMaxDuring = '';
-  const record = (row: Row, proc?: ServerProcess, isService = false) => {
-    if (proc) {
-      proc.rss.sample();
-      row.rssMax = proc.rss.maxSingle;
-      row.processes = proc.rss.maxProcesses;
-      if (isService && proc.rss.maxSingle > rssMax) {
-        rssMax = proc.rss.maxSingle;
-        rssMaxDuring = row.scenario;
-      }
-    }
-    rows.push(row);
-    const r = row.result;
-    log(
-      `  ${row.scenario}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ` +
-        `errors ${r.errors}/${r.non2xx}/${r.notOk - r.non2xx}, RSS max ${row.rssMax ? mb(row.rssMax).toFixed(0) : '?'} MiB`,
-    );
-  };
   const run = async (scenario: string, proc: ServerProcess, target: Target, extra: Partial<Row> = {}, isService = true) => {
     log(`${scenario}: ${settings.warmup} s warm-up + ${settings.duration} s`);
+    if (settings.warmup > 0) await fire(target, settings, settings.warmup);
+    return runMeasured(scenario, proc, target, extra, isService);
+  };
+  const runMeasured = async (scenario: string, proc: ServerProcess, target: Target, extra: Partial<Row>, isService: boolean) => {
     proc.rss.reset();
-    const result = await measure(target, settings);
-    record({ scenario, result, ...extra }, proc, isService);
+    const foreign = new ForeignCpu();
+    const r = await fire(target, settings, settings.duration);
+    const other = foreign.stop();
+    proc.rss.sample();
+    const entry = samples.get(scenario) ?? { results: [], other: [], rssMax: 0, processes: 0, extra };
+    entry.results.push(r);
+    entry.other.push(other);
+    entry.rssMax = Math.max(entry.rssMax, proc.rss.maxSingle);
+    entry.processes = Math.max(entry.processes, proc.rss.maxProcesses);
+    samples.set(scenario, entry);
+    if (isService && proc.rss.maxSingle > rssMax) {
+      rssMax = proc.rss.maxSingle;
+      rssMaxDuring = scenario;
+    }
+    log(
+      `  ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ` +
+        `errors ${r.errors}/${r.non2xx}/${r.notOk - r.non2xx}, RSS max ${mb(proc.rss.maxSingle).toFixed(0)} MiB (${proc.rss.maxProcesses} procs), ` +
+        `other tenants ${(other * 100).toFixed(0)} % CPU`,
+    );
     showLog(proc, 'during the run');
-    return result;
+    return r;
   };
 
   let rssIdle = 0;
-  let uncached = { requests: 0, sent: 0, misses: 0 };
+  const uncached = { requests: 0, sent: 0, misses: 0 };
+  let wrapped = false;
   let profile: RunReport['profile'];
   try {
-    // --- WORKERS=1: every path ---------------------------------------------------------
-    log('service: starting WORKERS=1');
-    let service = await startService(1);
-    service.rss.sample();
-    rssIdle = service.rss.maxSingle;
-    await warmCache(service);
-
+    // Every server stays up for the whole run (an idle one costs no CPU): the service with
+    // WORKERS=1 and with WORKERS=2 (both on the same database and key prefix, like two
+    // deployments sharing the cache), and the two floors.
+    log('servers: starting the service (WORKERS=1 and WORKERS=2) and the floors');
+    const service1 = await startService(1);
+    service1.rss.sample();
+    rssIdle = service1.rss.maxSingle;
+    const service2 = await startService(2);
     const redisFloor = await start('redis floor', floorArgs('redis-floor.ts'));
-    await run(FLOOR_REDIS, redisFloor, { url: `${redisFloor.url}/service/user/loginByOpenid`, body: randomCached }, {}, false);
-    await stop(redisFloor);
-    await cleanSessions();
-
-    await run(CACHED_W1, service, { url: `${service.url}/service/user/loginByOpenid`, body: randomCached }, { floor: FLOOR_REDIS });
-    await cleanSessions();
-    await run(GET, service, { url: `${service.url}/service/user/get`, body: randomCached }, { floor: FLOOR_REDIS });
-
-    // The MySQL floor and the uncached path draw openids without replacement from the rest of
-    // the permutation, each from its own stretch, so (until it wraps) no openid repeats.
-    let cursor = opts.workingSet;
-    const nextUncached = () => openidBody(perm[cursor++ % opts.users]!);
     const mysqlFloor = await start('mysql floor', floorArgs('mysql-floor.ts'));
-    await run(FLOOR_MYSQL, mysqlFloor, { url: `${mysqlFloor.url}/service/user/loginByOpenid`, body: nextUncached }, {}, false);
-    await stop(mysqlFloor);
+    const login = (p: ServerProcess) => `${p.url}/service/user/loginByOpenid`;
 
-    // Uncached: empty the profile cache, warm up (which fills it), empty it again, measure,
-    // then count the profiles the measured run filled: each one is a miss.
-    log(`${UNCACHED}: profiles dropped (${await dropProfiles()}), ${settings.warmup} s warm-up + ${settings.duration} s`);
-    service.rss.reset();
-    const uncachedTarget = { url: `${service.url}/service/user/loginByOpenid`, body: nextUncached };
-    if (settings.warmup > 0) await fire(uncachedTarget, settings, settings.warmup);
-    await dropProfiles();
-    await cleanSessions();
-    const startCursor = cursor;
-    const u = await fire(uncachedTarget, settings, settings.duration);
-    await sleep(SETTLE_MS);
-    const sent = cursor - startCursor;
-    uncached = { requests: u.requests, sent, misses: await countProfiles() };
-    const wrapped = cursor > opts.users;
-    record(
-      {
-        scenario: UNCACHED,
-        floor: FLOOR_MYSQL,
-        result: u,
-        note: `${(Math.min(1, uncached.misses / Math.max(1, sent)) * 100).toFixed(0)} % misses${wrapped ? ', openids wrapped' : ''}`,
-      },
-      service,
-      true,
-    );
-    await cleanSessions();
-
+    // The uncached path draws openids without replacement from the users outside the working
+    // set, so no openid repeats within one measured run (unless it sends more than there are).
+    // The MySQL floor caches nothing: any user will do.
+    let cursor = 0;
+    const pool = opts.users - opts.workingSet || 1;
+    const nextUncached = () => openidBody(perm[opts.workingSet + (cursor++ % pool)]!);
+    const anyUser = () => openidBody(Math.floor(Math.random() * opts.users));
     const { lo, hi } = seed;
     let updates = 0;
     const updateBody = () => {
@@ -307,16 +287,54 @@ async function main(): Promise<void> {
       const id = lo + Math.floor(Math.random() * (hi - lo + 1));
       return `{"user_id":${id},"update":{"nick_name":"改名😀${updates}"}}`;
     };
-    await run(UPDATE, service, { url: `${service.url}/service/user/update`, body: updateBody }, { floor: FLOOR_MYSQL, note: 'random users' });
-    await stop(service);
 
-    // --- WORKERS=2: the cached path again --------------------------------------------
-    log('service: starting WORKERS=2');
-    service = await startService(2);
-    await dropProfiles(); // the same state as the WORKERS=1 run started from
-    await warmCache(service);
-    await run(CACHED_W2, service, { url: `${service.url}/service/user/loginByOpenid`, body: randomCached }, { floor: FLOOR_REDIS });
-    await stop(service);
+    for (let round = 1; round <= opts.rounds; round++) {
+      log(`--- round ${round} of ${opts.rounds}`);
+      // The same start for every round: only the working set cached, no sessions.
+      await dropProfiles();
+      await cleanSessions();
+      await warmCache(service1);
+
+      // Odd rounds run each floor before its paths, even rounds after: no path always follows it.
+      const floorFirst = round % 2 === 1;
+      const redisFloorRun = async () => {
+        await run(FLOOR_REDIS, redisFloor, { url: login(redisFloor), body: randomCached }, {}, false);
+        await cleanSessions();
+      };
+      if (floorFirst) await redisFloorRun();
+      await run(CACHED_W1, service1, { url: login(service1), body: randomCached }, { floor: FLOOR_REDIS });
+      await cleanSessions();
+      await run(CACHED_W2, service2, { url: login(service2), body: randomCached }, { floor: FLOOR_REDIS });
+      await cleanSessions();
+      await run(GET, service1, { url: `${service1.url}/service/user/get`, body: randomCached }, { floor: FLOOR_REDIS });
+      if (!floorFirst) await redisFloorRun();
+
+      const mysqlFloorRun = () => run(FLOOR_MYSQL, mysqlFloor, { url: login(mysqlFloor), body: anyUser }, {}, false);
+      if (floorFirst) await mysqlFloorRun();
+      // Uncached: empty the profile cache, warm up (which fills it), empty it again, measure,
+      // then count the profiles the measured run filled: each one is a miss.
+      log(`${UNCACHED}: ${settings.warmup} s warm-up + ${settings.duration} s, profile cache emptied before each`);
+      await dropProfiles();
+      const uncachedTarget = { url: login(service1), body: nextUncached };
+      if (settings.warmup > 0) await fire(uncachedTarget, settings, settings.warmup);
+      await sleep(SETTLE_MS);
+      await dropProfiles();
+      await cleanSessions();
+      const from = cursor;
+      const u = await runMeasured(UNCACHED, service1, uncachedTarget, { floor: FLOOR_MYSQL }, true);
+      await sleep(SETTLE_MS);
+      const fills = await countProfiles();
+      uncached.requests += u.requests;
+      uncached.sent += cursor - from;
+      uncached.misses += Math.min(fills, cursor - from);
+      if (cursor - from > pool) wrapped = true;
+      log(`  ${fills} cache fills for ${cursor - from} openids sent`);
+      await cleanSessions();
+
+      await run(UPDATE, service1, { url: `${service1.url}/service/user/update`, body: updateBody }, { floor: FLOOR_MYSQL, note: 'random users' });
+      if (!floorFirst) await mysqlFloorRun();
+    }
+    for (const proc of [service1, service2, redisFloor, mysqlFloor]) await stop(proc);
     await cleanSessions();
 
     // --- The cached path once more, under the profiler (not in the table) -----------------
@@ -324,10 +342,11 @@ async function main(): Promise<void> {
       const dir = join(ROOT, 'bench', 'profiles');
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
-      log('profile: the cached scenario again under node --cpu-prof');
-      service = await startService(1, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+      log('profile: the cached scenario again, the service under node --cpu-prof');
+      const service = await startService(1, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+      await dropProfiles();
       await warmCache(service);
-      const target = { url: `${service.url}/service/user/loginByOpenid`, body: randomCached };
+      const target = { url: login(service), body: randomCached };
       if (settings.warmup > 0) await fire(target, settings, settings.warmup);
       const r = await fire(target, settings, settings.duration);
       log(`  under the profiler: ${r.rps.toFixed(0)} req/s`);
@@ -338,7 +357,11 @@ async function main(): Promise<void> {
         .map((f) => join(dir, f))
         .sort((a, b) => statSync(b).size - statSync(a).size);
       if (files[0]) {
-        profile = { file: files[0], scenario: `${CACHED_W1}, ${settings.duration + settings.warmup} s of load`, summary: summarizeProfile(files[0], ROOT) };
+        profile = {
+          file: files[0],
+          scenario: `${CACHED_W1}, ${settings.warmup + settings.duration} s of load`,
+          summary: summarizeProfile(files[0], ROOT),
+        };
         log(`  profile: ${files[0]}`);
       }
     }
@@ -349,6 +372,24 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
+  const order = [FLOOR_REDIS, CACHED_W1, CACHED_W2, GET, FLOOR_MYSQL, UNCACHED, UPDATE];
+  const rows: Row[] = order
+    .filter((name) => samples.has(name))
+    .map((name) => {
+      const e = samples.get(name)!;
+      const row: Row = {
+        scenario: name,
+        ...e.extra,
+        result: combine(e.results),
+        perRound: e.results.map((r, i) => ({ rps: r.rps, p99: r.p99, other: e.other[i]! })),
+        rssMax: e.rssMax,
+        processes: e.processes,
+      };
+      if (name === UNCACHED) {
+        row.note = `${((uncached.misses / Math.max(1, uncached.sent)) * 100).toFixed(0)} % misses${wrapped ? ', openids wrapped' : ''}`;
+      }
+      return row;
+    });
   const cached1 = rows.find((r) => r.scenario === CACHED_W1);
   const cached2 = rows.find((r) => r.scenario === CACHED_W2);
   const workersNote =
@@ -367,6 +408,7 @@ async function main(): Promise<void> {
     users: opts.users,
     seedSeconds: seed.seededSeconds,
     workingSet: opts.workingSet,
+    rounds: opts.rounds,
     settings,
     rows,
     rssMax,
