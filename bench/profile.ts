@@ -42,7 +42,7 @@ function location(url: string, root: string, line: number): string {
 
 /** Where a script comes from: `koa`, `@koa/router`, `node:internal`, `src/users`, … */
 function origin(url: string, root: string): string {
-  if (!url) return 'V8 / native (GC, program, …)';
+  if (!url) return 'native: GC, C++ bindings (writev…), V8';
   if (url.startsWith('node:')) return 'node core (node:…)';
   const path = url.replace(/^file:\/\//, '');
   const nm = path.lastIndexOf(`${sep}node_modules${sep}`);
@@ -80,7 +80,7 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
     if (functionName === '(idle)') continue;
     const name = functionName || '(anonymous)';
     const from = origin(url, root);
-    const where = location(url, root, lineNumber + 1) || from;
+    const where = location(url, root, lineNumber + 1) || '(native)';
     const key = `${name}@${where}`;
     const f = fns.get(key) ?? { name, where, selfMs: 0, share: 0 };
     f.selfMs += us / 1000;
