@@ -5,6 +5,7 @@ interface CpuProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 
 interface CpuProfile {
@@ -20,6 +21,8 @@ export interface ProfileLine {
   where: string;
   selfMs: number;
   share: number;
+  /** The JS function that called it most (by self time), for native frames like writev. */
+  caller?: string;
 }
 
 export interface ProfileSummary {
@@ -62,6 +65,22 @@ function origin(url: string, root: string): string {
 export function summarizeProfile(file: string, root: string, top = 15): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  // The nearest named ancestor outside node's core (who asked for the write), else the
+  // nearest named one inside it.
+  const jsCaller = (id: number): string | undefined => {
+    let core: string | undefined;
+    for (let p = parent.get(id); p !== undefined; p = parent.get(p)) {
+      const f = byId.get(p)!.callFrame;
+      if (!f.url || !f.functionName) continue;
+      const here = `${f.functionName} (${location(f.url, root, f.lineNumber + 1)})`;
+      if (!f.url.startsWith('node:')) return here;
+      core ??= here;
+    }
+    return core;
+  };
+  const callers = new Map<string, Map<string, number>>();
   const selfUs = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
@@ -85,9 +104,21 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
     const f = fns.get(key) ?? { name, where, selfMs: 0, share: 0 };
     f.selfMs += us / 1000;
     fns.set(key, f);
+    if (!url) {
+      const caller = jsCaller(id);
+      if (caller) {
+        const m = callers.get(key) ?? new Map<string, number>();
+        m.set(caller, (m.get(caller) ?? 0) + us);
+        callers.set(key, m);
+      }
+    }
     const o = origins.get(from) ?? { name: from, where: '', selfMs: 0, share: 0 };
     o.selfMs += us / 1000;
     origins.set(from, o);
+  }
+  for (const [key, m] of callers) {
+    const top = [...m.entries()].sort((a, b) => b[1] - a[1])[0];
+    if (top) fns.get(key)!.caller = top[0];
   }
   const finish = (m: Map<string, ProfileLine>) =>
     [...m.values()]

@@ -23,6 +23,8 @@ export interface RunReport {
   cpuModel: string;
   node: string;
   mariadb: string;
+  /** Buffer pool and table size: whether the table fits in memory. */
+  mysqlMemory?: string;
   redis: string;
   users: number;
   seedSeconds: number | null;
@@ -141,11 +143,14 @@ export function profileSection(report: RunReport): string {
     '| --- | ---: | ---: |',
     ...summary.origins.map((o) => `| ${o.name} | ${fmt(o.selfMs)} | ${(o.share * 100).toFixed(1)} % |`),
     '',
-    'Top functions by self time:',
+    'Top functions by self time (for a native frame, the JavaScript function that called it most):',
     '',
     '| function | where | self ms | share |',
     '| --- | --- | ---: | ---: |',
-    ...summary.functions.map((f) => `| \`${f.name}\` | ${f.where} | ${fmt(f.selfMs)} | ${(f.share * 100).toFixed(1)} % |`),
+    ...summary.functions.map(
+      (f) =>
+        `| \`${f.name}\` | ${f.where}${f.caller ? `, from \`${f.caller}\`` : ''} | ${fmt(f.selfMs)} | ${(f.share * 100).toFixed(1)} % |`,
+    ),
   ];
   return out.join('\n');
 }
@@ -165,7 +170,8 @@ export function section(report: RunReport): string {
   return [
     `## ${fmt(report.users)} users`,
     '',
-    `${report.date} · ${report.cores} cores (${report.cpuModel}) · Node ${report.node} · MariaDB ${report.mariadb} · Redis ${report.redis}`,
+    `${report.date} · ${report.cores} cores (${report.cpuModel}) · Node ${report.node} · MariaDB ${report.mariadb} · Redis ${report.redis}` +
+      (report.mysqlMemory ? ` · ${report.mysqlMemory}` : ''),
     '',
     `Seeded ${fmt(report.users)} users${report.seedSeconds === null ? ' (kept from an earlier run)' : ` in ${report.seedSeconds.toFixed(1)} s`}. ` +
       `autocannon: ${s.connections} connections, pipelining ${s.pipelining}; every row was measured in each of ${report.rounds} interleaved rounds ` +

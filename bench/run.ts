@@ -146,6 +146,11 @@ async function main(): Promise<void> {
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1 });
   const conn = await mysql.createConnection(parseDatabaseUrl(dbSettings.url));
   const [[{ v: mariadb }]] = (await conn.query('SELECT VERSION() AS v')) as unknown as [{ v: string }[]];
+  // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
+  const [[sizes]] = (await conn.query(
+    'SELECT @@innodb_buffer_pool_size AS pool, (SELECT data_length + index_length FROM information_schema.tables ' +
+      "WHERE table_schema = DATABASE() AND table_name = 'users') AS tbl",
+  )) as unknown as [{ pool: number; tbl: number }[]];
   await conn.end();
   const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '?';
 
@@ -410,6 +415,7 @@ async function main(): Promise<void> {
     cpuModel: cpus[0]?.model.trim() ?? '?',
     node: process.version,
     mariadb,
+    mysqlMemory: `InnoDB buffer pool ${mb(Number(sizes!.pool)).toFixed(0)} MiB, users table ${mb(Number(sizes!.tbl)).toFixed(0)} MiB (data + indexes)`,
     redis: redisVersion,
     users: opts.users,
     seedSeconds: seed.seededSeconds,
