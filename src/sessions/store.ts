@@ -42,7 +42,7 @@ return raw`;
 // KEYS[1] the user's session index; ARGV: token, its absolute expiry (ms), now (ms), index TTL
 // (ms). Adds the token and drops the tokens whose absolute expiry has passed, so the index
 // stays as small as the live sessions: one command instead of three.
-const INDEX = `
+export const SESSION_INDEX_LUA = `
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -103,7 +103,7 @@ export class SessionStore extends SessionReader {
     breaker?: RedisBreaker,
   ) {
     super(redis, keys, breaker);
-    redis.defineCommand('sessionIndex', { numberOfKeys: 1, lua: INDEX });
+    redis.defineCommand('sessionIndex', { numberOfKeys: 1, lua: SESSION_INDEX_LUA });
     this.indexer = redis as RedisClient & IndexCommand;
   }
 

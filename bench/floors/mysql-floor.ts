@@ -1,0 +1,67 @@
+/**
+ * The MySQL floor of the uncached loginByOpenid path: a bare node:http server with a mysql2
+ * pool of the service's size (DB_POOL_MAX) that reads and JSON.parses the same body and runs
+ * the same indexed SELECT as src/users/repository.ts findByOpenid, answering the row as JSON
+ * in the service's envelope. No knex, no Redis, no framework.
+ */
+import { createServer } from 'node:http';
+import mysql from 'mysql2';
+import { loadConfig } from '../../src/config';
+import { parseDatabaseUrl } from '../../src/db/connection';
+
+const config = loadConfig();
+const pool = mysql.createPool({
+  ...parseDatabaseUrl(config.db.url),
+  connectionLimit: config.db.poolMax,
+  charset: 'utf8mb4',
+  timezone: 'Z',
+  supportBigNumbers: true,
+});
+const SQL =
+  'SELECT id, openid, nick_name, avatar, gender, phone, version, ctime, mtime FROM users WHERE openid = ? LIMIT 2';
+
+const PREFIX = '{"code":0,"msg":"success","data":';
+const NOT_FOUND = '{"code":-2,"msg":"no such user","data":null}';
+const BAD = '{"code":-1,"msg":"openid is required","data":null}';
+const FAILED = '{"code":-2,"msg":"database error","data":null}';
+
+const server = createServer((req, res) => {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const send = (body: string) => {
+      res.writeHead(200, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+      });
+      res.end(body);
+    };
+    let openid: unknown;
+    try {
+      openid = (JSON.parse(Buffer.concat(chunks).toString()) as { openid?: unknown }).openid;
+    } catch {
+      openid = undefined;
+    }
+    if (typeof openid !== 'string' || !openid) return send(BAD);
+    pool.query(SQL, [openid], (err, rows) => {
+      if (err) return send(FAILED);
+      const list = rows as mysql.RowDataPacket[];
+      if (list.length !== 1) return send(NOT_FOUND);
+      send(`${PREFIX}${JSON.stringify(list[0])}}`);
+    });
+  });
+});
+
+// One query first, so the pool has a connection (and the table exists) before we listen.
+pool.query('SELECT 1 FROM users LIMIT 1', (err) => {
+  if (err) {
+    process.stderr.write(`mysql floor: ${err.message}\n`);
+    process.exit(1);
+  }
+  server.listen(config.port, config.host);
+});
+process.on('SIGTERM', () => {
+  server.close();
+  server.closeIdleConnections();
+  pool.end(() => process.exit(0));
+});

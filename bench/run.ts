@@ -1,0 +1,488 @@
+/**
+ * `npm run bench`: seeds the bench database, starts the compiled service and two bare floors
+ * as child processes, drives each with autocannon, and writes BENCHMARKS.md.
+ * `npm run bench -- --help` lists the options.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import Redis from 'ioredis';
+import mysql from 'mysql2/promise';
+import { parseDatabaseUrl } from '../src/db/connection';
+import { countMatching, deleteMatching, ForeignCpu, freePort, mb, ServerProcess, sleep } from './lib';
+import { combine, fire, type LoadResult, type LoadSettings, type Target } from './load';
+import { summarizeProfile } from './profile';
+import {
+  CACHED_W1,
+  CACHED_W2,
+  FLOOR_MYSQL,
+  FLOOR_REDIS,
+  GET,
+  section,
+  storedReports,
+  UNCACHED,
+  UPDATE,
+  writeBenchmarks,
+  type Row,
+  type RunReport,
+} from './report';
+import { benchOpenid, ensureSeeded } from './seed';
+
+const ROOT = resolve(__dirname, '..');
+
+const HELP = `npm run bench -- [options]
+
+  --users N          users to seed (default 100000; e.g. 1000000)
+  --reseed           empty the bench table and seed again even if it holds N users
+  --batch N          rows per INSERT while seeding (default 5000)
+  --connections N    autocannon connections (default 50)
+  --pipelining N     autocannon pipelining (default 1)
+  --duration S       seconds measured per scenario (default 5)
+  --warmup S         seconds of warm-up before each measurement (default 2)
+  --timeout S        seconds before a request counts as timed out (default 10)
+  --working-set N    users the cached scenarios draw from, warmed first (default 10000)
+  --rounds N         measurements of every scenario, interleaved; the table shows medians (default 3)
+  --mysql URL        MySQL server, without a database (default mysql://root@127.0.0.1:3306)
+  --redis URL        Redis (default redis://127.0.0.1:6379/0)
+  --prefix P         Redis key prefix of the bench, deleted at start and end (default bench:)
+  --no-profile       skip the extra run under node --cpu-prof
+  --no-build         use dist/ as it is (default: npm run build first)
+  --no-write         print the results, leave BENCHMARKS.md alone
+  --report-only      measure nothing: rewrite BENCHMARKS.md from the results stored in it
+  --help             this text`;
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      users: { type: 'string', default: '100000' },
+      reseed: { type: 'boolean', default: false },
+      batch: { type: 'string', default: '5000' },
+      connections: { type: 'string', default: '50' },
+      pipelining: { type: 'string', default: '1' },
+      duration: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '2' },
+      timeout: { type: 'string', default: '10' },
+      'working-set': { type: 'string', default: '10000' },
+      rounds: { type: 'string', default: '3' },
+      mysql: { type: 'string', default: process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306' },
+      redis: { type: 'string', default: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0' },
+      prefix: { type: 'string', default: 'bench:' },
+      'no-profile': { type: 'boolean', default: false },
+      'no-build': { type: 'boolean', default: false },
+      'no-write': { type: 'boolean', default: false },
+      'report-only': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  const int = (name: keyof typeof values, min: number) => {
+    const n = Number(values[name]);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
+    return n;
+  };
+  const users = int('users', 1);
+  return {
+    help: values.help!,
+    users,
+    reseed: values.reseed!,
+    batch: int('batch', 1),
+    load: {
+      connections: int('connections', 1),
+      pipelining: int('pipelining', 1),
+      duration: int('duration', 1),
+      warmup: int('warmup', 0),
+      timeout: int('timeout', 1),
+    } satisfies LoadSettings,
+    workingSet: Math.min(users, int('working-set', 1)),
+    rounds: int('rounds', 1),
+    mysqlUrl: values.mysql!.replace(/\/+$/, ''),
+    redisUrl: values.redis!,
+    prefix: values.prefix!,
+    profile: !values['no-profile'],
+    build: !values['no-build'],
+    write: !values['no-write'],
+    reportOnly: values['report-only']!,
+  };
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+/** Fisher–Yates over 0..n-1: draws without replacement. */
+function permutation(n: number): Int32Array {
+  const p = new Int32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const t = p[i]!;
+    p[i] = p[j]!;
+    p[j] = t;
+  }
+  return p;
+}
+
+/** Pause after a run before looking at Redis or stopping a server: in-flight requests finish. */
+const SETTLE_MS = 1000;
+
+const openidBody = (n: number) => `{"openid":"${benchOpenid(n)}"}`;
+
+async function main(): Promise<void> {
+  const opts = options();
+  if (opts.help) {
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
+  if (opts.reportOnly) {
+    const scale = writeBenchmarks(join(ROOT, 'BENCHMARKS.md'));
+    if (scale) process.stdout.write(`${scale}\n`);
+    return;
+  }
+  const settings = opts.load;
+  const database = `user_service_bench_${opts.users}`;
+  const dbSettings = { url: `${opts.mysqlUrl}/${database}`, poolMax: 10, acquireTimeoutMs: 10_000 };
+
+  if (opts.build) {
+    log('build: npm run build');
+    const built = spawnSync(
+      process.execPath,
+      [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+      {
+        cwd: ROOT,
+        stdio: 'inherit',
+      },
+    );
+    if (built.status !== 0) throw new Error('the build failed');
+  }
+
+  const seed = await ensureSeeded(dbSettings, opts.users, { reseed: opts.reseed, batch: opts.batch, log });
+
+  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1 });
+  const conn = await mysql.createConnection(parseDatabaseUrl(dbSettings.url));
+  const [[{ v: mariadb }]] = (await conn.query('SELECT VERSION() AS v')) as unknown as [{ v: string }[]];
+  // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
+  const [[sizes]] = (await conn.query(
+    'SELECT @@innodb_buffer_pool_size AS pool, (SELECT data_length + index_length FROM information_schema.tables ' +
+      "WHERE table_schema = DATABASE() AND table_name = 'users') AS tbl",
+  )) as unknown as [{ pool: number; tbl: number }[]];
+  await conn.end();
+  const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '?';
+
+  const P = opts.prefix;
+  const cleanAll = async () => deleteMatching(redis, `${P}*`);
+  const cleanSessions = async () =>
+    (await deleteMatching(redis, `${P}session:*`)) + (await deleteMatching(redis, `${P}user:*:sessions`));
+  const dropProfiles = async () => deleteMatching(redis, `${P}user:*:profile`);
+  const countProfiles = async () => countMatching(redis, `${P}user:*:profile`);
+  const stale = await cleanAll();
+  if (stale) log(`redis: removed ${stale} keys left under ${P}`);
+
+  // Everything measured runs as a child process with a small, explicit environment (no
+  // NODE_OPTIONS or tsx loader leaking into the service).
+  const baseEnv: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    NODE_ENV: 'production',
+    DATABASE_URL: dbSettings.url,
+    DB_POOL_MAX: '10',
+    REDIS_URL: opts.redisUrl,
+    REDIS_KEY_PREFIX: P,
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_IP: '0',
+    RATE_LIMIT_OPENID: '0',
+  };
+  const running = new Set<ServerProcess>();
+  const start = async (name: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const proc = new ServerProcess(name, await freePort(), args, { ...baseEnv, ...env }, ROOT);
+    running.add(proc);
+    try {
+      await proc.ready('/service/user/get', { openid: benchOpenid(0) });
+    } catch (err) {
+      await proc.stop();
+      running.delete(proc);
+      throw err;
+    }
+    return proc;
+  };
+  /** Shows what a server logged since the last look (warnings under load are worth seeing). */
+  const showLog = (proc: ServerProcess, when: string) => {
+    const { lines, first } = proc.log;
+    if (lines) log(`  ${proc.name} logged ${lines} lines ${when}, first: ${first.slice(0, 3).join(' | ')}`);
+    proc.clearLog();
+  };
+  const stop = async (proc: ServerProcess) => {
+    // Requests the client gave up on at the end may still be running in the server.
+    await sleep(SETTLE_MS);
+    await proc.stop();
+    running.delete(proc);
+    showLog(proc, 'while stopping');
+  };
+  const startService = (workers: number, nodeArgs: string[] = []) =>
+    start(`service WORKERS=${workers}`, [...nodeArgs, 'dist/src/server.js'], { WORKERS: String(workers) });
+  const floorArgs = (file: string) => ['--import', 'tsx', `bench/floors/${file}`];
+
+  // The working set: distinct users spread over the whole seeded range.
+  const perm = permutation(opts.users);
+  const workingSet = perm.slice(0, opts.workingSet);
+  const randomCached = () => openidBody(workingSet[Math.floor(Math.random() * workingSet.length)]!);
+
+  /** loginByOpenid once per working-set user, so the cached scenarios find them in Redis. */
+  const warmCache = async (service: ServerProcess) => {
+    let i = 0;
+    const r = await fire(
+      {
+        url: `${service.url}/service/user/loginByOpenid`,
+        body: () => openidBody(workingSet[i++ % workingSet.length]!),
+      },
+      settings,
+      0,
+      workingSet.length,
+    );
+    log(
+      `  cache warmed: ${workingSet.length} working-set users, ${await countProfiles()} profiles in Redis (${r.notOk + r.errors} failed calls)`,
+    );
+    await cleanSessions();
+  };
+
+  // Each scenario is measured once per round; rounds interleave every scenario with its floor,
+  // so a disturbance of the shared machine hits a path and its floor alike, and the median
+  // over rounds ignores one bad round.
+  const samples = new Map<
+    string,
+    { results: LoadResult[]; other: number[]; rssMax: number; processes: number; extra: Partial<Row> }
+  >();
+  let rssMax = 0;
+  let rssMaxDuring = '';
+  const run = async (
+    scenario: string,
+    proc: ServerProcess,
+    target: Target,
+    extra: Partial<Row> = {},
+    isService = true,
+  ) => {
+    log(`${scenario}: ${settings.warmup} s warm-up + ${settings.duration} s`);
+    if (settings.warmup > 0) await fire(target, settings, settings.warmup);
+    return runMeasured(scenario, proc, target, extra, isService);
+  };
+  const runMeasured = async (
+    scenario: string,
+    proc: ServerProcess,
+    target: Target,
+    extra: Partial<Row>,
+    isService: boolean,
+  ) => {
+    proc.rss.reset();
+    const foreign = new ForeignCpu();
+    const r = await fire(target, settings, settings.duration);
+    const other = foreign.stop();
+    proc.rss.sample();
+    const entry = samples.get(scenario) ?? { results: [], other: [], rssMax: 0, processes: 0, extra };
+    entry.results.push(r);
+    entry.other.push(other);
+    entry.rssMax = Math.max(entry.rssMax, proc.rss.maxSingle);
+    entry.processes = Math.max(entry.processes, proc.rss.maxProcesses);
+    samples.set(scenario, entry);
+    if (isService && proc.rss.maxSingle > rssMax) {
+      rssMax = proc.rss.maxSingle;
+      rssMaxDuring = scenario;
+    }
+    log(
+      `  ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ` +
+        `errors ${r.errors}/${r.non2xx}/${r.notOk - r.non2xx}, RSS max ${mb(proc.rss.maxSingle).toFixed(0)} MiB (${proc.rss.maxProcesses} procs), ` +
+        `other tenants ${(other * 100).toFixed(0)} % CPU`,
+    );
+    showLog(proc, 'during the run');
+    return r;
+  };
+
+  let rssIdle: number;
+  const uncached = { requests: 0, sent: 0, misses: 0 };
+  let wrapped = false;
+  let profile: RunReport['profile'];
+  try {
+    // Every server stays up for the whole run (an idle one costs no CPU): the service with
+    // WORKERS=1 and with WORKERS=2 (both on the same database and key prefix, like two
+    // deployments sharing the cache), and the two floors.
+    log('servers: starting the service (WORKERS=1 and WORKERS=2) and the floors');
+    const service1 = await startService(1);
+    service1.rss.sample();
+    rssIdle = service1.rss.maxSingle;
+    const service2 = await startService(2);
+    const redisFloor = await start('redis floor', floorArgs('redis-floor.ts'));
+    const mysqlFloor = await start('mysql floor', floorArgs('mysql-floor.ts'));
+    const login = (p: ServerProcess) => `${p.url}/service/user/loginByOpenid`;
+
+    // The uncached path draws openids without replacement from the users outside the working
+    // set, so no openid repeats within one measured run (unless it sends more than there are).
+    // The MySQL floor caches nothing: any user will do.
+    let cursor = 0;
+    const pool = opts.users - opts.workingSet || 1;
+    const nextUncached = () => openidBody(perm[opts.workingSet + (cursor++ % pool)]!);
+    const anyUser = () => openidBody(Math.floor(Math.random() * opts.users));
+    const { lo, hi } = seed;
+    let updates = 0;
+    const updateBody = () => {
+      updates += 1;
+      const id = lo + Math.floor(Math.random() * (hi - lo + 1));
+      return `{"user_id":${id},"update":{"nick_name":"改名😀${updates}"}}`;
+    };
+
+    for (let round = 1; round <= opts.rounds; round++) {
+      log(`--- round ${round} of ${opts.rounds}`);
+      // The same start for every round: only the working set cached, no sessions.
+      await dropProfiles();
+      await cleanSessions();
+      await warmCache(service1);
+
+      // Odd rounds run each floor before its paths, even rounds after: no path always follows it.
+      const floorFirst = round % 2 === 1;
+      const redisFloorRun = async () => {
+        await run(FLOOR_REDIS, redisFloor, { url: login(redisFloor), body: randomCached }, {}, false);
+        await cleanSessions();
+      };
+      if (floorFirst) await redisFloorRun();
+      await run(CACHED_W1, service1, { url: login(service1), body: randomCached }, { floor: FLOOR_REDIS });
+      await cleanSessions();
+      await run(CACHED_W2, service2, { url: login(service2), body: randomCached }, { floor: FLOOR_REDIS });
+      await cleanSessions();
+      await run(GET, service1, { url: `${service1.url}/service/user/get`, body: randomCached }, { floor: FLOOR_REDIS });
+      if (!floorFirst) await redisFloorRun();
+
+      const mysqlFloorRun = () => run(FLOOR_MYSQL, mysqlFloor, { url: login(mysqlFloor), body: anyUser }, {}, false);
+      if (floorFirst) await mysqlFloorRun();
+      // Uncached: empty the profile cache, warm up (which fills it), empty it again, measure,
+      // then count the profiles the measured run filled: each one is a miss.
+      log(`${UNCACHED}: ${settings.warmup} s warm-up + ${settings.duration} s, profile cache emptied before each`);
+      await dropProfiles();
+      const uncachedTarget = { url: login(service1), body: nextUncached };
+      if (settings.warmup > 0) await fire(uncachedTarget, settings, settings.warmup);
+      await sleep(SETTLE_MS);
+      await dropProfiles();
+      await cleanSessions();
+      const from = cursor;
+      const u = await runMeasured(UNCACHED, service1, uncachedTarget, { floor: FLOOR_MYSQL }, true);
+      await sleep(SETTLE_MS);
+      const fills = await countProfiles();
+      uncached.requests += u.requests;
+      uncached.sent += cursor - from;
+      uncached.misses += Math.min(fills, cursor - from);
+      if (cursor - from > pool) wrapped = true;
+      log(`  ${fills} cache fills for ${cursor - from} openids sent`);
+      await cleanSessions();
+
+      await run(
+        UPDATE,
+        service1,
+        { url: `${service1.url}/service/user/update`, body: updateBody },
+        { floor: FLOOR_MYSQL, note: 'random users' },
+      );
+      if (!floorFirst) await mysqlFloorRun();
+    }
+    for (const proc of [service2, redisFloor, mysqlFloor]) await stop(proc);
+
+    // --- The cached path once more, under the profiler (not in the table) -----------------
+    // The cache is warmed through service1 first, so the profile holds the cached path and
+    // start-up, not 10,000 cache fills.
+    if (opts.profile) {
+      const dir = join(ROOT, 'bench', 'profiles');
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      log('profile: the cached scenario again, the service under node --cpu-prof');
+      await dropProfiles();
+      await cleanSessions();
+      await warmCache(service1);
+      await stop(service1);
+      const service = await startService(1, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+      const target = { url: login(service), body: randomCached };
+      if (settings.warmup > 0) await fire(target, settings, settings.warmup);
+      const r = await fire(target, settings, settings.duration);
+      log(`  under the profiler: ${r.rps.toFixed(0)} req/s`);
+      await stop(service);
+      // With node:cluster every process writes a profile: the busiest (largest) is a worker.
+      const files = readdirSync(dir)
+        .filter((f) => f.endsWith('.cpuprofile'))
+        .map((f) => join(dir, f))
+        .sort((a, b) => statSync(b).size - statSync(a).size);
+      if (files[0]) {
+        profile = {
+          file: files[0],
+          scenario: `${CACHED_W1}, ${settings.warmup + settings.duration} s of load`,
+          summary: summarizeProfile(files[0], ROOT),
+        };
+        log(`  profile: ${files[0]}`);
+      }
+    } else {
+      await stop(service1);
+    }
+    await cleanSessions();
+  } finally {
+    for (const proc of running) await proc.stop();
+    const removed = await cleanAll();
+    log(`redis: removed ${removed} keys under ${P}`);
+    redis.disconnect();
+  }
+
+  const order = [FLOOR_REDIS, CACHED_W1, CACHED_W2, GET, FLOOR_MYSQL, UNCACHED, UPDATE];
+  const rows: Row[] = order
+    .filter((name) => samples.has(name))
+    .map((name) => {
+      const e = samples.get(name)!;
+      const row: Row = {
+        scenario: name,
+        ...e.extra,
+        result: combine(e.results),
+        perRound: e.results.map((r, i) => ({ rps: r.rps, p99: r.p99, other: e.other[i]! })),
+        rssMax: e.rssMax,
+        processes: e.processes,
+      };
+      if (name === UNCACHED) {
+        row.note = `${((uncached.misses / Math.max(1, uncached.sent)) * 100).toFixed(0)} % misses${wrapped ? ', openids wrapped' : ''}`;
+      }
+      return row;
+    });
+  const cached1 = rows.find((r) => r.scenario === CACHED_W1);
+  const cached2 = rows.find((r) => r.scenario === CACHED_W2);
+  const workersNote =
+    cached1 && cached2 && (cached2.processes ?? 1) <= 1
+      ? 'The service does not fork for `WORKERS` yet: both cached rows ran in one process.'
+      : 'The WORKERS=2 row ran the service under node:cluster (procs counts the primary and its workers).';
+
+  // Rows kept from an earlier run: its seeding time still says how long seeding takes.
+  const earlier = storedReports(join(ROOT, 'BENCHMARKS.md')).find((r) => r.users === opts.users);
+  const earlierSeed = earlier?.seedSeconds != null ? { seconds: earlier.seedSeconds } : undefined;
+  const cpus = os.cpus();
+  const report: RunReport = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    cores: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? '?',
+    node: process.version,
+    mariadb,
+    mysqlMemory: `InnoDB buffer pool ${mb(Number(sizes!.pool)).toFixed(0)} MiB, users table ${mb(Number(sizes!.tbl)).toFixed(0)} MiB (data + indexes)`,
+    redis: redisVersion,
+    users: opts.users,
+    seedSeconds: seed.seededSeconds ?? earlierSeed?.seconds ?? null,
+    seedKept: seed.seededSeconds === null,
+    workingSet: opts.workingSet,
+    rounds: opts.rounds,
+    settings,
+    rows,
+    rssMax,
+    rssMaxDuring,
+    rssIdle,
+    uncached,
+    workersNote,
+    ...(profile ? { profile: { ...profile, file: profile.file.replace(`${ROOT}/`, '') } } : {}),
+  };
+
+  process.stdout.write(`\n${section(report)}\n\n`);
+  if (opts.write) {
+    const file = join(ROOT, 'BENCHMARKS.md');
+    const scale = writeBenchmarks(file, report);
+    if (scale) process.stdout.write(`${scale}\n\n`);
+    log(`wrote ${file}`);
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${(err as Error)?.stack ?? err}\n`);
+  process.exit(1);
+});
