@@ -106,6 +106,8 @@ export function processTree(pid: number): number[] {
  * (the target is per process) and the largest sum, and how many processes the tree had.
  */
 export class RssSampler {
+  /** Largest single process since start, never reset: "through the benchmark". */
+  peakSingle = 0;
   maxSingle = 0;
   maxTotal = 0;
   maxProcesses = 0;
@@ -132,6 +134,7 @@ export class RssSampler {
       count += 1;
       total += rss;
       if (rss > this.maxSingle) this.maxSingle = rss;
+      if (rss > this.peakSingle) this.peakSingle = rss;
     }
     if (total > this.maxTotal) this.maxTotal = total;
     if (count > this.maxProcesses) this.maxProcesses = count;

@@ -34,7 +34,7 @@ export interface RunReport {
   rounds: number;
   settings: LoadSettings;
   rows: Row[];
-  /** Largest RSS of one service process over the whole run, and when it happened. */
+  /** Largest RSS of one service process over the whole run (warm-ups included), and when. */
   rssMax: number;
   rssMaxDuring: string;
   rssIdle: number;
