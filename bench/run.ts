@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import Redis from 'ioredis';
 import mysql from 'mysql2/promise';
+import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
 import { countMatching, deleteMatching, ForeignCpu, freePort, mb, ServerProcess, sleep } from './lib';
 import { combine, fire, type LoadResult, type LoadSettings, type Target } from './load';
@@ -216,8 +217,13 @@ async function main(): Promise<void> {
     running.delete(proc);
     showLog(proc, 'while stopping');
   };
+  // The same V8 flags as `npm start` (package.json config.node_flags): the bench measures the
+  // service as it is run.
+  const serviceFlags = String(pkg.config.node_flags).split(/\s+/).filter(Boolean);
   const startService = (workers: number, nodeArgs: string[] = []) =>
-    start(`service WORKERS=${workers}`, [...nodeArgs, 'dist/src/server.js'], { WORKERS: String(workers) });
+    start(`service WORKERS=${workers}`, [...serviceFlags, ...nodeArgs, 'dist/src/server.js'], {
+      WORKERS: String(workers),
+    });
   const floorArgs = (file: string) => ['--import', 'tsx', `bench/floors/${file}`];
 
   // The working set: distinct users spread over the whole seeded range.

@@ -155,7 +155,7 @@ describe('profile cache', () => {
       opened.push(services);
       let selects = 0;
       services.db.on('query', (q: { sql: string }) => {
-        if (/^select .* from `users`/i.test(q.sql)) selects++;
+        if (/^select .* from `?users`?\b/i.test(q.sql)) selects++;
       });
       const server = createApp(config, services, createLogger('silent')).listen(0, '127.0.0.1');
       await new Promise((r) => server.once('listening', r));
