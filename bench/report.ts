@@ -174,6 +174,24 @@ export const UNCACHED = 'loginByOpenid uncached';
 export const GET = 'get (cached)';
 export const UPDATE = 'update nick_name';
 
+/**
+ * While the service does not fork, the WORKERS=1 and WORKERS=2 rows measure the same code:
+ * how far apart their ratios land is this run's resolution, worth saying next to the targets.
+ */
+function resolutionNote(report: RunReport): string {
+  const a = rowFor(report, CACHED_W1);
+  const b = rowFor(report, CACHED_W2);
+  if (!a || !b || (a.processes ?? 1) > 1 || (b.processes ?? 1) > 1) return '';
+  const qa = ratios(report, a).rps;
+  const qb = ratios(report, b).rps;
+  if (qa === undefined || qb === undefined) return '';
+  return (
+    `Both cached rows ran the same single-process service, so the gap between their ratios to the floor ` +
+    `(${qa.toFixed(2)} and ${qb.toFixed(2)}) is this run's resolution: a difference smaller than that is noise ` +
+    '(more `--rounds` or a longer `--duration` narrow it).'
+  );
+}
+
 export function section(report: RunReport): string {
   const s = report.settings;
   const u = report.uncached;
@@ -200,6 +218,8 @@ export function section(report: RunReport): string {
     '### Targets (reported, not enforced)',
     '',
     targetsTable(report),
+    '',
+    resolutionNote(report),
     '',
     profileSection(report),
   ]
