@@ -21,15 +21,21 @@ export function runPrimary({ workers, graceMs, logger }: PrimaryOptions): void {
   // A worker that dies at once on every start (a bad configuration) must not be forked in a loop.
   const recentDeaths: number[] = [];
 
-  const fork = (): Worker => cluster.fork();
+  // Our own record of live workers: cluster.workers drops a worker only after both its 'exit'
+  // and 'disconnect', which may come in either order.
+  const live = new Set<Worker>();
+  const fork = (): void => {
+    live.add(cluster.fork());
+  };
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'primary started workers');
 
   cluster.on('exit', (worker, code, signal) => {
+    live.delete(worker);
     if (stopping) {
       // A worker exits 0 when it drained in time (server.ts); the primary says the same.
       if (code !== 0) unclean = true;
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
+      if (live.size === 0) {
         logger.info({ clean: !unclean }, 'all workers stopped');
         process.exit(unclean ? 1 : 0);
       }
@@ -46,16 +52,20 @@ export function runPrimary({ workers, graceMs, logger }: PrimaryOptions): void {
     fork();
   });
 
+  const kill = (why: string) => {
+    logger.error(why);
+    for (const worker of live) worker.process.kill('SIGKILL');
+    process.exit(1);
+  };
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    // A second signal means "now", as for a single process.
+    if (stopping) return kill(`${signal} again: killing the workers`);
     stopping = true;
     logger.info({ signal }, 'stopping workers');
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
-    setTimeout(() => {
-      logger.error('workers did not stop within the grace period; killing them');
-      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGKILL');
-      process.exit(1);
-    }, graceMs + 1000).unref();
+    for (const worker of live) worker.process.kill('SIGTERM');
+    // A worker drains for up to graceMs, then closes its stores (at least 1 s more): past
+    // that it is stuck.
+    setTimeout(() => kill('workers did not stop within the grace period; killing them'), graceMs + 3000).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -88,7 +88,9 @@ export async function createServices(
     logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),
   );
   const keys = keyLayout(config.redis.keyPrefix);
-  const cache = new UserCache(redis, keys, config.cache.ttlSeconds, breaker, {
+  // A reader holds a row at most a query timeout (twice, for safety) or a minute.
+  const tombstoneMs = Math.max(60_000, 2 * config.db.queryTimeoutMs);
+  const cache = new UserCache(redis, keys, { profileSeconds: config.cache.ttlSeconds, tombstoneMs }, breaker, {
     hit: () => metrics.cacheHits.inc(),
     miss: () => metrics.cacheMisses.inc(),
     error: (op, err) => {

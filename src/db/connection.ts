@@ -67,6 +67,9 @@ export function knexConfig(settings: DbSettings, withDatabase = true, log?: DbLo
       },
     } as Knex.PoolConfig,
     acquireConnectionTimeout: settings.acquireTimeoutMs,
+    // knex would otherwise prefix a failed query's error message with its SQL, values filled
+    // in: a phone number from an INSERT or UPDATE would reach the log with the error.
+    compileSqlOnError: false,
     // knex prints pool warnings with console.warn unless given a logger.
     ...(log ? { log: { warn: log.warn, error: log.error, debug: log.debug, deprecate: log.warn } } : {}),
   };

@@ -45,21 +45,18 @@ function clusterOptions(settings: RedisSettings, password?: string): ClusterOpti
   };
 }
 
-export function parseClusterNodes(value: string): { host: string; port: number }[] {
-  return value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map((hostPort) => {
-      const i = hostPort.lastIndexOf(':');
-      return { host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) };
-    });
+/** `host:port` strings (as config holds them) to what ioredis's Cluster takes. */
+export function clusterNodes(nodes: string[]): { host: string; port: number }[] {
+  return nodes.map((hostPort) => {
+    const i = hostPort.lastIndexOf(':');
+    return { host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) };
+  });
 }
 
 export function createRedis(settings: RedisSettings): RedisClient {
   if (settings.clusterNodes.length > 0) {
     const password = new URL(settings.url).password || undefined;
-    return new Cluster(parseClusterNodes(settings.clusterNodes.join(',')), clusterOptions(settings, password));
+    return new Cluster(clusterNodes(settings.clusterNodes), clusterOptions(settings, password));
   }
   return new Redis(settings.url, redisOptions(settings));
 }

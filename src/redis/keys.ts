@@ -1,8 +1,9 @@
 /**
  * The one place that knows the Redis key layout; sibling services read these keys, so the
- * README documents every one of them. Every key is hash-tagged ({...}): all of one user's keys
- * share the slot of its openid, a session key has the slot of its token, so a script or a
- * multi-key command never crosses Redis Cluster slots.
+ * README documents every one of them. User and session keys are hash-tagged ({...}): all of
+ * one user's keys share the slot of its openid, a session key has the slot of its token, so a
+ * script or a multi-key command never crosses Redis Cluster slots. Rate-limit counters are
+ * single keys touched by one command each, and need no tag.
  */
 export interface KeyLayout {
   readonly prefix: string;

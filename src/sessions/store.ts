@@ -139,7 +139,8 @@ export class SessionStore extends SessionReader {
       const tokens = await this.redis.zrange(index, 0, -1);
       // One DEL per session key: in Redis Cluster they live in different slots.
       const deleted = await Promise.all(tokens.map((t) => this.redis.del(this.keys.session(t))));
-      await this.redis.del(index);
+      // Only the tokens read: one issued meanwhile stays indexed, so a later logout ends it.
+      if (tokens.length) await this.redis.zrem(index, ...tokens);
       return deleted.reduce((a, b) => a + b, 0);
     });
   }

@@ -58,14 +58,25 @@ export interface CachedUser {
   json: string;
 }
 
+export interface CacheTtls {
+  /** A cached profile. */
+  profileSeconds: number;
+  /**
+   * A tombstone: long enough to outlive any reader still holding an older row, short enough
+   * that an update which failed after invalidating does not keep the user uncached for long.
+   */
+  tombstoneMs: number;
+}
+
 export class UserCache {
   private readonly redis: RedisClient & CacheCommands;
   private readonly ttlMs: number;
+  private readonly tombstoneMs: number;
 
   constructor(
     redis: RedisClient,
     private readonly keys: KeyLayout,
-    ttlSeconds: number,
+    ttls: CacheTtls,
     private readonly breaker: RedisBreaker,
     private readonly events: CacheEvents = {},
   ) {
@@ -74,7 +85,8 @@ export class UserCache {
     redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
     redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
     this.redis = redis as RedisClient & CacheCommands;
-    this.ttlMs = ttlSeconds * 1000;
+    this.ttlMs = ttls.profileSeconds * 1000;
+    this.tombstoneMs = ttls.tombstoneMs;
   }
 
   /** The cached user, or null on a miss. A Redis failure is a miss: reads never fail on it. */
@@ -106,7 +118,7 @@ export class UserCache {
   /** Must succeed before a write is allowed to happen; throws when Redis does not answer. */
   async invalidate(openid: string, version: number): Promise<void> {
     const key = this.keys.profile(openid);
-    await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.ttlMs));
+    await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.tombstoneMs));
   }
 
   /**

@@ -55,7 +55,7 @@ export class UserService {
     } catch (err) {
       throw this.unavailable('mysql', 'register', err);
     }
-    if (!row) throw new ServiceError('unavailable', 'the user could not be read back');
+    if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
     const user = toUser(row, formatDate);
     const [session] = await Promise.all([
       this.tryIssue(row.id, openid),
@@ -175,11 +175,13 @@ export class UserService {
    */
   async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
     const wx = await this.deps.wechat.code2Session(jsCode);
+    // WeChat has spent the js_code by now: a failing lookup must not cost the user the code,
+    // so the session is then issued without a user_id (as for an unregistered openid).
     let userId: number | null = null;
     try {
       userId = (await this.find(wx.openid)).userId;
     } catch (err) {
-      if (!(err instanceof ServiceError && err.kind === 'notFound')) throw err;
+      if (!(err instanceof ServiceError && err.kind === 'notFound')) this.deps.onStoreError?.('mysql', 'find', err);
     }
     let session: IssuedSession;
     try {

@@ -22,11 +22,6 @@ export class SessionKeyStore {
     await this.breaker.run(() => this.redis.multi().del(key).hset(key, fields).expire(key, this.ttlSeconds).exec());
   }
 
-  async get(openid: string): Promise<{ session_key: string; unionid?: string } | null> {
-    const value = await this.breaker.run(() => this.redis.hgetall(this.keys.wechatSession(openid)));
-    return value.session_key ? (value as { session_key: string; unionid?: string }) : null;
-  }
-
   async remove(openid: string): Promise<void> {
     await this.breaker.run(() => this.redis.del(this.keys.wechatSession(openid)));
   }

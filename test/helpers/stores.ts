@@ -1,6 +1,6 @@
 import Redis, { Cluster } from 'ioredis';
 import { createKnex, type Knex } from '../../src/db/knex';
-import { parseClusterNodes, type RedisClient } from '../../src/redis/client';
+import { clusterNodes, type RedisClient } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { testConfig } from './env';
 
@@ -19,7 +19,7 @@ export function testRedis(opts: { failFast?: boolean } = {}): RedisClient {
     ? { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 300 }
     : { maxRetriesPerRequest: 1 };
   if (config.redis.clusterNodes.length) {
-    return new Cluster(parseClusterNodes(config.redis.clusterNodes.join(',')), {
+    return new Cluster(clusterNodes(config.redis.clusterNodes), {
       enableOfflineQueue: !opts.failFast,
       redisOptions: options,
     });

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Cluster } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { parseClusterNodes } from '../../src/redis/client';
+import { clusterNodes } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { newOpenid, testConfig } from '../helpers/env';
 import { TestRedisCluster } from '../helpers/redis-cluster';
@@ -42,7 +42,7 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
   it('serves users from the cluster, spreading their keys over the masters', async () => {
     const prefix = `${testConfig().redis.keyPrefix}cluster:`;
     const svc = await startService({ REDIS_CLUSTER_NODES: cluster.nodes, REDIS_KEY_PREFIX: prefix });
-    const client = new Cluster(parseClusterNodes(cluster.nodes));
+    const client = new Cluster(clusterNodes(cluster.nodes.split(',')));
     try {
       const openids = Array.from({ length: 30 }, () => newOpenid());
       for (const openid of openids) {

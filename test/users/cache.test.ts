@@ -66,6 +66,20 @@ describe('profile cache', () => {
     expect(await redis.hget(key, 'user')).to.not.equal(null);
   });
 
+  it('leaves a short-lived tombstone after an update, and caches the new row on the next read', async () => {
+    const openid = newOpenid();
+    const { user_id } = (await svc.call('login', profile(openid))).body.data;
+    const key = keys.profile(openid);
+    expect(await redis.pttl(key)).to.be.greaterThan(3_600_000); // a cached profile: CACHE_TTL_SECONDS
+    expect((await svc.call('update', { user_id, update: { phone: '200' } })).body.code).to.equal(0);
+    expect(await redis.hget(key, 'user')).to.equal(null);
+    expect(await redis.hget(key, 'v')).to.equal('2');
+    expect(await redis.pttl(key)).to.be.within(1, 60_000); // max(60 s, 2 x DB_QUERY_TIMEOUT_MS)
+    expect((await svc.call('get', { openid })).body.data.phone).to.equal('200');
+    expect(JSON.parse((await redis.hget(key, 'user'))!).phone).to.equal('200');
+    expect(await redis.pttl(key)).to.be.greaterThan(3_600_000);
+  });
+
   it('never serves an older profile after an update answered 0, under concurrent readers', async function () {
     this.timeout(60_000);
     const openid = newOpenid();

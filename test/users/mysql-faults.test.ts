@@ -5,6 +5,7 @@ import { createApp } from '../../src/app';
 import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
 import { newOpenid, testConfig } from '../helpers/env';
+import { FakeWechat } from '../helpers/fake-wechat';
 import { post, userPart } from '../helpers/http';
 import { TestMariadbServer } from '../helpers/mariadb-server';
 import { scrape } from '../helpers/metrics';
@@ -27,10 +28,11 @@ async function blackhole(): Promise<{ port: number; close(): Promise<void> }> {
 }
 
 /** The service built against a MySQL that is not there (no start-up migration step). */
-async function serviceWithDatabaseAt(port: number) {
+async function serviceWithDatabaseAt(port: number, env: Record<string, string> = {}) {
   const config = testConfig({
     DATABASE_URL: `mysql://root@127.0.0.1:${port}/nowhere`,
     DB_ACQUIRE_TIMEOUT_MS: 1500,
+    ...env,
   });
   const services: Services = await createServices(config, createLogger('silent'));
   const app = createApp(config, services, createLogger('silent'));
@@ -77,6 +79,22 @@ describe('MySQL unreachable', function () {
       }
     });
   }
+
+  it('does not waste a js_code: getOpenid still answers, with a session not bound to a user', async () => {
+    const wechat = await new FakeWechat().start();
+    const openid = newOpenid();
+    wechat.on('code-db-down', { body: { openid, session_key: 'sk' } });
+    const svc = await serviceWithDatabaseAt(await freePort(), { WECHAT_API_BASE: wechat.url });
+    try {
+      const res = await svc.call('getOpenid', { js_code: 'code-db-down' });
+      expect(res.body.code).to.equal(0);
+      expect(res.body.data.openid).to.equal(openid);
+      expect(res.body.data.token).to.match(/^[A-Za-z0-9_-]{32}$/);
+    } finally {
+      await svc.close();
+      await wechat.stop();
+    }
+  });
 
   it('still answers cached users while MySQL is unreachable', async () => {
     // Fill the cache through a healthy service, then read it through one without MySQL:
