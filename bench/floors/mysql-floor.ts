@@ -4,10 +4,10 @@
  * the same indexed SELECT as src/users/repository.ts findByOpenid, answering the row as JSON
  * in the service's envelope. No knex, no Redis, no framework.
  */
-import { createServer } from 'node:http';
 import mysql from 'mysql2';
 import { loadConfig } from '../../src/config';
 import { parseDatabaseUrl } from '../../src/db/connection';
+import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
 
 const config = loadConfig();
 const pool = mysql.createPool({
@@ -20,35 +20,14 @@ const pool = mysql.createPool({
 const SQL =
   'SELECT id, openid, nick_name, avatar, gender, phone, version, ctime, mtime FROM users WHERE openid = ? LIMIT 2';
 
-const PREFIX = '{"code":0,"msg":"success","data":';
-const NOT_FOUND = '{"code":-2,"msg":"no such user","data":null}';
-const BAD = '{"code":-1,"msg":"openid is required","data":null}';
 const FAILED = '{"code":-2,"msg":"database error","data":null}';
 
-const server = createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on('data', (c: Buffer) => chunks.push(c));
-  req.on('end', () => {
-    const send = (body: string) => {
-      res.writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': Buffer.byteLength(body),
-      });
-      res.end(body);
-    };
-    let openid: unknown;
-    try {
-      openid = (JSON.parse(Buffer.concat(chunks).toString()) as { openid?: unknown }).openid;
-    } catch {
-      openid = undefined;
-    }
-    if (typeof openid !== 'string' || !openid) return send(BAD);
-    pool.query(SQL, [openid], (err, rows) => {
-      if (err) return send(FAILED);
-      const list = rows as mysql.RowDataPacket[];
-      if (list.length !== 1) return send(NOT_FOUND);
-      send(`${PREFIX}${JSON.stringify(list[0])}}`);
-    });
+const server = openidServer((openid, send) => {
+  pool.query(SQL, [openid], (err, rows) => {
+    if (err) return send(FAILED);
+    const list = rows as mysql.RowDataPacket[];
+    if (list.length !== 1) return send(NOT_FOUND);
+    send(`${PREFIX}${JSON.stringify(list[0])}}`);
   });
 });
 

@@ -10,12 +10,12 @@
  * The service needs the user_id before it can write the session JSON, so it makes two round
  * trips; a floor only bounds it from below, so this one writes `"user_id":null` instead.
  */
-import { createServer } from 'node:http';
 import Redis from 'ioredis';
 import { loadConfig } from '../../src/config';
 import { keyLayout } from '../../src/redis/keys';
 import { SESSION_INDEX_LUA } from '../../src/sessions/store';
 import { newToken } from '../../src/sessions/token';
+import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
 
 const config = loadConfig();
 const keys = keyLayout(config.redis.keyPrefix);
@@ -27,48 +27,26 @@ const indexer = redis as Redis & {
   sessionIndex(key: string, token: string, expiresAtMs: number, nowMs: number, ttlMs: number): Promise<number>;
 };
 
-const PREFIX = '{"code":0,"msg":"success","data":';
-const NOT_FOUND = '{"code":-2,"msg":"no such user","data":null}';
-const BAD = '{"code":-1,"msg":"openid is required","data":null}';
 const FAILED = '{"code":-2,"msg":"redis error","data":null}';
 
-const server = createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on('data', (c: Buffer) => chunks.push(c));
-  req.on('end', () => {
-    const send = (body: string) => {
-      res.writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': Buffer.byteLength(body),
-      });
-      res.end(body);
-    };
-    let openid: unknown;
-    try {
-      openid = (JSON.parse(Buffer.concat(chunks).toString()) as { openid?: unknown }).openid;
-    } catch {
-      openid = undefined;
-    }
-    if (typeof openid !== 'string' || !openid) return send(BAD);
-
-    const token = newToken();
-    const nowMs = Date.now();
-    const issuedAt = Math.floor(nowMs / 1000);
-    const expiresAt = issuedAt + ttlSeconds;
-    const session = `{"v":1,"user_id":null,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},"expires_at":${expiresAt},"idle_timeout":${idleSeconds}}`;
-    const index = keys.userSessions(openid);
-    Promise.all([
-      redis.hmget(keys.profile(openid), 'id', 'user'),
-      redis.set(keys.session(token), session, 'PX', keyTtlMs),
-      indexer.sessionIndex(index, token, expiresAt * 1000, nowMs, ttlSeconds * 1000),
-    ]).then(
-      ([[id, user]]) => {
-        if (id === null || !user) return send(NOT_FOUND);
-        send(`${PREFIX}${user.slice(0, -1)},"token":"${token}","token_expires_at":${expiresAt}}}`);
-      },
-      () => send(FAILED),
-    );
-  });
+const server = openidServer((openid, send) => {
+  const token = newToken();
+  const nowMs = Date.now();
+  const issuedAt = Math.floor(nowMs / 1000);
+  const expiresAt = issuedAt + ttlSeconds;
+  const session = `{"v":1,"user_id":null,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},"expires_at":${expiresAt},"idle_timeout":${idleSeconds}}`;
+  const index = keys.userSessions(openid);
+  Promise.all([
+    redis.hmget(keys.profile(openid), 'id', 'user'),
+    redis.set(keys.session(token), session, 'PX', keyTtlMs),
+    indexer.sessionIndex(index, token, expiresAt * 1000, nowMs, ttlSeconds * 1000),
+  ]).then(
+    ([[id, user]]) => {
+      if (id === null || !user) return send(NOT_FOUND);
+      send(`${PREFIX}${user.slice(0, -1)},"token":"${token}","token_expires_at":${expiresAt}}}`);
+    },
+    () => send(FAILED),
+  );
 });
 
 redis.once('ready', () => server.listen(config.port, config.host));
