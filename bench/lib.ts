@@ -1,20 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import type Redis from 'ioredis';
 
-/** A port nobody listens on right now (the kernel picks it). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+// The same helper the tests use to find a spare port.
+export { freePort } from '../test/helpers/redis-server';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

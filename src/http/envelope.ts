@@ -32,7 +32,7 @@ export function envelope(): Middleware {
       const route = state.route;
       if (err instanceof RateLimitedError) {
         ctx.set('Retry-After', String(err.retryAfterSeconds));
-        return answer(ctx, 429, 429, err.message);
+        return answer(ctx, 429, COMMON_CODES.rateLimited!, err.message);
       }
       if (err instanceof ServiceError) {
         const code = route ? (route.codes[err.kind] ?? COMMON_CODES[err.kind] ?? route.codes.other) : -1;
