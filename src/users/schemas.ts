@@ -29,22 +29,20 @@ function codePoints(value: string): number {
  * UTF-16 units is only a cheap first cut).
  */
 function text(max: number, opts: { noSpaces?: boolean } = {}) {
+  // helpers.message() compiles its template only when it fails. A .messages() on the schema
+  // would instead make joi merge and recompile preferences on every validate() of the field.
   return Joi.string()
     .min(1)
     .max(max * 2)
     .custom((value: string, helpers) => {
-      if (!value.isWellFormed()) return helpers.error('text.unpaired');
-      if (CONTROL.test(value)) return helpers.error('text.control');
-      if (value.includes(REPLACEMENT)) return helpers.error('text.notUtf8');
-      if (opts.noSpaces && WHITESPACE.test(value)) return helpers.error('text.spaces');
+      if (!value.isWellFormed()) return helpers.message({ custom: '{{#label}} is not valid Unicode' });
+      if (CONTROL.test(value)) return helpers.message({ custom: '{{#label}} contains control characters' });
+      if (value.includes(REPLACEMENT)) {
+        return helpers.message({ custom: '{{#label}} is not valid UTF-8 (it holds U+FFFD)' });
+      }
+      if (opts.noSpaces && WHITESPACE.test(value)) return helpers.message({ custom: '{{#label}} contains white space' });
       if (codePoints(value) > max) return helpers.error('string.max', { limit: max });
       return value;
-    })
-    .messages({
-      'text.unpaired': '{{#label}} is not valid Unicode',
-      'text.control': '{{#label}} contains control characters',
-      'text.notUtf8': '{{#label}} is not valid UTF-8 (it holds U+FFFD)',
-      'text.spaces': '{{#label}} contains white space',
     })
     .meta({ openapi: { maxLength: max, pattern: `^[^${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}]+$` } });
 }
@@ -112,6 +110,10 @@ export const patchSchema = Joi.object<Partial<Profile>>({
   .unknown(false)
   .messages({ 'object.unknown': '{{#label}} may not be changed' });
 
+// Preferences on the root schema are merged once and cached by joi; passed to validate() they
+// would be merged (and the messages above recompiled) on every call.
+const patchValidator = patchSchema.prefs({ abortEarly: true, convert: true });
+
 export const updateInput = Joi.object<UpdateInput>({
   user_id: fields.user_id.required(),
   // Documented as an object or a string holding JSON; any other present value is accepted
@@ -154,7 +156,7 @@ export const userOutput = Joi.object({
 const sessionFields = {
   token: Joi.string()
     .pattern(/^[A-Za-z0-9_-]{32}$/)
-    .description('Session bearer token (192 random bits, base64url); absent when Redis is unavailable')
+    .description('Session bearer token (32 base64url characters, 174 random bits); absent when Redis is unavailable')
     .example('q3Z0v8c2kVZ1yQm6Xf0bR9sT4uW7aE5d'),
   token_expires_at: Joi.number()
     .integer()
@@ -199,7 +201,7 @@ export function parsePatch(update: unknown): Partial<Profile> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ServiceError('badUpdate', 'update must be a JSON object');
   }
-  const { error, value: patch } = patchSchema.validate(value, { abortEarly: true, convert: true });
+  const { error, value: patch } = patchValidator.validate(value);
   if (error) throw new ServiceError('badUpdate', error.message);
   return patch;
 }
