@@ -49,18 +49,21 @@ export function observe(options: ObserveOptions): Middleware {
       const status = thrown ? (typeof thrown.status === 'number' ? thrown.status : 500) : ctx.status;
       onRequest?.({ route, code, status, seconds });
       const level = status >= 500 ? 'warn' : state.ops ? 'debug' : 'info';
-      logger[level](
-        {
-          reqId: state.requestId,
-          method: ctx.method,
-          path: ctx.path.slice(0, 200),
-          route,
-          code,
-          status,
-          ms: Math.round(seconds * 1e4) / 10,
-        },
-        'request',
-      );
+      // Checked first: at the usual production level the line's object is never even built.
+      if (logger.isLevelEnabled(level)) {
+        logger[level](
+          {
+            reqId: state.requestId,
+            method: ctx.method,
+            path: ctx.path.slice(0, 200),
+            route,
+            code,
+            status,
+            ms: Math.round(seconds * 1e4) / 10,
+          },
+          'request',
+        );
+      }
     }
   };
 }

@@ -112,10 +112,24 @@ export class Metrics {
     }
   }
 
+  /**
+   * prom-client hashes and checks a label object on every inc()/observe(); a request's labels
+   * take few values (route x code x status), so each combination's children are made once.
+   */
+  private readonly requestChildren = new Map<string, { count(): void; time(seconds: number): void }>();
+
   observeRequest({ route, code, status, seconds }: RequestObservation): void {
-    const c = code === null ? 'none' : String(code);
-    this.requests.inc({ route, code: c, status: String(status) });
-    this.duration.observe({ route, code: c }, seconds);
+    const id = `${route}\0${code}\0${status}`;
+    let children = this.requestChildren.get(id);
+    if (!children) {
+      const c = code === null ? 'none' : String(code);
+      const counter = this.requests.labels({ route, code: c, status: String(status) });
+      const histogram = this.duration.labels({ route, code: c });
+      children = { count: () => counter.inc(), time: (s) => histogram.observe(s) };
+      this.requestChildren.set(id, children);
+    }
+    children.count();
+    children.time(seconds);
   }
 
   cacheError(op: string): void {
