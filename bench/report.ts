@@ -246,9 +246,9 @@ the scenarios are measured in rounds, each round running every floor next to its
 the table shows each scenario's median round (the req/s of every round beside it):
 
 - **node:http + ioredis** (\`bench/floors/redis-floor.ts\`), the floor of cached
-  \`loginByOpenid\` (and of \`get\`, which needs less): parses the same JSON body, makes one
-  pipelined round trip (HMGET of the cached profile, and the session writes: SET, ZADD,
-  ZREMRANGEBYSCORE, PEXPIRE) and answers the same envelope.
+  \`loginByOpenid\` (and of \`get\`, which needs less): parses the same JSON body, makes the
+  same one Redis round trip as the service (its login script: read the cached profile, store
+  the session and its index entry) and answers the same envelope.
 - **node:http + mysql2** (\`bench/floors/mysql-floor.ts\`), the floor of uncached
   \`loginByOpenid\` (and, loosely, of \`update\`): the same indexed \`SELECT … WHERE openid = ?\`
   through a pool of the service's size (\`DB_POOL_MAX\`).

@@ -1,49 +1,35 @@
 /**
  * The Redis floor of the cached loginByOpenid path: a bare node:http server that does only
- * what that path cannot avoid. It reads and JSON.parses the same body, then makes ONE Redis
- * round trip (the three commands are issued in one tick, so ioredis's auto-pipelining sends
- * them together): HMGET of the cached profile (id, user) and the session writes of
- * src/sessions/store.ts issue() (SET the session key with PX, and the index script on the
- * user's index). The token comes from the same generator. The answer is the service's
- * envelope, built by string concatenation. No framework, no validation, no breaker, no logging.
- *
- * The service needs the user_id before it can write the session JSON, so it makes two round
- * trips; a floor only bounds it from below, so this one writes `"user_id":null` instead.
+ * what that path cannot avoid. It reads and JSON.parses the same body, then makes the same ONE
+ * Redis round trip as the service: the login script of src/users/cache.ts, which reads the
+ * cached profile and stores the session (SET, and the index: ZADD, ZREMRANGEBYSCORE, PEXPIRE)
+ * with the cached user_id. The session is drafted by the service's own draftSession (same
+ * token generator, same JSON). The answer is the service's envelope, built by string
+ * concatenation. No framework, no validation, no breaker, no logging.
  */
 import Redis from 'ioredis';
 import { loadConfig } from '../../src/config';
 import { keyLayout } from '../../src/redis/keys';
-import { SESSION_INDEX_LUA } from '../../src/sessions/store';
-import { newToken } from '../../src/sessions/token';
+import { draftSession, type SessionDraft } from '../../src/sessions/store';
+import { LOGIN_LUA } from '../../src/users/cache';
 import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
 
 const config = loadConfig();
 const keys = keyLayout(config.redis.keyPrefix);
-const { ttlSeconds, idleSeconds } = config.sessions;
-const keyTtlMs = Math.min(ttlSeconds, idleSeconds) * 1000;
 const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
-redis.defineCommand('sessionIndex', { numberOfKeys: 1, lua: SESSION_INDEX_LUA });
-const indexer = redis as Redis & {
-  sessionIndex(key: string, token: string, expiresAtMs: number, nowMs: number, ttlMs: number): Promise<number>;
+redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
+const scripted = redis as Redis & {
+  login(profile: string, session: string, index: string, head: string, tail: string, ...args: SessionDraft['args']): Promise<string | null>;
 };
 
 const FAILED = '{"code":-2,"msg":"redis error","data":null}';
 
 const server = openidServer((openid, send) => {
-  const token = newToken();
-  const nowMs = Date.now();
-  const issuedAt = Math.floor(nowMs / 1000);
-  const expiresAt = issuedAt + ttlSeconds;
-  const session = `{"v":1,"user_id":null,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},"expires_at":${expiresAt},"idle_timeout":${idleSeconds}}`;
-  const index = keys.userSessions(openid);
-  Promise.all([
-    redis.hmget(keys.profile(openid), 'id', 'user'),
-    redis.set(keys.session(token), session, 'PX', keyTtlMs),
-    indexer.sessionIndex(index, token, expiresAt * 1000, nowMs, ttlSeconds * 1000),
-  ]).then(
-    ([[id, user]]) => {
-      if (id === null || !user) return send(NOT_FOUND);
-      send(`${PREFIX}${user.slice(0, -1)},"token":"${token}","token_expires_at":${expiresAt}}}`);
+  const d = draftSession(keys, config.sessions, openid);
+  scripted.login(keys.profile(openid), d.key, d.index, d.head, d.tail, ...d.args).then(
+    (user) => {
+      if (!user) return send(NOT_FOUND);
+      send(`${PREFIX}${user.slice(0, -1)},"token":"${d.token}","token_expires_at":${d.expires_at}}}`);
     },
     () => send(FAILED),
   );

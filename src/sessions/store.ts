@@ -1,7 +1,7 @@
 import type { RedisBreaker } from '../redis/breaker';
 import type { RedisClient } from '../redis/client';
 import type { KeyLayout } from '../redis/keys';
-import { isTokenShaped, newToken } from './token';
+import { isTokenShaped, newToken, slotOf, tailTable } from './token';
 
 /** The session JSON stored at `<prefix>session:{<token>}`: a contract with sibling services. */
 export interface Session {
@@ -39,21 +39,33 @@ if idle < left then left = idle end
 redis.call('PEXPIRE', KEYS[1], math.floor(left))
 return raw`;
 
-// KEYS[1] the user's session index; ARGV: token, its absolute expiry (ms), now (ms), index TTL
-// (ms). Adds the token and drops the tokens whose absolute expiry has passed, so the index
-// stays as small as the live sessions: one command instead of three.
-export const SESSION_INDEX_LUA = `
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+/**
+ * Lua that stores a session, for every script that issues one (here, and the login script of
+ * users/cache.ts). KEYS `session` and `index` share a slot (tokens are minted into the slot of
+ * their user's keys); ARGV from `at`: token, session key TTL (ms), absolute expiry (ms), now
+ * (ms), index TTL (ms), as SessionDraft.args holds them. The index drops the tokens whose
+ * absolute expiry has passed, so it stays as small as the live sessions.
+ */
+export const WRITE_SESSION_LUA = `
+local function write_session(json, session, index, at)
+  redis.call('SET', session, json, 'PX', ARGV[at + 1])
+  redis.call('ZADD', index, ARGV[at + 2], ARGV[at])
+  redis.call('ZREMRANGEBYSCORE', index, 0, ARGV[at + 3])
+  redis.call('PEXPIRE', index, ARGV[at + 4])
+end
+`;
+
+// KEYS[1] session, KEYS[2] the user's index; ARGV[1] the session JSON, then the write's.
+const ISSUE = `${WRITE_SESSION_LUA}
+write_session(ARGV[1], KEYS[1], KEYS[2], 2)
 return 1`;
 
 interface VerifyCommand {
   sessionVerify(key: string, nowMs: number): Promise<string | null>;
 }
 
-interface IndexCommand {
-  sessionIndex(key: string, token: string, expiresAtMs: number, nowMs: number, ttlMs: number): Promise<number>;
+interface IssueCommand {
+  sessionIssue(key: string, index: string, json: string, ...args: SessionDraft['args']): Promise<number>;
 }
 
 /** Reads and keeps alive sessions: all a sibling service needs (see sessions/middleware.ts). */
@@ -92,9 +104,49 @@ export interface IssuedSession {
   expires_at: number;
 }
 
+/**
+ * A session ready to be stored: its token, keys, and JSON around the user_id, which a script
+ * may fill in from what it reads (see users/cache.ts). `args` are WRITE_SESSION_LUA's.
+ */
+export interface SessionDraft extends IssuedSession {
+  key: string;
+  index: string;
+  /** The session JSON is `head + user_id + tail` (JSON.stringify of a Session, key order kept). */
+  head: string;
+  tail: string;
+  args: [token: string, keyTtlMs: number, expiresAtMs: number, nowMs: number, indexTtlMs: number];
+}
+
+const JSON_HEAD = `{"v":${SESSION_VERSION},"user_id":`;
+
+/** A new session of `openid`, not yet stored; its token is minted into the slot of the user's keys. */
+export function draftSession(
+  keys: Pick<KeyLayout, 'session' | 'userSessions'>,
+  settings: SessionSettings,
+  openid: string,
+  nowMs = Date.now(),
+): SessionDraft {
+  const index = keys.userSessions(openid);
+  const token = newToken(slotOf(index));
+  const issuedAt = Math.floor(nowMs / 1000);
+  const expiresAt = issuedAt + settings.ttlSeconds;
+  const keyTtlMs = Math.min(settings.idleSeconds, settings.ttlSeconds) * 1000;
+  return {
+    token,
+    expires_at: expiresAt,
+    key: keys.session(token),
+    index,
+    head: JSON_HEAD,
+    tail:
+      `,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},` +
+      `"expires_at":${expiresAt},"idle_timeout":${settings.idleSeconds}}`,
+    args: [token, keyTtlMs, expiresAt * 1000, nowMs, settings.ttlSeconds * 1000],
+  };
+}
+
 /** Issues and ends sessions; owned by the user service. */
 export class SessionStore extends SessionReader {
-  private readonly indexer: RedisClient & IndexCommand;
+  private readonly issuer: RedisClient & IssueCommand;
 
   constructor(
     redis: RedisClient,
@@ -103,35 +155,23 @@ export class SessionStore extends SessionReader {
     breaker?: RedisBreaker,
   ) {
     super(redis, keys, breaker);
-    redis.defineCommand('sessionIndex', { numberOfKeys: 1, lua: SESSION_INDEX_LUA });
-    this.indexer = redis as RedisClient & IndexCommand;
+    redis.defineCommand('sessionIssue', { numberOfKeys: 2, lua: ISSUE });
+    this.issuer = redis as RedisClient & IssueCommand;
+    tailTable();
   }
 
+  /** A session for `openid`, to be stored by issue() or by a script that ends in WRITE_SESSION_LUA. */
+  draft(openid: string): SessionDraft {
+    return draftSession(this.keys, this.settings, openid);
+  }
+
+  /** Stores a new session in one round trip (one script: the session and its index entry). */
   async issue(user: { user_id: number | null; openid: string }): Promise<IssuedSession> {
-    const token = newToken();
-    const nowMs = Date.now();
-    const issuedAt = Math.floor(nowMs / 1000);
-    const session: Session = {
-      v: SESSION_VERSION,
-      user_id: user.user_id,
-      openid: user.openid,
-      issued_at: issuedAt,
-      expires_at: issuedAt + this.settings.ttlSeconds,
-      idle_timeout: this.settings.idleSeconds,
-    };
-    const absoluteMs = session.expires_at * 1000;
-    const keyTtlMs = Math.min(this.settings.idleSeconds, this.settings.ttlSeconds) * 1000;
-    const index = this.keys.userSessions(user.openid);
-    // Issued together so ioredis sends them in one round trip (two slots in a cluster).
-    await this.guarded(() =>
-      Promise.all([
-        this.redis.set(this.keys.session(token), JSON.stringify(session), 'PX', keyTtlMs),
-        this.indexer.sessionIndex(index, token, absoluteMs, nowMs, this.settings.ttlSeconds * 1000),
-      ]),
-    );
-    return { token, expires_at: session.expires_at };
+    const d = this.draft(user.openid);
+    const json = `${d.head}${user.user_id === null ? 'null' : user.user_id}${d.tail}`;
+    await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
+    return { token: d.token, expires_at: d.expires_at };
   }
-
   /** Ends every session of the openid; answers how many were live. */
   async revokeAll(openid: string): Promise<number> {
     const index = this.keys.userSessions(openid);

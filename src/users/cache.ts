@@ -1,6 +1,7 @@
 import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
 import type { RedisClient } from '../redis/client';
+import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
 
 /**
  * The Redis profile cache. Each profile key is a hash {v, id, user}: `user` is the JSON served
@@ -40,7 +41,25 @@ if redis.call('HGET', KEYS[1], 'v') == ARGV[1] and redis.call('HEXISTS', KEYS[1]
 end
 return 0`;
 
+// The hot path of every launch in one round trip. KEYS[1] profile, KEYS[2] session, KEYS[3]
+// the user's session index (one slot: see sessions/token.ts); ARGV: the session JSON's head
+// and tail, then WRITE_SESSION_LUA's. On a hit the session is stored with the cached user_id
+// and the user's JSON answered; on a miss (or a tombstone) nothing is written.
+export const LOGIN_LUA = `${WRITE_SESSION_LUA}
+local found = redis.call('HMGET', KEYS[1], 'id', 'user')
+if not found[1] or not found[2] then return false end
+write_session(ARGV[1] .. found[1] .. ARGV[2], KEYS[2], KEYS[3], 3)
+return found[2]`;
+
 interface CacheCommands {
+  userCacheLogin(
+    profile: string,
+    session: string,
+    index: string,
+    head: string,
+    tail: string,
+    ...args: SessionDraft['args']
+  ): Promise<string | null>;
   userCacheFill(key: string, version: number, userId: number, json: string, ttlMs: number): Promise<number>;
   userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
@@ -81,6 +100,7 @@ export class UserCache {
     private readonly events: CacheEvents = {},
   ) {
     // defineCommand is idempotent per name; ioredis sends EVALSHA and falls back to EVAL.
+    redis.defineCommand('userCacheLogin', { numberOfKeys: 3, lua: LOGIN_LUA });
     redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
     redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
@@ -99,6 +119,25 @@ export class UserCache {
       }
       this.events.hit?.();
       return { userId: Number(id), json };
+    } catch (err) {
+      this.events.error?.('get', err);
+      return null;
+    }
+  }
+
+  /**
+   * The cached user's JSON, with `session` stored for it in the same round trip; null on a miss,
+   * and then nothing was stored. A Redis failure is a miss too (reported as a failed `get`).
+   */
+  async getWithSession(openid: string, session: SessionDraft): Promise<string | null> {
+    try {
+      const { key, index, head, tail, args } = session;
+      const json = await this.breaker.run(() =>
+        this.redis.userCacheLogin(this.keys.profile(openid), key, index, head, tail, ...args),
+      );
+      if (json === null) this.events.miss?.();
+      else this.events.hit?.();
+      return json;
     } catch (err) {
       this.events.error?.('get', err);
       return null;

@@ -69,7 +69,11 @@ export class UserService {
    * with a new session. Without Redis the answer has no token rather than no user.
    */
   async loginByOpenid(openid: string): Promise<string> {
-    const user = await this.find(openid);
+    // A hit costs one Redis round trip: the script that reads the profile stores the session.
+    const draft = this.deps.sessions.draft(openid);
+    const cached = await this.deps.cache.getWithSession(openid, draft);
+    if (cached !== null) return extendJson(cached, sessionFields(draft));
+    const user = await this.loadOnce(openid);
     const session = await this.tryIssue(user.userId, openid);
     return session ? extendJson(user.json, sessionFields(session)) : user.json;
   }
@@ -93,8 +97,11 @@ export class UserService {
   }
 
   private async find(openid: string): Promise<CachedUser> {
-    const cached = await this.deps.cache.get(openid);
-    if (cached) return cached;
+    return (await this.deps.cache.get(openid)) ?? this.loadOnce(openid);
+  }
+
+  /** From MySQL (then cached), with one query in flight per openid however many callers miss. */
+  private async loadOnce(openid: string): Promise<CachedUser> {
     let pending = this.inflight.get(openid);
     if (!pending) {
       pending = this.load(openid).finally(() => this.inflight.delete(openid));

@@ -32,7 +32,7 @@ describe('sessions', function () {
 
   const sessionOf = (token: string) => svc.call('session', { token });
 
-  it('issues distinct 192-bit base64url tokens on login and loginByOpenid', async () => {
+  it('issues distinct 32-character base64url tokens (174 random bits) on login and loginByOpenid', async () => {
     const openid = newOpenid();
     const login = await svc.call('login', profile(openid));
     const tokens = [login.body.data.token];

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import IORedis from 'ioredis';
 import type { Knex } from 'knex';
 import type { RedisClient as Redis } from '../../src/redis/client';
 import { createApp } from '../../src/app';
@@ -9,6 +10,7 @@ import { UserRepository } from '../../src/users/repository';
 import type { UserService } from '../../src/users/service';
 import { newOpenid, testConfig } from '../helpers/env';
 import { post, userPart } from '../helpers/http';
+import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testDb, testKeys, testRedis } from '../helpers/stores';
 
@@ -195,5 +197,65 @@ describe('profile cache', () => {
         await new Promise((r) => server.close(r));
       }
     });
+  });
+});
+
+describe('Redis round trips of loginByOpenid (a redis-server owned by this test)', function () {
+  this.timeout(60_000);
+  let redisServer: TestRedisServer;
+  let svc: TestService;
+  let monitor: IORedis;
+
+  before(async () => {
+    redisServer = await TestRedisServer.start();
+    // A single node of its own, also when the suite reruns against a cluster.
+    svc = await startService({ REDIS_URL: redisServer.url, REDIS_CLUSTER_NODES: '' });
+  });
+  after(async () => {
+    monitor?.disconnect();
+    await svc.stop();
+    await redisServer.kill();
+  });
+
+  /** The commands the service sends (not those its scripts run) while `work` runs. */
+  async function commandsDuring(work: () => Promise<unknown>): Promise<string[]> {
+    // monitor() opens a connection of its own; the client it came from is not needed.
+    const client = new IORedis(redisServer.url);
+    monitor = await client.monitor();
+    client.disconnect();
+    const seen: { name: string; source: string }[] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) =>
+      seen.push({ name: String(args[0]).toLowerCase(), source }),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    await work();
+    await new Promise((r) => setTimeout(r, 100));
+    monitor.disconnect();
+    return seen.filter((c) => c.source !== 'lua').map((c) => c.name);
+  }
+
+  it('is one command on a cache hit: the login script reads the profile and stores the session', async () => {
+    const openid = newOpenid();
+    await svc.call('login', profile(openid));
+    await svc.call('loginByOpenid', { openid }); // cached now, scripts loaded
+    const tokens: string[] = [];
+    const sent = await commandsDuring(async () => {
+      for (let i = 0; i < 5; i++) tokens.push((await svc.call('loginByOpenid', { openid })).body.data.token);
+    });
+    expect(sent).to.deep.equal(Array(5).fill('evalsha'));
+    // ...and the sessions it stored are live and belong to the user.
+    for (const token of tokens) {
+      const session = await svc.call('session', { token });
+      expect(session.body.code).to.equal(0);
+      expect(session.body.data.openid).to.equal(openid);
+    }
+  });
+
+  it('is three on a miss: the login script (which stores nothing), then the fill and the session', async () => {
+    const openid = newOpenid();
+    await svc.call('login', profile(openid));
+    await svc.call('logout', { openid }); // no profile cached
+    const sent = await commandsDuring(() => svc.call('loginByOpenid', { openid }));
+    expect(sent).to.deep.equal(['evalsha', 'evalsha', 'evalsha']);
   });
 });
