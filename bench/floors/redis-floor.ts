@@ -19,7 +19,14 @@ const keys = keyLayout(config.redis.keyPrefix);
 const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
 redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
 const scripted = redis as Redis & {
-  login(profile: string, session: string, index: string, head: string, tail: string, ...args: SessionDraft['args']): Promise<string | null>;
+  login(
+    profile: string,
+    session: string,
+    index: string,
+    head: string,
+    tail: string,
+    ...args: SessionDraft['args']
+  ): Promise<string | null>;
 };
 
 const FAILED = '{"code":-2,"msg":"redis error","data":null}';

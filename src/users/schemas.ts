@@ -40,7 +40,8 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
       if (value.includes(REPLACEMENT)) {
         return helpers.message({ custom: '{{#label}} is not valid UTF-8 (it holds U+FFFD)' });
       }
-      if (opts.noSpaces && WHITESPACE.test(value)) return helpers.message({ custom: '{{#label}} contains white space' });
+      if (opts.noSpaces && WHITESPACE.test(value))
+        return helpers.message({ custom: '{{#label}} contains white space' });
       if (codePoints(value) > max) return helpers.error('string.max', { limit: max });
       return value;
     })
