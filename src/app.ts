@@ -42,7 +42,9 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
-  app.use(ops.routes());
+  // They are all GET and the API is all POST: an API call does not pay for matching them.
+  const opsRoutes = ops.routes() as Koa.Middleware;
+  app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? opsRoutes(ctx, next) : next()));
   app.use(envelope());
   app.use(bodyParser(config.bodyLimit));
   app.use(router.routes());

@@ -19,11 +19,16 @@ export function requestToken(ctx: Context): string | undefined {
 /**
  * Strict mode (AUTH_MODE=token): a route with an owner runs only for a live session of that
  * very user; anything else is code -10 and the handler never runs. In openid mode (the API
- * document's contract) this guard lets every call through.
+ * document's contract) no route gets a check.
  */
 export function authGuard(mode: AuthMode, sessions: SessionReader): RouteGuard {
-  return async (ctx, route, input) => {
-    if (mode !== 'token' || !route.owner) return;
+  return (route) => {
+    const owner = route.owner;
+    if (mode !== 'token' || !owner) return null;
+    return (ctx, input) => check(ctx, owner(input));
+  };
+
+  async function check(ctx: Context, owner: { openid?: string; user_id?: number }): Promise<void> {
     const token = requestToken(ctx);
     if (!token) throw refuse('missing token: send Authorization: Bearer <token> or a token field');
     let session: Session | null;
@@ -33,7 +38,6 @@ export function authGuard(mode: AuthMode, sessions: SessionReader): RouteGuard {
       throw new ServiceError('unavailable', 'the session store is unavailable, try again', { cause: err });
     }
     if (!session) throw refuse('invalid or expired token');
-    const owner = route.owner(input);
     if (
       (owner.openid !== undefined && owner.openid !== session.openid) ||
       (owner.user_id !== undefined && owner.user_id !== session.user_id)
@@ -41,5 +45,5 @@ export function authGuard(mode: AuthMode, sessions: SessionReader): RouteGuard {
       throw refuse('the token belongs to another user');
     }
     ctx.state.session = session;
-  };
+  }
 }

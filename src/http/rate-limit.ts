@@ -58,8 +58,12 @@ export function rateLimitGuard(
   const byIp = make('ip', settings.ipPoints);
   const byOpenid = make('openid', settings.openidPoints);
 
-  return async (ctx: Context, route, input) => {
-    if (!route.rateLimited) return;
+  return (route) => {
+    if (!route.rateLimited || (!byIp && !byOpenid)) return null;
+    return (ctx: Context, input) => consume(ctx, input);
+  };
+
+  async function consume(ctx: Context, input: unknown): Promise<void> {
     const openid = (input as { openid?: unknown }).openid;
     const checks: Promise<unknown>[] = [];
     if (byIp) checks.push(byIp.consume(ctx.ip || 'unknown'));
@@ -70,5 +74,5 @@ export function rateLimitGuard(
       if (err instanceof RateLimiterRes) throw new RateLimitedError(Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
       throw err;
     }
-  };
+  }
 }

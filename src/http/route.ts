@@ -42,7 +42,14 @@ export function defineRoute<In>(spec: RouteSpec<In>): RouteSpec {
 }
 
 /** Runs after validation and before the handler (rate limits, authentication); throws to refuse. */
-export type RouteGuard = (ctx: Context, route: RouteSpec, input: unknown) => Promise<void>;
+export type RouteCheck = (ctx: Context, input: unknown) => Promise<void>;
+
+/**
+ * Gives a route its check, or null when there is nothing to check on that route (an open
+ * route in strict mode, limits turned off): decided once when the route is mounted, so a
+ * request pays only for the checks that apply to it.
+ */
+export type RouteGuard = (route: RouteSpec) => RouteCheck | null;
 
 export interface RouteState {
   route?: RouteSpec;

@@ -17,12 +17,13 @@ export function buildRouter(prefix: string, routes: RouteSpec[], guards: RouteGu
   for (const route of routes) {
     // Preferences compiled into the schema once: joi would merge them on every validate().
     const input = route.input.prefs(VALIDATION);
+    const checks = guards.map((guard) => guard(route)).filter((check) => check !== null);
     router.post(`/${route.name}`, async (ctx) => {
       const state = ctx.state as RouteState;
       state.route = route;
       const { error, value } = input.validate(ctx.request.body ?? {});
       if (error) throw new ServiceError('invalid', error.message);
-      for (const guard of guards) await guard(ctx, route, value);
+      for (const check of checks) await check(ctx, value);
       state.data = await route.handle(value, ctx);
     });
   }
