@@ -46,12 +46,25 @@ const aborted = () => Object.assign(new Error('request aborted'), { name: 'BadRe
  * `limit` bytes (else 413), lenient UTF-8 with a leading BOM dropped, an empty body is {},
  * anything but an object or array is a 400 SyntaxError, and so is a `__proto__` key (bourne).
  */
-function readPlainJson(req: IncomingMessage, limit: number): Promise<JsonBody> {
+async function readPlainJson(req: IncomingMessage, limit: number): Promise<JsonBody> {
   const declared = Number(req.headers['content-length']);
   if (declared > limit) {
     req.pause();
-    return Promise.reject(tooLarge());
+    throw tooLarge();
   }
+  // A small request arrives in one packet, but the middleware runs while the parser is still
+  // on its headers. One microtask later the parser has buffered the whole body: it is then
+  // taken at once, without listeners, a promise per chunk or a copy.
+  if (req.readableLength !== declared) await null;
+  if (req.readableLength === declared) {
+    const buffered = req.read() as Buffer | null;
+    return parsePlainJson(buffered ? buffered.toString('utf8') : '');
+  }
+  return readStreamed(req, limit);
+}
+
+/** A body that is chunked, or did not arrive with its headers: read as it comes. */
+function readStreamed(req: IncomingMessage, limit: number): Promise<JsonBody> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -67,16 +80,10 @@ function readPlainJson(req: IncomingMessage, limit: number): Promise<JsonBody> {
       chunks.push(chunk);
     };
     const onEnd = () => {
-      let text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
-      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-      if (!text) return resolve({});
-      if (!OBJECT_OR_ARRAY.test(text)) {
-        return reject(Object.assign(new SyntaxError('invalid JSON, only supports object and array'), { status: 400 }));
-      }
       try {
-        resolve(parseJsonSafely(text, { protoAction: 'error' }) as JsonBody);
+        resolve(parsePlainJson(Buffer.concat(chunks, size).toString('utf8')));
       } catch (err) {
-        reject(Object.assign(err as Error, { status: 400 }));
+        reject(err as Error);
       }
     };
     req.on('data', onData);
@@ -86,6 +93,19 @@ function readPlainJson(req: IncomingMessage, limit: number): Promise<JsonBody> {
       if (!req.complete) stop(aborted());
     });
   });
+}
+
+function parsePlainJson(decoded: string): JsonBody {
+  const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;
+  if (!text) return {};
+  if (!OBJECT_OR_ARRAY.test(text)) {
+    throw Object.assign(new SyntaxError('invalid JSON, only supports object and array'), { status: 400 });
+  }
+  try {
+    return parseJsonSafely(text, { protoAction: 'error' }) as JsonBody;
+  } catch (err) {
+    throw Object.assign(err as Error, { status: 400 });
+  }
 }
 
 /**

@@ -78,8 +78,15 @@ export function newToken(slot: number): string {
   return head + table[(slot ^ headSlot) & (SLOTS - 1)]!;
 }
 
+// keySlot(string) first copies the key into an array of numbers; bytes cost nothing extra.
+let keyBytes = Buffer.alloc(256);
+
 /** The Redis Cluster slot of a key (hash tags honoured), as ioredis and Redis compute it. */
-export const slotOf = (key: string): number => keySlot(key);
+export function slotOf(key: string): number {
+  if (key.length * 3 > keyBytes.length) keyBytes = Buffer.alloc(key.length * 3);
+  const n = keyBytes.write(key, 0, 'utf8');
+  return keySlot(keyBytes.subarray(0, n));
+}
 
 /** Rejects anything that cannot be one of our tokens before it reaches Redis. */
 export function isTokenShaped(value: unknown): value is string {

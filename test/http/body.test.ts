@@ -119,6 +119,26 @@ describe('JSON body parsing (http/body.ts)', () => {
     });
   }
 
+  it('reads a declared body that arrives in pieces, after its headers', async () => {
+    const json = b('{"a":"' + 'y'.repeat(500) + '"}');
+    const outcome = await new Promise<Outcome>((resolve, reject) => {
+      const req = request(
+        url,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': json.length } },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c));
+          res.on('end', () => resolve(JSON.parse(text) as Outcome));
+        },
+      );
+      req.on('error', reject);
+      req.flushHeaders();
+      setTimeout(() => req.write(json.subarray(0, 100)), 30);
+      setTimeout(() => req.end(json.subarray(100)), 60);
+    });
+    expect(outcome).to.deep.equal({ body: { a: 'y'.repeat(500) } });
+  });
+
   it('keeps serving on the same connection after refusing a body', async () => {
     const over = await send(url, 'application/json', [b(`{"a":"${'x'.repeat(2000)}"}`)]);
     expect(over.error?.status).to.equal(413);

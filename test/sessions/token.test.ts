@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import keySlot from 'cluster-key-slot';
 import { keyLayout } from '../../src/redis/keys';
 import { draftSession } from '../../src/sessions/store';
-import { isTokenShaped, newToken } from '../../src/sessions/token';
+import { isTokenShaped, newToken, slotOf } from '../../src/sessions/token';
 
 describe('session tokens', () => {
   it('are minted into any asked-for Redis Cluster slot, and stay 32 base64url characters', () => {
@@ -19,6 +19,13 @@ describe('session tokens', () => {
     // Every position of the random part takes many values; the tail is a function of the rest.
     for (let i = 0; i < 29; i++) expect(new Set(tokens.map((t) => t[i])).size, `position ${i}`).to.be.greaterThan(55);
     expect(new Set(tokens.map((t) => t.slice(0, 29))).size).to.equal(2000);
+  });
+
+  it('compute a key slot as Redis does, for any key', () => {
+    const long = 'k'.repeat(5000);
+    for (const key of ['', 'a', 'user:{o1}:profile', '{}x', 'a{b}c{d}', '张三{😀}', long, `${long}{t}`]) {
+      expect(slotOf(key), key.slice(0, 20)).to.equal(keySlot(key));
+    }
   });
 
   it("share the slot of their user's keys, whatever the openid and the key prefix", () => {
