@@ -10,24 +10,15 @@
 import Redis from 'ioredis';
 import { loadConfig } from '../../src/config';
 import { keyLayout } from '../../src/redis/keys';
-import { draftSession, type SessionDraft } from '../../src/sessions/store';
-import { LOGIN_LUA } from '../../src/users/cache';
+import { draftSession } from '../../src/sessions/store';
+import { LOGIN_LUA, type LoginCommand } from '../../src/users/cache';
 import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
 
 const config = loadConfig();
 const keys = keyLayout(config.redis.keyPrefix);
 const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
 redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
-const scripted = redis as Redis & {
-  login(
-    profile: string,
-    session: string,
-    index: string,
-    head: string,
-    tail: string,
-    ...args: SessionDraft['args']
-  ): Promise<string | null>;
-};
+const scripted = redis as Redis & { login: LoginCommand };
 
 const FAILED = '{"code":-2,"msg":"redis error","data":null}';
 

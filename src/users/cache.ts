@@ -51,15 +51,18 @@ if not found[1] or not found[2] then return false end
 write_session(ARGV[1] .. found[1] .. ARGV[2], KEYS[2], KEYS[3], 3)
 return found[2]`;
 
+/** LOGIN_LUA as an ioredis command (defineCommand with numberOfKeys 3): the user's JSON or null. */
+export type LoginCommand = (
+  profile: string,
+  session: string,
+  index: string,
+  head: string,
+  tail: string,
+  ...args: SessionDraft['args']
+) => Promise<string | null>;
+
 interface CacheCommands {
-  userCacheLogin(
-    profile: string,
-    session: string,
-    index: string,
-    head: string,
-    tail: string,
-    ...args: SessionDraft['args']
-  ): Promise<string | null>;
+  userCacheLogin: LoginCommand;
   userCacheFill(key: string, version: number, userId: number, json: string, ttlMs: number): Promise<number>;
   userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
