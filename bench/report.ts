@@ -286,8 +286,8 @@ function scaleSection(reports: RunReport[]): string {
       'minutes or days apart on a shared machine, so raw req/s also measure how fast the machine was that day. ' +
       'The Redis floor does not depend on the number of users (it reads the same cached working set), so the ' +
       '*adjusted* change divides each run by its own Redis floor first; the verdict is on it. The last column ' +
-      "divides each path by its own floor instead: for the uncached path, the MySQL floor runs the same indexed " +
-      'SELECT on the same table, so what is left is the service\'s own change, whatever the database did ' +
+      'divides each path by its own floor instead: for the uncached path, the MySQL floor runs the same indexed ' +
+      "SELECT on the same table, so what is left is the service's own change, whatever the database did " +
       `(this MariaDB: ${base.mysqlMemory ?? '?'} at 100k, ${big.mysqlMemory ?? '?'} at 1M).`,
     '',
     '| scenario | req/s 100k | req/s 1M | raw 1M ÷ 100k | adjusted 1M ÷ 100k | | 1M ÷ 100k, each ÷ its own floor |',
