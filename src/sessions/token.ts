@@ -8,7 +8,6 @@ import keySlot from 'cluster-key-slot';
  * user's keys lets one script store the session, index it and read the cached profile, on a
  * single node and in a cluster alike. Readers need not know: the key is still the token's.
  */
-export const TOKEN_LENGTH = 32;
 const RANDOM_CHARS = 29;
 const TOKEN_SHAPE = /^[A-Za-z0-9_-]{32}$/;
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
