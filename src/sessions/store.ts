@@ -166,8 +166,10 @@ export class SessionStore extends SessionReader {
   }
 
   /** Stores a new session in one round trip (one script: the session and its index entry). */
-  async issue(user: { user_id: number | null; openid: string }): Promise<IssuedSession> {
-    const d = this.draft(user.openid);
+  async issue(
+    user: { user_id: number | null; openid: string },
+    d: SessionDraft = this.draft(user.openid),
+  ): Promise<IssuedSession> {
     const json = `${d.head}${user.user_id === null ? 'null' : user.user_id}${d.tail}`;
     await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
     return { token: d.token, expires_at: d.expires_at };

@@ -13,14 +13,29 @@ import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
  * the update left a tombstone at v2 before it wrote, and FILL refuses anything older.
  */
 
-// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms. Stores unless the key already
-// holds a newer version (or this very version with a profile).
-const FILL = `
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
-local v = tonumber(ARGV[1])
-if cur and (cur > v or (cur == v and redis.call('HEXISTS', KEYS[1], 'user') == 1)) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'id', ARGV[2], 'user', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+// Stores a profile unless the key already holds a newer version (or this very version with a
+// profile). Shared by FILL and FILL_WITH_SESSION.
+const FILL_FUNCTION = `
+local function fill(key, version, id, json, ttl)
+  local cur = tonumber(redis.call('HGET', key, 'v'))
+  local v = tonumber(version)
+  if cur and (cur > v or (cur == v and redis.call('HEXISTS', key, 'user') == 1)) then return 0 end
+  redis.call('HSET', key, 'v', version, 'id', id, 'user', json)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+`;
+
+// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms.
+const FILL = `${FILL_FUNCTION}
+return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`;
+
+// A miss, once its row is read: the fill and the caller's session in one round trip. KEYS as
+// LOGIN_LUA's; ARGV: version, user_id, user JSON, ttl ms, the session JSON's head and tail,
+// then WRITE_SESSION_LUA's. The session is stored even when a newer version refuses the fill.
+const FILL_WITH_SESSION = `${FILL_FUNCTION}${WRITE_SESSION_LUA}
+fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+write_session(ARGV[5] .. ARGV[2] .. ARGV[6], KEYS[2], KEYS[3], 7)
 return 1`;
 
 // KEYS[1] profile; ARGV: version, ttl ms. Replaces the key with a tombstone at
@@ -64,6 +79,18 @@ export type LoginCommand = (
 interface CacheCommands {
   userCacheLogin: LoginCommand;
   userCacheFill(key: string, version: number, userId: number, json: string, ttlMs: number): Promise<number>;
+  userCacheFillWithSession(
+    profile: string,
+    session: string,
+    index: string,
+    version: number,
+    userId: number,
+    json: string,
+    ttlMs: number,
+    head: string,
+    tail: string,
+    ...args: SessionDraft['args']
+  ): Promise<number>;
   userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
 }
@@ -105,6 +132,7 @@ export class UserCache {
     // defineCommand is idempotent per name; ioredis sends EVALSHA and falls back to EVAL.
     redis.defineCommand('userCacheLogin', { numberOfKeys: 3, lua: LOGIN_LUA });
     redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
+    redis.defineCommand('userCacheFillWithSession', { numberOfKeys: 3, lua: FILL_WITH_SESSION });
     redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
     redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
     this.redis = redis as RedisClient & CacheCommands;
@@ -154,6 +182,34 @@ export class UserCache {
       await this.breaker.run(() => this.redis.userCacheFill(key, version, user.userId, user.json, this.ttlMs));
     } catch (err) {
       this.events.error?.('fill', err);
+    }
+  }
+
+  /**
+   * fill() and the session of the caller that read the row, in one round trip. Throws when
+   * Redis fails (then neither happened; the failure is also reported as a failed `fill`).
+   */
+  async fillWithSession(openid: string, version: number, user: CachedUser, session: SessionDraft): Promise<void> {
+    const { key, index, head, tail, args } = session;
+    const profile = this.keys.profile(openid);
+    try {
+      await this.breaker.run(() =>
+        this.redis.userCacheFillWithSession(
+          profile,
+          key,
+          index,
+          version,
+          user.userId,
+          user.json,
+          this.ttlMs,
+          head,
+          tail,
+          ...args,
+        ),
+      );
+    } catch (err) {
+      this.events.error?.('fill', err);
+      throw err;
     }
   }
 

@@ -1,6 +1,6 @@
 import { ServiceError } from '../errors';
 import type { Logger } from '../logger';
-import type { IssuedSession, SessionStore } from '../sessions/store';
+import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
 import type { WechatClient } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
 import type { CachedUser, UserCache } from './cache';
@@ -27,10 +27,16 @@ export interface UserServiceDeps {
 
 const sessionFields = (s: IssuedSession): SessionFields => ({ token: s.token, token_expires_at: s.expires_at });
 
+/** A user read from MySQL, with the row version its cache entry is filled at. */
+interface RowRead {
+  version: number;
+  user: CachedUser;
+}
+
 /** Business rules of the user service: what each call means, whatever the transport. */
 export class UserService {
   /** One MySQL read per cold openid per process, however many callers miss at once. */
-  private readonly inflight = new Map<string, Promise<CachedUser | null>>();
+  private readonly inflight = new Map<string, Promise<RowRead | null>>();
 
   constructor(private readonly deps: UserServiceDeps) {}
 
@@ -47,7 +53,7 @@ export class UserService {
 
   /** Registers the user unless the openid exists; either way answers the stored user and a session. */
   async register(openid: string, profile: Profile): Promise<User & Partial<SessionFields>> {
-    const { repository, cache, formatDate } = this.deps;
+    const { repository, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
       await repository.insertIfAbsent({ openid, ...profile });
@@ -57,10 +63,10 @@ export class UserService {
     }
     if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
     const user = toUser(row, formatDate);
-    const [session] = await Promise.all([
-      this.tryIssue(row.id, openid),
-      cache.fill(openid, row.version, { userId: row.id, json: JSON.stringify(user) }),
-    ]);
+    const session = await this.tryIssue(openid, row.id, {
+      version: row.version,
+      user: { userId: row.id, json: JSON.stringify(user) },
+    });
     return session ? { ...user, ...sessionFields(session) } : user;
   }
 
@@ -73,8 +79,9 @@ export class UserService {
     const draft = this.deps.sessions.draft(openid);
     const cached = await this.deps.cache.getWithSession(openid, draft);
     if (cached !== null) return extendJson(cached, sessionFields(draft));
-    const user = await this.loadOnce(openid);
-    const session = await this.tryIssue(user.userId, openid);
+    // A miss: the caller that read the row fills the cache in the script that stores its session.
+    const { user, read } = await this.loadOnce(openid);
+    const session = await this.tryIssue(openid, user.userId, read, draft);
     return session ? extendJson(user.json, sessionFields(session)) : user.json;
   }
 
@@ -97,22 +104,34 @@ export class UserService {
   }
 
   private async find(openid: string): Promise<CachedUser> {
-    return (await this.deps.cache.get(openid)) ?? this.loadOnce(openid);
+    const cached = await this.deps.cache.get(openid);
+    if (cached) return cached;
+    const { user, read } = await this.loadOnce(openid);
+    // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
+    // order against a concurrent update (see cache.ts). Commands on one connection run in
+    // order, so a later read from this process still finds it.
+    if (read) void this.deps.cache.fill(openid, read.version, read.user);
+    return user;
   }
 
-  /** From MySQL (then cached), with one query in flight per openid however many callers miss. */
-  private async loadOnce(openid: string): Promise<CachedUser> {
+  /**
+   * From MySQL, with one query in flight per openid however many callers miss at once. The
+   * caller whose call ran the query gets `read` (the row's version) and caches it; the others
+   * share its answer.
+   */
+  private async loadOnce(openid: string): Promise<{ user: CachedUser; read?: RowRead }> {
     let pending = this.inflight.get(openid);
+    const reader = !pending;
     if (!pending) {
       pending = this.load(openid).finally(() => this.inflight.delete(openid));
       this.inflight.set(openid, pending);
     }
-    const user = await pending;
-    if (!user) throw new ServiceError('notFound', 'no such user');
-    return user;
+    const read = await pending;
+    if (!read) throw new ServiceError('notFound', 'no such user');
+    return reader ? { user: read.user, read } : { user: read.user };
   }
 
-  private async load(openid: string): Promise<CachedUser | null> {
+  private async load(openid: string): Promise<RowRead | null> {
     let rows: UserRow[];
     try {
       rows = await this.deps.repository.findByOpenid(openid);
@@ -122,18 +141,23 @@ export class UserService {
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
     if (!row) return null;
-    const user = { userId: row.id, json: JSON.stringify(toUser(row, this.deps.formatDate)) };
-    // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
-    // order against a concurrent update (see cache.ts). Commands on one connection run in
-    // order, so a later read from this process still finds it.
-    void this.deps.cache.fill(openid, row.version, user);
-    return user;
+    return { version: row.version, user: { userId: row.id, json: JSON.stringify(toUser(row, this.deps.formatDate)) } };
   }
 
-  /** A new session, or null when Redis cannot store one (the caller answers without it). */
-  private async tryIssue(userId: number | null, openid: string): Promise<IssuedSession | null> {
+  /**
+   * A new session, or null when Redis cannot store one (the caller answers without it). With
+   * `fill`, the user just read from MySQL is cached in the same round trip.
+   */
+  private async tryIssue(
+    openid: string,
+    userId: number | null,
+    fill?: RowRead,
+    draft: SessionDraft = this.deps.sessions.draft(openid),
+  ): Promise<IssuedSession | null> {
     try {
-      return await this.deps.sessions.issue({ user_id: userId, openid });
+      if (fill) await this.deps.cache.fillWithSession(openid, fill.version, fill.user, draft);
+      else await this.deps.sessions.issue({ user_id: userId, openid }, draft);
+      return draft;
     } catch (err) {
       this.deps.onStoreError?.('redis', 'session_issue', err);
       this.deps.logger.warn({ err: (err as Error)?.message }, 'session not issued: redis unavailable');

@@ -251,11 +251,17 @@ describe('Redis round trips of loginByOpenid (a redis-server owned by this test)
     }
   });
 
-  it('is three on a miss: the login script (which stores nothing), then the fill and the session', async () => {
+  it('is two on a miss: the login script (which stores nothing), then the fill with the session', async () => {
     const openid = newOpenid();
     await svc.call('login', profile(openid));
     await svc.call('logout', { openid }); // no profile cached
-    const sent = await commandsDuring(() => svc.call('loginByOpenid', { openid }));
-    expect(sent).to.deep.equal(['evalsha', 'evalsha', 'evalsha']);
+    let token = '';
+    const sent = await commandsDuring(async () => {
+      token = (await svc.call('loginByOpenid', { openid })).body.data.token;
+    });
+    expect(sent).to.deep.equal(['evalsha', 'evalsha']);
+    expect((await svc.call('session', { token })).body.data.openid).to.equal(openid);
+    // The miss cached the profile: the next call is a hit.
+    expect(await commandsDuring(() => svc.call('loginByOpenid', { openid }))).to.deep.equal(['evalsha']);
   });
 });
