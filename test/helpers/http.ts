@@ -1,3 +1,5 @@
+import type { Profile } from '../../src/users/model';
+
 export interface Answer<T = unknown> {
   status: number;
   body: { code: number; msg: string; data: T };
@@ -40,4 +42,9 @@ export async function post<T = any>(
 export function userPart<T extends Record<string, unknown>>(data: T): Omit<T, 'token' | 'token_expires_at'> {
   const { token: _t, token_expires_at: _e, ...user } = data;
   return user;
+}
+
+/** A valid login body; a test overrides only the fields it asserts on. */
+export function loginBody(openid: string, fields: Partial<Profile> = {}): Profile & { openid: string } {
+  return { openid, nick_name: 'n', avatar: 'https://example.com/a.png', gender: 1, phone: '1', ...fields };
 }

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { newOpenid } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { LogCapture, startService, type TestService } from '../helpers/service';
 
 const PHONE = '13812345678';
@@ -28,7 +29,7 @@ describe('request log', () => {
   it('writes one JSON line per request with method, route, document code, status and duration', async () => {
     const openid = newOpenid();
     const before = requestLines().length;
-    const ok = await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' });
+    const ok = await svc.call('login', loginBody(openid));
     const bad = await svc.call('get', {});
     const missing = await svc.call('get', { openid: newOpenid() });
     const lines = requestLines().slice(before);

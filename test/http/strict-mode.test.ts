@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { newOpenid } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
 
@@ -19,8 +20,7 @@ describe('strict mode (AUTH_MODE=token)', () => {
 
   async function user() {
     const openid = newOpenid();
-    const data = (await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' }))
-      .body.data;
+    const data = (await svc.call('login', loginBody(openid))).body.data;
     return { openid, user_id: data.user_id as number, token: data.token as string };
   }
   const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });

@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import { newOpenid } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { scrape } from '../helpers/metrics';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { eventually } from '../helpers/wait';
 
 function profile(openid: string) {
-  return { openid, nick_name: 'n', avatar: 'https://example.com/a.png', gender: 0, phone: '1' };
+  return loginBody(openid);
 }
 
 const getJson = async (url: string) => {

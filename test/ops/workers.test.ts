@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { newOpenid } from '../helpers/env';
-import { post } from '../helpers/http';
+import { post, loginBody } from '../helpers/http';
 import { freePort } from '../helpers/redis-server';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
@@ -37,13 +37,7 @@ describe('WORKERS=2 (node:cluster, the real process)', function () {
     expect(first).to.have.length(2);
 
     const openid = newOpenid();
-    const login = await post(svc.url, 'login', {
-      openid,
-      nick_name: 'w',
-      avatar: 'https://e.com/a',
-      gender: 1,
-      phone: '1',
-    });
+    const login = await post(svc.url, 'login', loginBody(openid, { nick_name: 'w' }));
     expect(login.body.code).to.equal(0);
     const answers = await Promise.all(Array.from({ length: 40 }, () => post(svc!.url, 'loginByOpenid', { openid })));
     for (const a of answers) expect(a.body.code).to.equal(0);

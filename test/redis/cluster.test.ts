@@ -6,6 +6,7 @@ import calculateSlot from 'cluster-key-slot';
 import { clusterNodes } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { newOpenid, testConfig } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { TestRedisCluster } from '../helpers/redis-cluster';
 import { startService } from '../helpers/service';
 
@@ -46,13 +47,7 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     try {
       const openids = Array.from({ length: 30 }, () => newOpenid());
       for (const openid of openids) {
-        const login = await svc.call('login', {
-          openid,
-          nick_name: '集群',
-          avatar: 'https://e.com/a',
-          gender: 1,
-          phone: '1',
-        });
+        const login = await svc.call('login', loginBody(openid, { nick_name: '集群' }));
         expect(login.body.code).to.equal(0);
         const again = await svc.call('loginByOpenid', { openid });
         expect(again.body.data.token).to.be.a('string');

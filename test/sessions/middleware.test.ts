@@ -5,6 +5,7 @@ import Koa from 'koa';
 // What a sibling service imports: the public module only.
 import { requireSession, type SessionState } from '../../src/sessions';
 import { newOpenid, testConfig } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testRedis } from '../helpers/stores';
@@ -50,9 +51,7 @@ describe('requireSession in a sibling Koa service', () => {
 
   it("puts the token's user on ctx.state", async () => {
     const openid = newOpenid();
-    const login = (
-      await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })
-    ).body.data;
+    const login = (await svc.call('login', loginBody(openid))).body.data;
     const res = await other.get(login.token);
     expect(res.status).to.equal(200);
     expect(res.body.data).to.deep.equal({
@@ -69,9 +68,7 @@ describe('requireSession in a sibling Koa service', () => {
     expect((await other.get('short')).body.code).to.equal(-10);
 
     const openid = newOpenid();
-    const { token } = (
-      await svc.call('login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 1, phone: '1' })
-    ).body.data;
+    const { token } = (await svc.call('login', loginBody(openid))).body.data;
     expect((await other.get(token)).body.code).to.equal(0);
     await svc.call('logout', { openid });
     const ended = await other.get(token);

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { RedisClient as Redis } from '../../src/redis/client';
 import { newOpenid } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { startService, type TestService } from '../helpers/service';
 import { testKeys, testRedis } from '../helpers/stores';
@@ -9,7 +10,7 @@ const TOKEN = /^[A-Za-z0-9_-]{32}$/;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function profile(openid: string) {
-  return { openid, nick_name: 'sess', avatar: 'https://example.com/a.png', gender: 0, phone: '13800000000' };
+  return loginBody(openid, { nick_name: 'sess', phone: '13800000000' });
 }
 
 describe('sessions', function () {

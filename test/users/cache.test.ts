@@ -9,13 +9,13 @@ import type { UserRow } from '../../src/users/model';
 import { UserRepository } from '../../src/users/repository';
 import type { UserService } from '../../src/users/service';
 import { newOpenid, testConfig } from '../helpers/env';
-import { post, userPart } from '../helpers/http';
+import { post, userPart, loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testDb, testKeys, testRedis } from '../helpers/stores';
 
 function profile(openid: string, nick = 'before') {
-  return { openid, nick_name: nick, avatar: 'https://example.com/a.png', gender: 1, phone: '100' };
+  return loginBody(openid, { nick_name: nick, phone: '100' });
 }
 
 describe('profile cache', () => {

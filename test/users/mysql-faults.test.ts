@@ -6,7 +6,7 @@ import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
 import { newOpenid, testConfig } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
-import { post, userPart } from '../helpers/http';
+import { post, userPart, loginBody } from '../helpers/http';
 import { TestMariadbServer } from '../helpers/mariadb-server';
 import { scrape } from '../helpers/metrics';
 import { freePort } from '../helpers/redis-server';
@@ -59,7 +59,7 @@ describe('MySQL unreachable', function () {
       try {
         const openid = newOpenid();
         const cases: [string, unknown, number][] = [
-          ['login', { openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 0, phone: '1' }, -2],
+          ['login', loginBody(openid), -2],
           ['loginByOpenid', { openid }, -2],
           ['get', { openid }, -3],
           ['update', { user_id: 1, update: { phone: '2' } }, -2],
@@ -101,13 +101,7 @@ describe('MySQL unreachable', function () {
     // both use the same Redis prefix.
     const healthy = await startService();
     const openid = newOpenid();
-    const login = await healthy.call('login', {
-      openid,
-      nick_name: 'n',
-      avatar: 'https://e.com/a',
-      gender: 0,
-      phone: '1',
-    });
+    const login = await healthy.call('login', loginBody(openid));
     await healthy.stop();
     const svc = await serviceWithDatabaseAt(await freePort());
     try {
@@ -127,7 +121,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
   // Generous bounds: DB_ACQUIRE_TIMEOUT_MS and DB_QUERY_TIMEOUT_MS below, plus scheduling.
   const BOUND_MS = 5_000;
 
-  const profile = (openid: string) => ({ openid, nick_name: 'n', avatar: 'https://e.com/a', gender: 0, phone: '1' });
+  const profile = (openid: string) => loginBody(openid);
   const readyz = async () => {
     const res = await fetch(`${svc.url}/readyz`);
     return { status: res.status, body: (await res.json()) as any };

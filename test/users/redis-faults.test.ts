@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import Redis from 'ioredis';
 import { keyLayout } from '../../src/redis/keys';
 import { newOpenid, testConfig } from '../helpers/env';
+import { loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
@@ -13,7 +14,7 @@ const COMMAND_TIMEOUT_MS = 200;
 const READ_BOUND_MS = 800;
 
 function profile(openid: string) {
-  return { openid, nick_name: 'cached', avatar: 'https://example.com/a.png', gender: 1, phone: '100' };
+  return loginBody(openid, { nick_name: 'cached' });
 }
 
 describe('Redis faults (a redis-server owned by this test)', function () {
