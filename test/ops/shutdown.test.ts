@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { connect } from 'node:net';
+import { Agent, createServer, request, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { drainer } from '../../src/shutdown';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { post, userPart } from '../helpers/http';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
@@ -91,5 +93,71 @@ describe('SIGTERM (the real process)', function () {
     expect(at - sentAt).to.be.within(900, 5000);
     expect(await stuck).to.equal('cut');
     expect(child.logs.some((l) => String(l.msg).startsWith('grace period over'))).to.equal(true);
+  });
+});
+
+describe('drainer (in process)', () => {
+  let server: Server;
+  let held: ServerResponse[];
+  let port: number;
+  let agents: Agent[];
+
+  beforeEach(async () => {
+    held = [];
+    agents = [];
+    // Every request waits until the test answers it.
+    server = createServer((_req, res) => held.push(res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterEach(() => {
+    agents.forEach((agent) => agent.destroy());
+    server.closeAllConnections();
+    server.close();
+  });
+
+  /** A POST on a keep-alive connection of its own, resolving with the answer's headers. */
+  const send = () =>
+    new Promise<IncomingHttpHeaders>((resolve, reject) => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      agents.push(agent);
+      const req = request({ port, host: '127.0.0.1', method: 'POST', path: '/', agent }, (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.headers));
+      });
+      req.once('error', reject);
+      req.end('{}');
+    });
+  const answer = (n: number) => held.splice(0, n).forEach((res) => res.end('ok'));
+
+  it('counts the answers in flight as slots are freed and reused', async () => {
+    const d = drainer(server);
+    const first = Array.from({ length: 10 }, send);
+    await eventually(() => held.length === 10, 5000, 10);
+    expect(d.inflight).to.equal(10);
+    answer(4);
+    await Promise.all(first.slice(0, 4));
+    await eventually(() => d.inflight === 6, 5000, 10);
+    // Four new requests take the four freed slots: the count stays exact.
+    const second = Array.from({ length: 4 }, send);
+    await eventually(() => held.length === 10, 5000, 10);
+    expect(d.inflight).to.equal(10);
+    answer(10);
+    await Promise.all([...first, ...second]);
+    await eventually(() => d.inflight === 0, 5000, 10);
+  });
+
+  it('answers what is in flight with Connection: close, then resolves once all is closed', async () => {
+    const d = drainer(server);
+    const before = Array.from({ length: 3 }, send);
+    await eventually(() => held.length === 3, 5000, 10);
+    answer(1);
+    expect((await before[0])!.connection).to.equal('keep-alive');
+    const drained = d.drain(5000);
+    answer(2);
+    const headers = await Promise.all(before.slice(1));
+    headers.forEach((h) => expect(h.connection).to.equal('close'));
+    expect(await drained).to.equal(true);
+    expect(d.inflight).to.equal(0);
   });
 });
