@@ -130,7 +130,7 @@ describe('drainer (in process)', () => {
     });
   const answer = (n: number) => held.splice(0, n).forEach((res) => res.end('ok'));
 
-  it('counts the answers in flight as slots are freed and reused', async () => {
+  it('keeps an exact count of the answers in flight as requests come and go', async () => {
     const d = drainer(server);
     const first = Array.from({ length: 10 }, send);
     await eventually(() => held.length === 10, 5000, 10);
@@ -138,7 +138,7 @@ describe('drainer (in process)', () => {
     answer(4);
     await Promise.all(first.slice(0, 4));
     await eventually(() => d.inflight === 6, 5000, 10);
-    // Four new requests take the four freed slots: the count stays exact.
+    // Four new requests arrive while six are still held (they take the freed slots).
     const second = Array.from({ length: 4 }, send);
     await eventually(() => held.length === 10, 5000, 10);
     expect(d.inflight).to.equal(10);
