@@ -207,12 +207,13 @@ export class UserService {
   async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
     const wx = await this.deps.wechat.code2Session(jsCode);
     // WeChat has spent the js_code by now: a failing lookup must not cost the user the code,
-    // so the session is then issued without a user_id (as for an unregistered openid).
+    // so the session is then issued without a user_id (as for an unregistered openid). A store
+    // failure was already reported where it happened (load -> unavailable).
     let userId: number | null = null;
     try {
       userId = (await this.find(wx.openid)).userId;
-    } catch (err) {
-      if (!(err instanceof ServiceError && err.kind === 'notFound')) this.deps.onStoreError?.('mysql', 'find', err);
+    } catch {
+      // userId stays null.
     }
     let session: IssuedSession;
     try {

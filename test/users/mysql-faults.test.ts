@@ -40,6 +40,7 @@ async function serviceWithDatabaseAt(port: number, env: Record<string, string> =
   await new Promise((r) => server.once('listening', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   return {
+    url,
     call: (route: string, body: unknown) => post(url, route, body),
     close: async () => {
       await new Promise((r) => server.close(r));
@@ -86,10 +87,17 @@ describe('MySQL unreachable', function () {
     wechat.on('code-db-down', { body: { openid, session_key: 'sk' } });
     const svc = await serviceWithDatabaseAt(await freePort(), { WECHAT_API_BASE: wechat.url });
     try {
+      const before = await scrape(svc.url);
       const res = await svc.call('getOpenid', { js_code: 'code-db-down' });
       expect(res.body.code).to.equal(0);
       expect(res.body.data.openid).to.equal(openid);
       expect(res.body.data.token).to.match(/^[A-Za-z0-9_-]{32}$/);
+      // The failed lookup is counted once, where it failed.
+      const after = await scrape(svc.url);
+      expect(
+        after.value('user_service_mysql_errors_total', { op: 'find' }) -
+          before.value('user_service_mysql_errors_total', { op: 'find' }),
+      ).to.equal(1);
     } finally {
       await svc.close();
       await wechat.stop();
