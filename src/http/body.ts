@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { parse as parseJsonSafely } from '@hapi/bourne';
-import { HttpMethodEnum, koaBody } from 'koa-body';
+import type { HttpMethodEnum, KoaBodyMiddlewareOptions } from 'koa-body';
 import type Koa from 'koa';
 import type { Middleware } from 'koa';
 
@@ -120,7 +120,7 @@ function parsePlainJson(decoded: string): JsonBody {
  */
 export function bodyParser(limit: string): Middleware {
   const limitBytes = limitInBytes(limit);
-  const general = koaBody({
+  const general = koaBodyOnDemand({
     json: true,
     urlencoded: true,
     text: false,
@@ -128,7 +128,7 @@ export function bodyParser(limit: string): Middleware {
     jsonLimit: limit,
     formLimit: limit,
     jsonStrict: true,
-    parsedMethods: [HttpMethodEnum.POST],
+    parsedMethods: ['POST' as HttpMethodEnum],
     queryString: { depth: 2, parameterLimit: 100, arrayLimit: 20, decoder: strictFormDecoder },
   });
   return async (ctx, next) => {
@@ -139,9 +139,23 @@ export function bodyParser(limit: string): Middleware {
       !PLAIN_JSON.test(headers['content-type'] ?? '') ||
       (encoding !== undefined && encoding.toLowerCase() !== 'identity')
     ) {
-      return general(ctx, next);
+      return general()(ctx, next);
     }
     ctx.request.body = await readPlainJson(ctx.req, limitBytes);
     return next();
   };
+}
+
+/**
+ * koa-body's middleware, built by the first body that needs it. koa-body with zod, co-body and
+ * formidable holds about 4 MiB of heap, and V8 lets the old space grow in proportion to what
+ * lives in it; a process whose callers only send plain JSON, as mini-programs do, never needs
+ * it. It is resolved at once, so a broken install still fails at start, not on the first form.
+ */
+function koaBodyOnDemand(options: Partial<KoaBodyMiddlewareOptions>): () => Middleware {
+  const path = require.resolve('koa-body');
+  let built: Middleware | undefined;
+  // A synchronous require, once: the first form waits for it instead of every request for a promise.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return () => (built ??= (require(path) as typeof import('koa-body')).koaBody(options));
 }

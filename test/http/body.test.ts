@@ -1,7 +1,10 @@
 import { expect } from 'chai';
 import Koa from 'koa';
+import { execFile } from 'node:child_process';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { bodyParser, limitInBytes } from '../../src/http/body';
 
 /** What a body parser made of a request: the parsed value, or the error it threw. */
@@ -150,5 +153,45 @@ describe('JSON body parsing (http/body.ts)', () => {
     expect(limitInBytes('64kb')).to.equal(65536);
     expect(limitInBytes('1MB')).to.equal(1048576);
     expect(() => limitInBytes('1gb')).to.throw();
+  });
+});
+
+// In a fresh process, since this suite's own process has long loaded koa-body: the whole
+// service's modules, then a parser that has read JSON, then one that has read a form.
+const WHEN_KOA_BODY_LOADS = `
+const { sep } = require('node:path');
+const Koa = require('koa');
+const loaded = () => Object.keys(require.cache).some((f) => f.includes(sep + 'koa-body' + sep));
+require('./src/server');
+const { bodyParser } = require('./src/http/body');
+const app = new Koa();
+app.use(bodyParser('1kb'));
+app.use((ctx) => { ctx.body = ctx.request.body; });
+const server = app.listen(0, '127.0.0.1', async () => {
+  const url = 'http://127.0.0.1:' + server.address().port + '/';
+  const post = (type, body) => fetch(url, { method: 'POST', headers: { 'content-type': type }, body }).then((r) => r.json());
+  const out = { atStart: loaded() };
+  out.json = await post('application/json', '{"a":1}');
+  out.afterJson = loaded();
+  out.form = await post('application/x-www-form-urlencoded', 'a=1');
+  out.afterForm = loaded();
+  process.stdout.write(JSON.stringify(out));
+  server.close();
+});
+`;
+
+describe('koa-body on demand (http/body.ts)', () => {
+  it('is loaded by the first body that is not plain JSON, not by the service or a JSON body', async function () {
+    this.timeout(30_000);
+    const { stdout } = await promisify(execFile)(process.execPath, ['-r', 'tsx/cjs', '-e', WHEN_KOA_BODY_LOADS], {
+      cwd: resolve(__dirname, '../..'),
+    });
+    expect(JSON.parse(stdout)).to.deep.equal({
+      atStart: false,
+      json: { a: 1 },
+      afterJson: false,
+      form: { a: '1' },
+      afterForm: true,
+    });
   });
 });
