@@ -1,4 +1,5 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { coalesceWrites } from './coalesce';
 
 export type { Redis, Cluster };
 /** A single node or a Redis Cluster: everything here works on either. */
@@ -26,11 +27,11 @@ export function redisOptions(settings: Pick<RedisSettings, 'commandTimeoutMs'>):
     connectTimeout: Math.max(1000, settings.commandTimeoutMs * 4),
     // Keep reconnecting for ever, at most every 2 s: the cache must come back on its own.
     retryStrategy: (attempt) => Math.min(attempt * 100, 2000),
-    // Off, measured: a launch makes one script call, so batching across requests saved little,
-    // while each auto-pipeline held its commands and replies until the whole batch (and the one
-    // before it) had answered. About 1 KB per request outlived two young collections and was
-    // promoted; under the old-space cap that meant a full collection every 0.5 s of load and
-    // ~15 % more CPU per cached login (ioredis issues #1239, #1608).
+    // Off, measured: each auto-pipeline held its commands and replies until the whole batch
+    // (and the one before it) had answered. About 1 KB per request outlived two young
+    // collections and was promoted; under the old-space cap that meant a full collection every
+    // 0.5 s of load and ~15 % more CPU per cached login (ioredis issues #1239, #1608). Writes
+    // are batched per event-loop turn by coalesceWrites instead, without holding the replies.
     enableAutoPipelining: false,
   };
 }
@@ -59,11 +60,15 @@ export function clusterNodes(nodes: string[]): { host: string; port: number }[] 
 }
 
 export function createRedis(settings: RedisSettings): RedisClient {
+  let client: RedisClient;
   if (settings.clusterNodes.length > 0) {
     const password = new URL(settings.url).password || undefined;
-    return new Cluster(clusterNodes(settings.clusterNodes), clusterOptions(settings, password));
+    client = new Cluster(clusterNodes(settings.clusterNodes), clusterOptions(settings, password));
+  } else {
+    client = new Redis(settings.url, redisOptions(settings));
   }
-  return new Redis(settings.url, redisOptions(settings));
+  coalesceWrites(client);
+  return client;
 }
 
 /** The first connection attempt; a failure is reported but not fatal, ioredis keeps retrying. */
