@@ -128,6 +128,7 @@ export function bodyParser(limit: string): Middleware {
     jsonLimit: limit,
     formLimit: limit,
     jsonStrict: true,
+    // The enum's value, spelled out: importing it would load koa-body at start.
     parsedMethods: ['POST' as HttpMethodEnum],
     queryString: { depth: 2, parameterLimit: 100, arrayLimit: 20, decoder: strictFormDecoder },
   });
