@@ -80,9 +80,13 @@ export class UserService {
     const cached = await this.deps.cache.getWithSession(openid, draft);
     if (cached !== null) return extendJson(cached, sessionFields(draft));
     // A miss: the caller that read the row fills the cache in the script that stores its session.
-    const { user, read } = await this.loadOnce(openid);
-    const session = await this.tryIssue(openid, user.userId, read, draft);
-    return session ? extendJson(user.json, sessionFields(session)) : user.json;
+    const { user, read, filled } = await this.loadOnce(openid);
+    try {
+      const session = await this.tryIssue(openid, user.userId, read, draft);
+      return session ? extendJson(user.json, sessionFields(session)) : user.json;
+    } finally {
+      filled?.();
+    }
   }
 
   /** The user as JSON, from the cache or else from MySQL (then cached). */
@@ -106,29 +110,49 @@ export class UserService {
   private async find(openid: string): Promise<CachedUser> {
     const cached = await this.deps.cache.get(openid);
     if (cached) return cached;
-    const { user, read } = await this.loadOnce(openid);
+    const { user, read, filled } = await this.loadOnce(openid);
     // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
     // order against a concurrent update (see cache.ts). Commands on one connection run in
-    // order, so a later read from this process still finds it.
-    if (read) void this.deps.cache.fill(openid, read.version, read.user);
+    // order, so a later read from this process still finds it. fill() never rejects.
+    if (read) void this.deps.cache.fill(openid, read.version, read.user).finally(filled);
     return user;
   }
 
   /**
-   * From MySQL, with one query in flight per openid however many callers miss at once. The
-   * caller whose call ran the query gets `read` (the row's version) and caches it; the others
-   * share its answer.
+   * From MySQL, with one read and one fill in flight per openid however many callers miss at
+   * once. The caller whose call ran the query gets `read` (the row's version), caches it and
+   * then calls `filled`; until then the others share its answer instead of querying again,
+   * since a caller's Redis miss may come back after the query did but before the fill landed.
+   * An update in this process ends the sharing (see update), so no caller that arrives after
+   * an acknowledged update is handed the row read before it.
    */
-  private async loadOnce(openid: string): Promise<{ user: CachedUser; read?: RowRead }> {
-    let pending = this.inflight.get(openid);
-    const reader = !pending;
-    if (!pending) {
-      pending = this.load(openid).finally(() => this.inflight.delete(openid));
-      this.inflight.set(openid, pending);
+  private async loadOnce(openid: string): Promise<{ user: CachedUser; read?: RowRead; filled?: () => void }> {
+    const shared = this.inflight.get(openid);
+    if (shared) {
+      const read = await shared;
+      if (!read) throw new ServiceError('notFound', 'no such user');
+      return { user: read.user };
     }
-    const read = await pending;
-    if (!read) throw new ServiceError('notFound', 'no such user');
-    return reader ? { user: read.user, read } : { user: read.user };
+    const pending = this.load(openid);
+    this.inflight.set(openid, pending);
+    const filled = () => this.endSharing(openid, pending);
+    let read: RowRead | null;
+    try {
+      read = await pending;
+    } catch (err) {
+      filled();
+      throw err;
+    }
+    if (!read) {
+      filled();
+      throw new ServiceError('notFound', 'no such user');
+    }
+    return { user: read.user, read, filled };
+  }
+
+  /** Stops sharing a read: this one only (`pending`), or whatever is in flight for the openid. */
+  private endSharing(openid: string, pending?: Promise<RowRead | null>): void {
+    if (pending === undefined || this.inflight.get(openid) === pending) this.inflight.delete(openid);
   }
 
   private async load(openid: string): Promise<RowRead | null> {
@@ -174,8 +198,10 @@ export class UserService {
   async update(userId: number, patch: Partial<Profile>): Promise<void> {
     const { repository, cache } = this.deps;
     let found: boolean;
+    let changed: string | undefined;
     try {
       found = await repository.updateProfile(userId, patch, async ({ openid, version }) => {
+        changed = openid;
         try {
           await cache.invalidate(openid, version + 1);
         } catch (err) {
@@ -186,6 +212,9 @@ export class UserService {
     } catch (err) {
       if (err instanceof ServiceError) throw err;
       throw this.unavailable('mysql', 'update', err);
+    } finally {
+      // A read in flight may hold the row as it was before this update committed.
+      if (changed !== undefined) this.endSharing(changed);
     }
     if (!found) throw new ServiceError('notFound', 'no such user');
   }

@@ -128,33 +128,49 @@ describe('profile cache', () => {
       return services.users;
     }
 
-    it('refuses to cache a row read before an update that was then acknowledged', async () => {
-      // A repository whose reads can be held after MySQL answered: the reader gets the old
-      // row, then the update commits and is acknowledged, then the reader tries to fill.
+    /**
+     * A service whose next MySQL read can be held after MySQL answered it: its caller then
+     * holds the row as it was, while the test goes on (updates, other reads, which run freely).
+     */
+    async function withAHeldRead() {
       let hold: Promise<void> | null = null;
       let release: () => void = () => {};
       let readDone: () => void = () => {};
-      const readHappened = new Promise<void>((r) => (readDone = r));
       class SlowReads extends UserRepository {
         override async findByOpenid(openid: string): Promise<UserRow[]> {
           const rows = await super.findByOpenid(openid);
-          if (hold) {
+          const held = hold;
+          if (held) {
+            hold = null;
             readDone();
-            await hold;
+            await held;
           }
           return rows;
         }
       }
       const users = await servicesWith((k, t) => new SlowReads(k, t));
+      return {
+        users,
+        /** Holds the next read; resolves once MySQL has answered it. */
+        holdNextRead(): Promise<void> {
+          hold = new Promise<void>((r) => (release = r));
+          return new Promise<void>((r) => (readDone = r));
+        },
+        release: () => release(),
+      };
+    }
 
+    it('refuses to cache a row read before an update that was then acknowledged', async () => {
+      // The reader gets the old row, then the update commits and is acknowledged, then the
+      // reader tries to fill.
+      const { users, holdNextRead, release } = await withAHeldRead();
       const openid = newOpenid();
       const user = await users.register(openid, profile(openid, 'old'));
       await users.logout(openid); // cold cache
 
-      hold = new Promise<void>((r) => (release = r));
+      const readHappened = holdNextRead();
       const staleRead = users.get(openid);
       await readHappened; // the reader holds the old row
-      hold = null;
       await users.update(user.user_id, { nick_name: 'new' }); // acknowledged
       release();
       expect(JSON.parse(await staleRead).nick_name).to.equal('old'); // it began before the update
@@ -162,6 +178,22 @@ describe('profile cache', () => {
       expect(JSON.parse(await users.get(openid)).nick_name).to.equal('new');
       const cached = await redis.hget(keys.profile(openid), 'user');
       if (cached !== null) expect(JSON.parse(cached).nick_name).to.equal('new');
+    });
+
+    it('does not share a read begun before an acknowledged update with a caller that came after it', async () => {
+      const { users, holdNextRead, release } = await withAHeldRead();
+      const openid = newOpenid();
+      const user = await users.register(openid, profile(openid, 'old'));
+      await users.logout(openid); // cold cache
+
+      const readHappened = holdNextRead();
+      const early = users.loginByOpenid(openid);
+      await readHappened; // its read, shared with whoever misses meanwhile, holds the old row
+      await users.update(user.user_id, { nick_name: 'new' }); // acknowledged
+      const late = users.loginByOpenid(openid); // misses too, while that read is still held
+      expect(JSON.parse(await late).nick_name).to.equal('new');
+      release();
+      expect(JSON.parse(await early).nick_name).to.equal('old'); // it began before the update
     });
 
     it('reaches MySQL a handful of times for 1,000 concurrent loginByOpenid of one cold openid', async function () {
