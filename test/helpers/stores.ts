@@ -3,6 +3,7 @@ import { createKnex, type Knex } from '../../src/db/knex';
 import { clusterNodes, type RedisClient } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { testConfig } from './env';
+import { eventually } from './wait';
 
 /** Direct handles on the test database and Redis, for arranging and inspecting state. */
 export function testDb(): Knex {
@@ -25,6 +26,27 @@ export function testRedis(opts: { failFast?: boolean } = {}): RedisClient {
     });
   }
   return new Redis(config.redis.url, options);
+}
+
+/**
+ * Resolves once every node answers a PING. A fail-fast client refuses commands until it is
+ * connected, and a cluster's nodes connect on their first command, after the cluster is ready.
+ */
+export async function untilAnswering(redis: RedisClient): Promise<void> {
+  await eventually(
+    async () => {
+      if (redis.status !== 'ready') return false;
+      const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+      try {
+        await Promise.all(nodes.map((node) => node.ping()));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    10_000,
+    50,
+  );
 }
 
 export const testKeys = () => keyLayout(testConfig().redis.keyPrefix);

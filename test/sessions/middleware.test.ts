@@ -8,7 +8,7 @@ import { newOpenid, testConfig } from '../helpers/env';
 import { loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
-import { testRedis } from '../helpers/stores';
+import { testRedis, untilAnswering } from '../helpers/stores';
 import type { RedisClient } from '../../src/redis/client';
 
 /** A tiny sibling service: its own Koa app and its own ioredis client on the same Redis. */
@@ -42,7 +42,10 @@ describe('requireSession in a sibling Koa service', () => {
   before(async () => {
     svc = await startService();
     const config = testConfig();
-    other = await sibling(testRedis({ failFast: true }), config.redis.keyPrefix);
+    const redis = testRedis({ failFast: true });
+    redis.on('error', () => {});
+    await untilAnswering(redis);
+    other = await sibling(redis, config.redis.keyPrefix);
   });
   after(async () => {
     await other.close();
