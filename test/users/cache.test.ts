@@ -129,8 +129,9 @@ describe('profile cache', () => {
     }
 
     /**
-     * A service whose next MySQL read can be held after MySQL answered it: its caller then
-     * holds the row as it was, while the test goes on (updates, other reads, which run freely).
+     * A user (nick_name 'old', not cached) and a service whose next MySQL read can be held
+     * after MySQL answered it: its caller then holds the row as it was, while the test goes on
+     * (updates, other reads, which run freely).
      */
     async function withAHeldRead() {
       let hold: Promise<void> | null = null;
@@ -149,8 +150,13 @@ describe('profile cache', () => {
         }
       }
       const users = await servicesWith((k, t) => new SlowReads(k, t));
+      const openid = newOpenid();
+      const user = await users.register(openid, profile(openid, 'old'));
+      await users.logout(openid); // cold cache
       return {
         users,
+        openid,
+        userId: user.user_id,
         /** Holds the next read; resolves once MySQL has answered it. */
         holdNextRead(): Promise<void> {
           hold = new Promise<void>((r) => (release = r));
@@ -163,15 +169,12 @@ describe('profile cache', () => {
     it('refuses to cache a row read before an update that was then acknowledged', async () => {
       // The reader gets the old row, then the update commits and is acknowledged, then the
       // reader tries to fill.
-      const { users, holdNextRead, release } = await withAHeldRead();
-      const openid = newOpenid();
-      const user = await users.register(openid, profile(openid, 'old'));
-      await users.logout(openid); // cold cache
+      const { users, openid, userId, holdNextRead, release } = await withAHeldRead();
 
       const readHappened = holdNextRead();
       const staleRead = users.get(openid);
       await readHappened; // the reader holds the old row
-      await users.update(user.user_id, { nick_name: 'new' }); // acknowledged
+      await users.update(userId, { nick_name: 'new' }); // acknowledged
       release();
       expect(JSON.parse(await staleRead).nick_name).to.equal('old'); // it began before the update
 
@@ -181,15 +184,12 @@ describe('profile cache', () => {
     });
 
     it('does not share a read begun before an acknowledged update with a caller that came after it', async () => {
-      const { users, holdNextRead, release } = await withAHeldRead();
-      const openid = newOpenid();
-      const user = await users.register(openid, profile(openid, 'old'));
-      await users.logout(openid); // cold cache
+      const { users, openid, userId, holdNextRead, release } = await withAHeldRead();
 
       const readHappened = holdNextRead();
       const early = users.loginByOpenid(openid);
       await readHappened; // its read, shared with whoever misses meanwhile, holds the old row
-      await users.update(user.user_id, { nick_name: 'new' }); // acknowledged
+      await users.update(userId, { nick_name: 'new' }); // acknowledged
       const late = users.loginByOpenid(openid); // misses too, while that read is still held
       expect(JSON.parse(await late).nick_name).to.equal('new');
       release();
