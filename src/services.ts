@@ -90,7 +90,8 @@ export async function createServices(
   const keys = keyLayout(config.redis.keyPrefix);
   // A reader holds a row at most a query timeout (twice, for safety) or a minute.
   const tombstoneMs = Math.max(60_000, 2 * config.db.queryTimeoutMs);
-  const cache = new UserCache(redis, keys, { profileSeconds: config.cache.ttlSeconds, tombstoneMs }, breaker, {
+  const ttls = { profileSeconds: config.cache.ttlSeconds, tombstoneMs, absentMs: config.cache.absentTtlMs };
+  const cache = new UserCache(redis, keys, ttls, breaker, {
     hit: () => metrics.cacheHits.inc(),
     miss: () => metrics.cacheMisses.inc(),
     error: (op, err) => {

@@ -34,7 +34,7 @@ export interface Config {
     timeoutMs: number;
     sessionKeyTtlSeconds: number;
   };
-  cache: { ttlSeconds: number };
+  cache: { ttlSeconds: number; absentTtlMs: number };
   timeZone: string;
   logLevel: string;
   bodyLimit: string;
@@ -84,6 +84,7 @@ const schema = Joi.object({
   WECHAT_TIMEOUT_MS: positiveInt.required(),
   WECHAT_SESSION_KEY_TTL_SECONDS: positiveInt.required(),
   CACHE_TTL_SECONDS: positiveInt.required(),
+  CACHE_ABSENT_TTL_MS: positiveInt.required(),
   TIME_ZONE: timeZone.required(),
   LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').required(),
   BODY_LIMIT: Joi.string()
@@ -157,7 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: v.WECHAT_TIMEOUT_MS,
       sessionKeyTtlSeconds: v.WECHAT_SESSION_KEY_TTL_SECONDS,
     },
-    cache: { ttlSeconds: v.CACHE_TTL_SECONDS },
+    cache: { ttlSeconds: v.CACHE_TTL_SECONDS, absentTtlMs: v.CACHE_ABSENT_TTL_MS },
     timeZone: v.TIME_ZONE,
     logLevel: v.LOG_LEVEL,
     bodyLimit: v.BODY_LIMIT,

@@ -11,7 +11,16 @@ import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
  * That closes the classic cache-aside race. A reader that missed, read row v1 from MySQL and
  * was then delayed can no longer overwrite the cache after an update to v2 was acknowledged:
  * the update left a tombstone at v2 before it wrote, and FILL refuses anything older.
+ *
+ * A key holding only {absent: 1} says "MySQL had no such user a moment ago". It lives a few
+ * seconds (CACHE_ABSENT_TTL_MS), so a burst of launches of an unregistered openid costs one
+ * query instead of one per caller whose miss came back after the first query ended. It is
+ * written only where no key exists, so it can never hide a profile a registration has cached,
+ * and every fill removes it, so a registration is visible as soon as it is answered.
  */
+
+/** What the cache says of an openid that has no user: the `absent` entry above. */
+export const NO_USER = Symbol('no such user');
 
 // Stores a profile unless the key already holds a newer version (or this very version with a
 // profile). Shared by FILL and FILL_WITH_SESSION.
@@ -20,6 +29,7 @@ local function fill(key, version, id, json, ttl)
   local cur = tonumber(redis.call('HGET', key, 'v'))
   local v = tonumber(version)
   if cur and (cur > v or (cur == v and redis.call('HEXISTS', key, 'user') == 1)) then return 0 end
+  redis.call('HDEL', key, 'absent')
   redis.call('HSET', key, 'v', version, 'id', id, 'user', json)
   redis.call('PEXPIRE', key, ttl)
   return 1
@@ -49,6 +59,14 @@ redis.call('HSET', KEYS[1], 'v', v)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return v`;
 
+// KEYS[1] profile; ARGV: ttl ms. "No such user", unless the key holds anything at all: a
+// profile or a tombstone means a row exists (or existed since this reader's query).
+const MARK_ABSENT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'absent', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
 // KEYS[1] profile; ARGV: version. Undoes INVALIDATE when the write it guarded did not happen.
 const REVERT = `
 if redis.call('HGET', KEYS[1], 'v') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'user') == 0 then
@@ -59,14 +77,18 @@ return 0`;
 // The hot path of every launch in one round trip. KEYS[1] profile, KEYS[2] session, KEYS[3]
 // the user's session index (one slot: see sessions/token.ts); ARGV: the session JSON's head
 // and tail, then WRITE_SESSION_LUA's. On a hit the session is stored with the cached user_id
-// and the user's JSON answered; on a miss (or a tombstone) nothing is written.
+// and the user's JSON answered; on a miss (or a tombstone) nothing is written and nil answered;
+// for an openid known to have no user, 0.
 export const LOGIN_LUA = `${WRITE_SESSION_LUA}
-local found = redis.call('HMGET', KEYS[1], 'id', 'user')
-if not found[1] or not found[2] then return false end
+local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent')
+if not found[1] or not found[2] then
+  if found[3] then return 0 end
+  return false
+end
 write_session(ARGV[1] .. found[1] .. ARGV[2], KEYS[2], KEYS[3], 3)
 return found[2]`;
 
-/** LOGIN_LUA as an ioredis command (defineCommand with numberOfKeys 3): the user's JSON or null. */
+/** LOGIN_LUA as an ioredis command (defineCommand with numberOfKeys 3): the user's JSON, 0 or null. */
 export type LoginCommand = (
   profile: string,
   session: string,
@@ -74,7 +96,7 @@ export type LoginCommand = (
   head: string,
   tail: string,
   ...args: SessionDraft['args']
-) => Promise<string | null>;
+) => Promise<string | 0 | null>;
 
 interface CacheCommands {
   userCacheLogin: LoginCommand;
@@ -91,6 +113,7 @@ interface CacheCommands {
     tail: string,
     ...args: SessionDraft['args']
   ): Promise<number>;
+  userCacheMarkAbsent(key: string, ttlMs: number): Promise<number>;
   userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
 }
@@ -115,12 +138,18 @@ export interface CacheTtls {
    * that an update which failed after invalidating does not keep the user uncached for long.
    */
   tombstoneMs: number;
+  /**
+   * "No such user": how long a user inserted into MySQL by anything but this service's
+   * registration (which clears the entry) can stay unseen.
+   */
+  absentMs: number;
 }
 
 export class UserCache {
   private readonly redis: RedisClient & CacheCommands;
   private readonly ttlMs: number;
   private readonly tombstoneMs: number;
+  private readonly absentMs: number;
 
   constructor(
     redis: RedisClient,
@@ -133,18 +162,29 @@ export class UserCache {
     redis.defineCommand('userCacheLogin', { numberOfKeys: 3, lua: LOGIN_LUA });
     redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('userCacheFillWithSession', { numberOfKeys: 3, lua: FILL_WITH_SESSION });
+    redis.defineCommand('userCacheMarkAbsent', { numberOfKeys: 1, lua: MARK_ABSENT });
     redis.defineCommand('userCacheInvalidate', { numberOfKeys: 1, lua: INVALIDATE });
     redis.defineCommand('userCacheRevert', { numberOfKeys: 1, lua: REVERT });
     this.redis = redis as RedisClient & CacheCommands;
     this.ttlMs = ttls.profileSeconds * 1000;
     this.tombstoneMs = ttls.tombstoneMs;
+    this.absentMs = ttls.absentMs;
   }
 
-  /** The cached user, or null on a miss. A Redis failure is a miss: reads never fail on it. */
-  async get(openid: string): Promise<CachedUser | null> {
+  /**
+   * The cached user, NO_USER, or null on a miss. A Redis failure is a miss: reads never fail
+   * on it.
+   */
+  async get(openid: string): Promise<CachedUser | typeof NO_USER | null> {
     try {
-      const [id, json] = await this.breaker.run(() => this.redis.hmget(this.keys.profile(openid), 'id', 'user'));
+      const [id, json, absent] = await this.breaker.run(() =>
+        this.redis.hmget(this.keys.profile(openid), 'id', 'user', 'absent'),
+      );
       if (json === null || id === null) {
+        if (absent !== null) {
+          this.events.hit?.();
+          return NO_USER;
+        }
         this.events.miss?.();
         return null;
       }
@@ -157,10 +197,11 @@ export class UserCache {
   }
 
   /**
-   * The cached user's JSON, with `session` stored for it in the same round trip; null on a miss,
-   * and then nothing was stored. A Redis failure is a miss too (reported as a failed `get`).
+   * The cached user's JSON, with `session` stored for it in the same round trip; NO_USER, or
+   * null on a miss, and then nothing was stored. A Redis failure is a miss too (reported as a
+   * failed `get`).
    */
-  async getWithSession(openid: string, session: SessionDraft): Promise<string | null> {
+  async getWithSession(openid: string, session: SessionDraft): Promise<string | typeof NO_USER | null> {
     try {
       const { key, index, head, tail, args } = session;
       const json = await this.breaker.run(() =>
@@ -168,7 +209,7 @@ export class UserCache {
       );
       if (json === null) this.events.miss?.();
       else this.events.hit?.();
-      return json;
+      return json === 0 ? NO_USER : json;
     } catch (err) {
       this.events.error?.('get', err);
       return null;
@@ -210,6 +251,16 @@ export class UserCache {
     } catch (err) {
       this.events.error?.('fill', err);
       throw err;
+    }
+  }
+
+  /** Best effort: records that MySQL has no user for the openid (see NO_USER). */
+  async markAbsent(openid: string): Promise<void> {
+    try {
+      const key = this.keys.profile(openid);
+      await this.breaker.run(() => this.redis.userCacheMarkAbsent(key, this.absentMs));
+    } catch (err) {
+      this.events.error?.('mark_absent', err);
     }
   }
 

@@ -3,7 +3,7 @@ import type { Logger } from '../logger';
 import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
 import type { WechatClient } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
-import type { CachedUser, UserCache } from './cache';
+import { NO_USER, type CachedUser, type UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
 import type { UserRepository } from './repository';
 
@@ -24,6 +24,8 @@ export interface UserServiceDeps {
   /** Told of every store failure that fails a call (metrics count them). */
   onStoreError?(store: 'mysql' | 'redis', op: string, err: unknown): void;
 }
+
+const noSuchUser = () => new ServiceError('notFound', 'no such user');
 
 const sessionFields = (s: IssuedSession): SessionFields => ({ token: s.token, token_expires_at: s.expires_at });
 
@@ -60,6 +62,9 @@ export class UserService {
       [row] = await repository.findByOpenid(openid);
     } catch (err) {
       throw this.unavailable('mysql', 'register', err);
+    } finally {
+      // A read in flight may have found no user before this insert.
+      this.endSharing(openid);
     }
     if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
     const user = toUser(row, formatDate);
@@ -78,6 +83,7 @@ export class UserService {
     // A hit costs one Redis round trip: the script that reads the profile stores the session.
     const draft = this.deps.sessions.draft(openid);
     const cached = await this.deps.cache.getWithSession(openid, draft);
+    if (cached === NO_USER) throw noSuchUser();
     if (cached !== null) return extendJson(cached, sessionFields(draft));
     // A miss: the caller that read the row fills the cache in the script that stores its session.
     const { user, read, filled } = await this.loadOnce(openid);
@@ -109,6 +115,7 @@ export class UserService {
 
   private async find(openid: string): Promise<CachedUser> {
     const cached = await this.deps.cache.get(openid);
+    if (cached === NO_USER) throw noSuchUser();
     if (cached) return cached;
     const { user, read, filled } = await this.loadOnce(openid);
     // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
@@ -123,14 +130,15 @@ export class UserService {
    * once. The caller whose call ran the query gets `read` (the row's version), caches it and
    * then calls `filled`; until then the others share its answer instead of querying again,
    * since a caller's Redis miss may come back after the query did but before the fill landed.
-   * An update in this process ends the sharing (see update), so no caller that arrives after
-   * an acknowledged update is handed the row read before it.
+   * An update or a registration in this process ends the sharing, so no caller that arrives
+   * after either was acknowledged is handed what was read before it. "No such user" is shared
+   * the same way, until Redis has it (NO_USER in cache.ts).
    */
   private async loadOnce(openid: string): Promise<{ user: CachedUser; read?: RowRead; filled?: () => void }> {
     const shared = this.inflight.get(openid);
     if (shared) {
       const read = await shared;
-      if (!read) throw new ServiceError('notFound', 'no such user');
+      if (!read) throw noSuchUser();
       return { user: read.user };
     }
     const pending = this.load(openid);
@@ -144,8 +152,9 @@ export class UserService {
       throw err;
     }
     if (!read) {
-      filled();
-      throw new ServiceError('notFound', 'no such user');
+      // markAbsent never rejects.
+      void this.deps.cache.markAbsent(openid).finally(filled);
+      throw noSuchUser();
     }
     return { user: read.user, read, filled };
   }
@@ -216,7 +225,7 @@ export class UserService {
       // A read in flight may hold the row as it was before this update committed.
       if (changed !== undefined) this.endSharing(changed);
     }
-    if (!found) throw new ServiceError('notFound', 'no such user');
+    if (!found) throw noSuchUser();
   }
 
   /** Idempotent: ends every session of the openid and forgets its cached profile and session_key. */

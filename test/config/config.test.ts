@@ -14,6 +14,7 @@ describe('configuration', () => {
     expect(config.wechat.apiBase).to.equal('https://api.weixin.qq.com');
     expect(config.timeZone).to.equal('Asia/Shanghai');
     expect(config.cache.ttlSeconds).to.equal(86400);
+    expect(config.cache.absentTtlMs).to.equal(5000);
     expect(config.logFormat).to.equal('auto');
     expect(config.shutdownGraceMs).to.equal(10_000);
     expect(config.readyTimeoutMs).to.equal(2000);
@@ -39,6 +40,7 @@ describe('configuration', () => {
     REDIS_URL: 'not a url',
     TIME_ZONE: 'Mars/Olympus',
     CACHE_TTL_SECONDS: '-1',
+    CACHE_ABSENT_TTL_MS: '0',
     LOG_LEVEL: 'loud',
     LOG_FORMAT: 'fancy',
     SHUTDOWN_GRACE_MS: '0',

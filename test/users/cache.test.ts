@@ -3,6 +3,7 @@ import IORedis from 'ioredis';
 import type { Knex } from 'knex';
 import type { RedisClient as Redis } from '../../src/redis/client';
 import { createApp } from '../../src/app';
+import { ServiceError } from '../../src/errors';
 import { createLogger } from '../../src/logger';
 import { createServices, type ServiceOverrides, type Services } from '../../src/services';
 import type { UserRow } from '../../src/users/model';
@@ -13,6 +14,16 @@ import { post, userPart, loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
 import { testDb, testKeys, testRedis } from '../helpers/stores';
+import { eventually } from '../helpers/wait';
+
+async function expectNoSuchUser(call: Promise<unknown>): Promise<void> {
+  const err = await call.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).to.be.instanceOf(ServiceError);
+  expect((err as ServiceError).kind).to.equal('notFound');
+}
 
 function profile(openid: string, nick = 'before') {
   return loginBody(openid, { nick_name: nick, phone: '100' });
@@ -82,6 +93,48 @@ describe('profile cache', () => {
     expect(await redis.pttl(key)).to.be.greaterThan(3_600_000);
   });
 
+  it('remembers for a few seconds that an openid has no user; a registration elsewhere ends that at once', async () => {
+    const openid = newOpenid();
+    const key = keys.profile(openid);
+    expect((await svc.call('loginByOpenid', { openid })).body.code).to.equal(-2);
+    expect(await redis.hgetall(key)).to.deep.equal({ absent: '1' });
+    expect(await redis.pttl(key)).to.be.within(1, 5000); // CACHE_ABSENT_TTL_MS
+    expect((await svc.call('get', { openid })).body.code).to.equal(-4); // get's "no such user"
+
+    // Registered by another process: its fill replaces the entry, so this one sees the user.
+    const other = await createServices(testConfig(), createLogger('silent'));
+    try {
+      await other.users.register(openid, profile(openid, 'registered elsewhere'));
+    } finally {
+      await other.close();
+    }
+    const login = await svc.call('loginByOpenid', { openid });
+    expect(login.body.code).to.equal(0);
+    expect(login.body.data.nick_name).to.equal('registered elsewhere');
+    expect(await redis.hget(key, 'absent')).to.equal(null);
+    expect(await redis.pttl(key)).to.be.greaterThan(3_600_000);
+  });
+
+  it('sees a user inserted into MySQL behind its back once "no such user" has expired', async () => {
+    const services = await createServices(testConfig({ CACHE_ABSENT_TTL_MS: 300 }), createLogger('silent'));
+    let selects = 0;
+    services.db.on('query', (q: { sql: string }) => {
+      if (/^select .* from `?users`?\b/i.test(q.sql)) selects++;
+    });
+    try {
+      const openid = newOpenid();
+      await expectNoSuchUser(services.users.get(openid));
+      await db('users').insert({ openid, nick_name: 'imported', avatar: 'https://e.com/a', gender: 1, phone: '1' });
+      await expectNoSuchUser(services.users.get(openid)); // answered by Redis
+      expect(selects).to.equal(1);
+      await eventually(async () => (await redis.exists(keys.profile(openid))) === 0, 5000, 50);
+      expect(JSON.parse(await services.users.get(openid)).nick_name).to.equal('imported');
+      expect(selects).to.equal(2);
+    } finally {
+      await services.close();
+    }
+  });
+
   it('never serves an older profile after an update answered 0, under concurrent readers', async function () {
     this.timeout(60_000);
     const openid = newOpenid();
@@ -129,11 +182,12 @@ describe('profile cache', () => {
     }
 
     /**
-     * A user (nick_name 'old', not cached) and a service whose next MySQL read can be held
+     * A user (nick_name 'old', not cached; or, unless `registered`, an openid without one) and
+     * a service whose next MySQL read can be held
      * after MySQL answered it: its caller then holds the row as it was, while the test goes on
      * (updates, other reads, which run freely).
      */
-    async function withAHeldRead() {
+    async function withAHeldRead({ registered = true } = {}) {
       let hold: Promise<void> | null = null;
       let release: () => void = () => {};
       let readDone: () => void = () => {};
@@ -151,12 +205,15 @@ describe('profile cache', () => {
       }
       const users = await servicesWith((k, t) => new SlowReads(k, t));
       const openid = newOpenid();
-      const user = await users.register(openid, profile(openid, 'old'));
-      await users.logout(openid); // cold cache
+      let userId = 0;
+      if (registered) {
+        userId = (await users.register(openid, profile(openid, 'old'))).user_id;
+        await users.logout(openid); // cold cache
+      }
       return {
         users,
         openid,
-        userId: user.user_id,
+        userId,
         /** Holds the next read; resolves once MySQL has answered it. */
         holdNextRead(): Promise<void> {
           hold = new Promise<void>((r) => (release = r));
@@ -196,6 +253,38 @@ describe('profile cache', () => {
       expect(JSON.parse(await early).nick_name).to.equal('old'); // it began before the update
     });
 
+    it('does not record "no such user" over the profile of a registration that came after the read', async () => {
+      const { users, openid, holdNextRead, release } = await withAHeldRead({ registered: false });
+      const key = keys.profile(openid);
+
+      const readHappened = holdNextRead();
+      const early = users.loginByOpenid(openid);
+      await readHappened; // MySQL has answered "no such user"
+      await users.register(openid, profile(openid, 'new')); // acknowledged, and cached
+      release();
+      await expectNoSuchUser(early); // it began before the registration
+      await users.get(openid); // after the early reader's Redis commands, on the same connection
+      expect(await redis.hget(key, 'absent')).to.equal(null);
+      expect(await redis.pttl(key)).to.be.greaterThan(3_600_000); // still the profile's lifetime
+      expect(JSON.parse(await users.loginByOpenid(openid)).nick_name).to.equal('new');
+    });
+
+    it('does not share a "no such user" read with a caller that came after a registration', async () => {
+      const { users, openid, holdNextRead, release } = await withAHeldRead({ registered: false });
+
+      const readHappened = holdNextRead();
+      const early = expectNoSuchUser(users.loginByOpenid(openid)); // it began before the registration
+      await readHappened;
+      await users.register(openid, profile(openid, 'new')); // acknowledged
+      // As if the registration's fill had not landed (evicted, or Redis failed it): the late
+      // caller misses in Redis while the early read is still held.
+      await redis.del(keys.profile(openid));
+      const late = users.loginByOpenid(openid);
+      release();
+      expect(JSON.parse(await late).nick_name).to.equal('new');
+      await early;
+    });
+
     it('reaches MySQL a handful of times for 1,000 concurrent loginByOpenid of one cold openid', async function () {
       this.timeout(60_000);
       const config = testConfig();
@@ -225,6 +314,14 @@ describe('profile cache', () => {
         );
         for (const m of misses) expect(m.body.code).to.equal(-2);
         expect(selects).to.be.within(1, 3);
+
+        // ...and none for the next ones: Redis says "no such user" for a few seconds.
+        selects = 0;
+        const again = await Promise.all(
+          Array.from({ length: 50 }, () => post(url, 'loginByOpenid', { openid: missing })),
+        );
+        for (const m of again) expect(m.body.code).to.equal(-2);
+        expect(selects).to.equal(0);
       } finally {
         await new Promise((r) => server.close(r));
       }
@@ -281,6 +378,22 @@ describe('Redis round trips of loginByOpenid (a redis-server owned by this test)
       expect(session.body.code).to.equal(0);
       expect(session.body.data.openid).to.equal(openid);
     }
+  });
+
+  it('is two for an openid without a user (the script, then "no such user"), then one', async () => {
+    const openid = newOpenid();
+    await svc.call('loginByOpenid', { openid: newOpenid() }); // scripts loaded
+    let code = 0;
+    const sent = await commandsDuring(async () => {
+      code = (await svc.call('loginByOpenid', { openid })).body.code;
+    });
+    expect(code).to.equal(-2);
+    expect(sent).to.deep.equal(['evalsha', 'evalsha']);
+    const next = await commandsDuring(async () => {
+      code = (await svc.call('loginByOpenid', { openid })).body.code;
+    });
+    expect(code).to.equal(-2);
+    expect(next).to.deep.equal(['evalsha']);
   });
 
   it('is two on a miss: the login script (which stores nothing), then the fill with the session', async () => {
