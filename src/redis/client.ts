@@ -1,4 +1,5 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { coalesceWrites } from './coalesce';
 
 export type { Redis, Cluster };
 /** A single node or a Redis Cluster: everything here works on either. */
@@ -26,12 +27,14 @@ export function redisOptions(settings: Pick<RedisSettings, 'commandTimeoutMs'>):
     connectTimeout: Math.max(1000, settings.commandTimeoutMs * 4),
     // Keep reconnecting for ever, at most every 2 s: the cache must come back on its own.
     retryStrategy: (attempt) => Math.min(attempt * 100, 2000),
-    // Measured both ways. ioredis resolves an auto-pipeline's commands only when the whole batch
-    // has answered: that keeps each request's command and reply alive long enough to be
-    // promoted (~1 KB a request, a full collection every 0.5 s of load under the 128 MiB cap),
-    // but it is also what lets callers that miss together meet in one MySQL read. Without it,
-    // 200 logins of one unknown openid took 4-6 reads instead of 1-3 (README, Scaling).
-    enableAutoPipelining: true,
+    // Off, measured: each auto-pipeline held its commands and replies until the whole batch
+    // (and the one before it) had answered. About 1 KB per request outlived two young
+    // collections and was promoted; under the old-space cap that meant a full collection every
+    // 0.5 s of load and ~15 % more CPU per cached login (ioredis issues #1239, #1608). Writes
+    // are batched per event-loop turn by coalesceWrites instead, without holding the replies.
+    // Callers that miss together still meet in one MySQL read: a read is shared until its fill
+    // (or its "no such user") has landed in Redis (users/service.ts).
+    enableAutoPipelining: false,
   };
 }
 
@@ -59,11 +62,15 @@ export function clusterNodes(nodes: string[]): { host: string; port: number }[] 
 }
 
 export function createRedis(settings: RedisSettings): RedisClient {
+  let client: RedisClient;
   if (settings.clusterNodes.length > 0) {
     const password = new URL(settings.url).password || undefined;
-    return new Cluster(clusterNodes(settings.clusterNodes), clusterOptions(settings, password));
+    client = new Cluster(clusterNodes(settings.clusterNodes), clusterOptions(settings, password));
+  } else {
+    client = new Redis(settings.url, redisOptions(settings));
   }
-  return new Redis(settings.url, redisOptions(settings));
+  coalesceWrites(client);
+  return client;
 }
 
 /** The first connection attempt; a failure is reported but not fatal, ioredis keeps retrying. */

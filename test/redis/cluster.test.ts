@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Cluster } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { clusterNodes } from '../../src/redis/client';
+import { clusterNodes, connectRedis, createRedis } from '../../src/redis/client';
 import { keyLayout } from '../../src/redis/keys';
 import { newOpenid, testConfig } from '../helpers/env';
 import { loginBody } from '../helpers/http';
@@ -64,6 +64,29 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     } finally {
       client.disconnect();
       await svc.stop();
+    }
+  });
+
+  it("coalesces each master's commands of one turn into one write", async () => {
+    // The url only lends its password to the cluster's nodes: there is none here.
+    const client = createRedis({
+      url: 'redis://127.0.0.1:6379/0',
+      commandTimeoutMs: 1000,
+      clusterNodes: cluster.nodes.split(','),
+    }) as Cluster;
+    try {
+      expect(await connectRedis(client)).to.equal(null);
+      await Promise.all(client.nodes('master').map((node) => node.ping()));
+      // A key in the slots of every master, then one command per key in a single turn.
+      const keys = Array.from({ length: 30 }, (_, i) => `coalesce:${i}`);
+      const replies = keys.map((k) => client.set(k, 'v'));
+      const masters = new Set(keys.map((k) => client.slots[calculateSlot(k)]![0]));
+      expect(masters.size).to.equal(3);
+      const held = client.nodes('master').map((node) => node.stream.writableCorked);
+      expect(held).to.deep.equal([1, 1, 1]);
+      expect(await Promise.all(replies)).to.deep.equal(keys.map(() => 'OK'));
+    } finally {
+      client.disconnect();
     }
   });
 
