@@ -1,22 +1,61 @@
+import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
 import type { Profile, UserRow } from './model';
 
 // The hot read, as fixed SQL: knex's query builder cost ~12-25 us per call more than a raw
 // statement (measured, 20,000 lookups at 20 in parallel), paid by every cache miss.
-const FIND_BY_OPENID =
-  'SELECT id, openid, nick_name, avatar, gender, phone, version, ctime, mtime FROM users WHERE openid = ? LIMIT 2';
+const COLUMNS = 'id, openid, nick_name, avatar, gender, phone, version, ctime, mtime';
+const FIND_BY_OPENID = `SELECT ${COLUMNS} FROM users WHERE openid = ? LIMIT 2`;
+const findByOpenids = (n: number) => `SELECT ${COLUMNS} FROM users WHERE openid IN (?${',?'.repeat(n - 1)})`;
+
+/** Lookups batched into one query at most. */
+const MAX_BATCH = 100;
 
 /** The users table, and nothing else: no cache, no business rules. */
 export class UserRepository {
+  /**
+   * Lookups made in one event-loop turn leave as one query. Each query is a socket write
+   * that wakes MariaDB, and on a 2-core machine that write and the wake-up cost more than the
+   * lookup itself (measured: ~55 us of the floor's ~115 us of CPU per request); a burst of
+   * cache misses arrives together (their Redis replies come in one read), so it shares one.
+   * No memo: each load is a fresh read (DataLoader's cache is off).
+   */
+  private readonly byOpenid = new DataLoader<string, UserRow[]>((openids) => this.findMany(openids), {
+    cache: false,
+    maxBatchSize: MAX_BATCH,
+    batchScheduleFn: (run) => setImmediate(run),
+  });
+
   constructor(
     private readonly db: Knex,
     private readonly queryTimeoutMs: number,
   ) {}
 
   /** At most two rows: enough to tell "one user" from "several rows for one openid". */
-  async findByOpenid(openid: string): Promise<UserRow[]> {
-    const [rows] = (await this.db.raw(FIND_BY_OPENID, [openid]).timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
-    return rows;
+  findByOpenid(openid: string): Promise<UserRow[]> {
+    return this.byOpenid.load(openid);
+  }
+
+  private async findMany(openids: readonly string[]): Promise<UserRow[][]> {
+    if (openids.length === 1) {
+      const [rows] = (await this.db.raw(FIND_BY_OPENID, [openids[0]!]).timeout(this.queryTimeoutMs)) as [
+        UserRow[],
+        unknown,
+      ];
+      return [rows];
+    }
+    const [rows] = (await this.db
+      .raw(findByOpenids(openids.length), openids as string[])
+      .timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
+    // openid has a binary collation and holds no white space (schemas.ts): SQL equality is
+    // string equality here.
+    const found = new Map<string, UserRow[]>();
+    for (const row of rows) {
+      const list = found.get(row.openid);
+      if (list) list.push(row);
+      else found.set(row.openid, [row]);
+    }
+    return openids.map((openid) => found.get(openid)?.slice(0, 2) ?? []);
   }
 
   /**
