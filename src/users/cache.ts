@@ -16,7 +16,9 @@ import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
  * seconds (CACHE_ABSENT_TTL_MS), so a burst of launches of an unregistered openid costs one
  * query instead of one per caller whose miss came back after the first query ended. It is
  * written only where no key exists, so it can never hide a profile a registration has cached,
- * and every fill removes it, so a registration is visible as soon as it is answered.
+ * and every fill removes it, so a registration is visible as soon as it is answered. Beside a
+ * `v` it means nothing (a process that predates it may have filled over it; logout would then
+ * leave {absent, v} for the profile's lifetime), and fills and logout remove it anyway.
  */
 
 /** What the cache says of an openid that has no user: the `absent` entry above. */
@@ -26,10 +28,10 @@ export const NO_USER = Symbol('no such user');
 // profile). Shared by FILL and FILL_WITH_SESSION.
 const FILL_FUNCTION = `
 local function fill(key, version, id, json, ttl)
+  redis.call('HDEL', key, 'absent')
   local cur = tonumber(redis.call('HGET', key, 'v'))
   local v = tonumber(version)
   if cur and (cur > v or (cur == v and redis.call('HEXISTS', key, 'user') == 1)) then return 0 end
-  redis.call('HDEL', key, 'absent')
   redis.call('HSET', key, 'v', version, 'id', id, 'user', json)
   redis.call('PEXPIRE', key, ttl)
   return 1
@@ -80,9 +82,9 @@ return 0`;
 // and the user's JSON answered; on a miss (or a tombstone) nothing is written and nil answered;
 // for an openid known to have no user, 0.
 export const LOGIN_LUA = `${WRITE_SESSION_LUA}
-local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent')
+local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent', 'v')
 if not found[1] or not found[2] then
-  if found[3] then return 0 end
+  if found[3] and not found[4] then return 0 end
   return false
 end
 write_session(ARGV[1] .. found[1] .. ARGV[2], KEYS[2], KEYS[3], 3)
@@ -177,11 +179,11 @@ export class UserCache {
    */
   async get(openid: string): Promise<CachedUser | typeof NO_USER | null> {
     try {
-      const [id, json, absent] = await this.breaker.run(() =>
-        this.redis.hmget(this.keys.profile(openid), 'id', 'user', 'absent'),
+      const [id, json, absent, version] = await this.breaker.run(() =>
+        this.redis.hmget(this.keys.profile(openid), 'id', 'user', 'absent', 'v'),
       );
       if (json === null || id === null) {
-        if (absent !== null) {
+        if (absent !== null && version === null) {
           this.events.hit?.();
           return NO_USER;
         }
@@ -289,6 +291,6 @@ export class UserCache {
    */
   async drop(openid: string): Promise<void> {
     const key = this.keys.profile(openid);
-    await this.breaker.run(() => this.redis.hdel(key, 'user', 'id'));
+    await this.breaker.run(() => this.redis.hdel(key, 'user', 'id', 'absent'));
   }
 }

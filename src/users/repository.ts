@@ -47,13 +47,15 @@ export class UserRepository {
     const [rows] = (await this.db
       .raw(findByOpenids(openids.length), openids as string[])
       .timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
-    // openid has a binary collation and holds no white space (schemas.ts): SQL equality is
-    // string equality here.
+    // Matched back as SQL matched them: openid's collation (utf8mb4_bin) is binary but PAD
+    // SPACE, so a row imported as 'abc ' answers 'abc', as the lone SELECT does. A requested
+    // openid holds no white space (schemas.ts).
     const found = new Map<string, UserRow[]>();
     for (const row of rows) {
-      const list = found.get(row.openid);
+      const key = row.openid.replace(/ +$/, '');
+      const list = found.get(key);
       if (list) list.push(row);
-      else found.set(row.openid, [row]);
+      else found.set(key, [row]);
     }
     return openids.map((openid) => found.get(openid)?.slice(0, 2) ?? []);
   }

@@ -115,6 +115,28 @@ describe('profile cache', () => {
     expect(await redis.pttl(key)).to.be.greaterThan(3_600_000);
   });
 
+  it('ignores "absent" beside a version: a profile an older process filled over it, then logged out', async () => {
+    const openid = newOpenid();
+    const login = await svc.call('login', profile(openid, 'kept'));
+    const key = keys.profile(openid);
+    // As a process without "no such user" leaves it: its fill kept the field, logout keeps `v`.
+    const leftBehind = async () => {
+      await redis.hset(key, 'absent', '1');
+      await redis.hdel(key, 'user', 'id');
+      expect(Object.keys(await redis.hgetall(key)).sort()).to.deep.equal(['absent', 'v']);
+    };
+    await leftBehind();
+    expect((await svc.call('get', { openid })).body.data.nick_name).to.equal('kept');
+    await leftBehind();
+    const again = await svc.call('loginByOpenid', { openid });
+    expect(again.body.code).to.equal(0);
+    expect(again.body.data.user_id).to.equal(login.body.data.user_id);
+    // Logout takes the field away with the profile.
+    await redis.hset(key, 'absent', '1');
+    await svc.call('logout', { openid });
+    expect(await redis.hget(key, 'absent')).to.equal(null);
+  });
+
   it('sees a user inserted into MySQL behind its back once "no such user" has expired', async () => {
     const services = await createServices(testConfig({ CACHE_ABSENT_TTL_MS: 300 }), createLogger('silent'));
     let selects = 0;

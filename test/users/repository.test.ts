@@ -67,6 +67,15 @@ describe('UserRepository lookups by openid (one query per event-loop turn)', () 
     for (const sql of sent) expect(sql).to.match(/where openid = \? limit 2$/i);
   });
 
+  it('matches a row imported with trailing spaces in a batch as SQL does alone (PAD SPACE)', async () => {
+    const a = newOpenid('pad');
+    await db('users').insert(user(`${a}  `, 'padded'));
+    const alone = await repo.findByOpenid(a);
+    const [batched] = await Promise.all([repo.findByOpenid(a), repo.findByOpenid(newOpenid())]);
+    expect(alone.map((r) => r.nick_name)).to.deep.equal(['padded']);
+    expect(batched!.map((r) => r.nick_name)).to.deep.equal(['padded']);
+  });
+
   it('splits a turn of more than 100 lookups into queries of at most 100', async () => {
     const openids = Array.from({ length: 250 }, () => newOpenid('many'));
     await db('users').insert(openids.filter((_, i) => i % 2 === 0).map((o) => user(o, o)));
