@@ -37,16 +37,8 @@ export class UserRepository {
   }
 
   private async findMany(openids: readonly string[]): Promise<UserRow[][]> {
-    if (openids.length === 1) {
-      const [rows] = (await this.db.raw(FIND_BY_OPENID, [openids[0]!]).timeout(this.queryTimeoutMs)) as [
-        UserRow[],
-        unknown,
-      ];
-      return [rows];
-    }
-    const [rows] = (await this.db
-      .raw(findByOpenids(openids.length), openids as string[])
-      .timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
+    if (openids.length === 1) return [await this.select(FIND_BY_OPENID, [openids[0]!])];
+    const rows = await this.select(findByOpenids(openids.length), openids as string[]);
     // Matched back as SQL matched them: openid's collation (utf8mb4_bin) is binary but PAD
     // SPACE, so a row imported as 'abc ' answers 'abc', as the lone SELECT does. A requested
     // openid holds no white space (schemas.ts).
@@ -58,6 +50,11 @@ export class UserRepository {
       else found.set(key, [row]);
     }
     return openids.map((openid) => found.get(openid)?.slice(0, 2) ?? []);
+  }
+
+  private async select(sql: string, bindings: string[]): Promise<UserRow[]> {
+    const [rows] = (await this.db.raw(sql, bindings).timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
+    return rows;
   }
 
   /**

@@ -5,6 +5,19 @@ import { keyLayout } from '../../src/redis/keys';
 import { testConfig } from './env';
 import { eventually } from './wait';
 
+/**
+ * The SELECTs of the users table that `db` sends from now on, until stop(): how tests count
+ * what reached MySQL.
+ */
+export function watchUserSelects(db: Knex): { sql: string[]; stop(): void } {
+  const sql: string[] = [];
+  const listener = (q: { sql: string }) => {
+    if (/^select .* from `?users`?\b/i.test(q.sql)) sql.push(q.sql);
+  };
+  db.on('query', listener);
+  return { sql, stop: () => db.off('query', listener) };
+}
+
 /** Direct handles on the test database and Redis, for arranging and inspecting state. */
 export function testDb(): Knex {
   return createKnex(testConfig().db);

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest, type Knex } from '../../src/db/knex';
 import { UserRepository } from '../../src/users/repository';
 import { newOpenid, testConfig } from '../helpers/env';
+import { watchUserSelects } from '../helpers/stores';
 
 const user = (openid: string, nick = 'n') => ({
   openid,
@@ -11,19 +12,15 @@ const user = (openid: string, nick = 'n') => ({
   phone: '1',
 });
 
-/** The SELECTs knex sends on `db` while `work` runs. */
+/** The SELECTs of users that `db` sends while `work` runs. */
 async function selectsDuring(db: Knex, work: () => Promise<unknown>): Promise<string[]> {
-  const seen: string[] = [];
-  const listener = (q: { sql: string }) => {
-    if (/^select /i.test(q.sql)) seen.push(q.sql);
-  };
-  db.on('query', listener);
+  const selects = watchUserSelects(db);
   try {
     await work();
   } finally {
-    db.off('query', listener);
+    selects.stop();
   }
-  return seen;
+  return selects.sql;
 }
 
 describe('UserRepository lookups by openid (one query per event-loop turn)', () => {
