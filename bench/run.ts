@@ -29,6 +29,7 @@ import {
   type Row,
   type RunReport,
 } from './report';
+import { prepareBufferPool } from './buffer-pool';
 import { benchOpenid, ensureSeeded } from './seed';
 
 const ROOT = resolve(__dirname, '..');
@@ -48,9 +49,13 @@ const HELP = `npm run bench -- [options]
   --mysql URL        MySQL server, without a database (default mysql://root@127.0.0.1:3306)
   --redis URL        Redis (default redis://127.0.0.1:6379/0)
   --prefix P         Redis key prefix of the bench, deleted at start and end (default bench:)
+  --buffer-pool M    fit (default): raise InnoDB's buffer pool to hold the users table for the run,
+                     then put it back; keep: measure the server as it is
   --no-profile       skip the extra run under node --cpu-prof
   --no-build         use dist/ as it is (default: npm run build first)
   --no-write         print the results, leave BENCHMARKS.md alone
+  --service-flags F  extra node flags for the WORKERS=1 service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+                     (to look inside the measured process; implies --no-write)
   --report-only      measure nothing: rewrite BENCHMARKS.md from the results stored in it
   --help             this text`;
 
@@ -74,6 +79,8 @@ function options() {
       'no-build': { type: 'boolean', default: false },
       'no-write': { type: 'boolean', default: false },
       'report-only': { type: 'boolean', default: false },
+      'service-flags': { type: 'string', default: '' },
+      'buffer-pool': { type: 'string', default: 'fit' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -83,6 +90,8 @@ function options() {
     return n;
   };
   const users = int('users', 1);
+  const bufferPool = values['buffer-pool'];
+  if (bufferPool !== 'fit' && bufferPool !== 'keep') throw new Error('--buffer-pool must be fit or keep');
   return {
     help: values.help!,
     users,
@@ -102,7 +111,11 @@ function options() {
     prefix: values.prefix!,
     profile: !values['no-profile'],
     build: !values['no-build'],
-    write: !values['no-write'],
+    bufferPool: bufferPool as 'fit' | 'keep',
+    serviceFlags: values['service-flags']!.split(/\s+/).filter(Boolean),
+    // A service run under extra flags is not the service as deployed: its numbers stay out of
+    // BENCHMARKS.md.
+    write: !values['no-write'] && !values['service-flags'],
     reportOnly: values['report-only']!,
   };
 }
@@ -158,13 +171,9 @@ async function main(): Promise<void> {
   const seed = await ensureSeeded(dbSettings, opts.users, { reseed: opts.reseed, batch: opts.batch, log });
 
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1 });
-  const conn = await mysql.createConnection(parseDatabaseUrl(dbSettings.url));
+  const connect = () => mysql.createConnection(parseDatabaseUrl(dbSettings.url));
+  const conn = await connect();
   const [[{ v: mariadb }]] = (await conn.query('SELECT VERSION() AS v')) as unknown as [{ v: string }[]];
-  // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
-  const [[sizes]] = (await conn.query(
-    'SELECT @@innodb_buffer_pool_size AS pool, (SELECT data_length + index_length FROM information_schema.tables ' +
-      "WHERE table_schema = DATABASE() AND table_name = 'users') AS tbl",
-  )) as unknown as [{ pool: number; tbl: number }[]];
   await conn.end();
   const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '?';
 
@@ -306,12 +315,14 @@ async function main(): Promise<void> {
   const uncached = { requests: 0, sent: 0, misses: 0 };
   let wrapped = false;
   let profile: RunReport['profile'];
+  // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
+  const bufferPool = await prepareBufferPool(connect, opts.bufferPool, log);
   try {
     // Every server stays up for the whole run (an idle one costs no CPU): the service with
     // WORKERS=1 and with WORKERS=2 (both on the same database and key prefix, like two
     // deployments sharing the cache), and the two floors.
     log('servers: starting the service (WORKERS=1 and WORKERS=2) and the floors');
-    const service1 = await startService(1);
+    const service1 = await startService(1, opts.serviceFlags);
     services.push(service1);
     service1.rss.sample();
     rssIdle = service1.rss.maxSingle;
@@ -429,6 +440,7 @@ async function main(): Promise<void> {
     const removed = await cleanAll();
     log(`redis: removed ${removed} keys under ${P}`);
     redis.disconnect();
+    await bufferPool.restore();
   }
 
   const order = [FLOOR_REDIS, CACHED_W1, CACHED_W2, GET, FLOOR_MYSQL, UNCACHED, UPDATE];
@@ -473,7 +485,10 @@ async function main(): Promise<void> {
     cpuModel: cpus[0]?.model.trim() ?? '?',
     node: process.version,
     mariadb,
-    mysqlMemory: `InnoDB buffer pool ${mb(Number(sizes!.pool)).toFixed(0)} MiB, users table ${mb(Number(sizes!.tbl)).toFixed(0)} MiB (data + indexes)`,
+    mysqlMemory:
+      `InnoDB buffer pool ${mb(bufferPool.pool).toFixed(0)} MiB` +
+      (bufferPool.raisedFrom ? ` (raised from ${mb(bufferPool.raisedFrom).toFixed(0)} MiB for the run)` : '') +
+      `, users table ${mb(bufferPool.table).toFixed(0)} MiB (data + indexes)`,
     redis: redisVersion,
     users: opts.users,
     seedSeconds: seed.seededSeconds ?? earlierSeed?.seconds ?? null,
