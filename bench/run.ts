@@ -54,7 +54,7 @@ const HELP = `npm run bench -- [options]
   --no-profile       skip the extra run under node --cpu-prof
   --no-build         use dist/ as it is (default: npm run build first)
   --no-write         print the results, leave BENCHMARKS.md alone
-  --service-flags F  extra node flags for the WORKERS=1 service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+  --service-flags=F  extra node flags for the WORKERS=1 service, e.g. --service-flags="--cpu-prof"
                      (to look inside the measured process; implies --no-write)
   --report-only      measure nothing: rewrite BENCHMARKS.md from the results stored in it
   --help             this text`;
