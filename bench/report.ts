@@ -9,7 +9,7 @@ export interface Row {
   /** The median over rounds (see combine in load.ts). */
   result: LoadResult;
   /** Each round's req/s, p99 and the share of the machine's CPU other tenants used meanwhile. */
-  perRound?: { rps: number; p99: number; other: number }[];
+  perRound?: { rps: number; p99: number; other: number; fullGcs?: number }[];
   /** Largest RSS of one service process during this scenario (bytes). */
   rssMax?: number;
   /** How many processes the server had (node:cluster primary + workers). */
@@ -81,10 +81,17 @@ function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
   };
 }
 
+/** Each round's mark-compacts per second in the service (single-process services only). */
+function fullGcs(row: Row): string {
+  const rounds = row.perRound ?? [];
+  if (!rounds.length || rounds.some((x) => x.fullGcs === undefined)) return '—';
+  return rounds.map((x) => x.fullGcs!.toFixed(1)).join(', ');
+}
+
 export function resultsTable(report: RunReport): string {
   const lines = [
-    "| scenario | req/s | rounds' req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs | others' CPU |",
-    '| --- | ---: | --- | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: | --- |',
+    "| scenario | req/s | rounds' req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs | full GCs/s | others' CPU |",
+    '| --- | ---: | --- | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const row of report.rows) {
     const r = row.result;
@@ -93,7 +100,7 @@ export function resultsTable(report: RunReport): string {
     lines.push(
       `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${(row.perRound ?? []).map((x) => fmt(x.rps)).join(', ')} | ${ms(r.p50)} | ${ms(r.p99)} | ${bad} | ${row.floor ?? '—'} | ${
         q.rps !== undefined ? q.rps.toFixed(2) : '—'
-      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} | ${(row.perRound ?? []).map((x) => `${(x.other * 100).toFixed(0)} %`).join(', ')} |`,
+      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} | ${fullGcs(row)} | ${(row.perRound ?? []).map((x) => `${(x.other * 100).toFixed(0)} %`).join(', ')} |`,
     );
   }
   return lines.join('\n');
@@ -261,7 +268,10 @@ The ratios to the floor are the median over rounds of each round's own ratio (a 
 floor measured in the same round), so they need not equal the quotient of the two medians
 shown. Others' CPU is, per round, the share of the machine's CPU (all cores) used by processes
 other than the bench, its servers, MariaDB and Redis during the measurement: a round where it
-is high was disturbed by another tenant of the machine.`;
+is high was disturbed by another tenant of the machine. Full GCs/s is, per round, how many
+mark-compacts the single-process service ran per second of the measurement (from its own
+/metrics): a cached round with several per second measured a process in the slow state the
+README's Scaling section describes.`;
 
 const DATA = /<!-- bench-data (.*?) -->/;
 const SECTION = /<!-- bench:(\d+) -->\n([\s\S]*?)\n<!-- \/bench:\1 -->/g;

@@ -122,6 +122,22 @@ function options() {
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
+/**
+ * Mark-compacts the service has run so far (prom-client's GC histogram on /metrics). Some
+ * service processes spend their whole life in a state where V8 runs several of them per second
+ * under a load that otherwise needs one every few seconds, and lose about a quarter of their
+ * throughput; the count shows which state a run measured.
+ */
+async function fullGcCount(proc: ServerProcess): Promise<number | undefined> {
+  try {
+    const res = await fetch(`${proc.url}/metrics`, { signal: AbortSignal.timeout(2000) });
+    const m = /^nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)/m.exec(await res.text());
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Fisher–Yates over 0..n-1: draws without replacement. */
 function permutation(n: number): Int32Array {
   const p = new Int32Array(n);
@@ -229,10 +245,15 @@ async function main(): Promise<void> {
   // The same V8 flags as `npm start` (package.json config.node_flags): the bench measures the
   // service as it is run.
   const serviceFlags = String(pkg.config.node_flags).split(/\s+/).filter(Boolean);
-  const startService = (workers: number, nodeArgs: string[] = []) =>
-    start(`service WORKERS=${workers}`, [...serviceFlags, ...nodeArgs, 'dist/src/server.js'], {
+  /** Services that run in one process: their /metrics speaks for the whole service. */
+  const singleProcess = new Set<ServerProcess>();
+  const startService = async (workers: number, nodeArgs: string[] = []) => {
+    const proc = await start(`service WORKERS=${workers}`, [...serviceFlags, ...nodeArgs, 'dist/src/server.js'], {
       WORKERS: String(workers),
     });
+    if (workers === 1) singleProcess.add(proc);
+    return proc;
+  };
   const floorArgs = (file: string) => ['--import', 'tsx', `bench/floors/${file}`];
 
   // The working set: distinct users spread over the whole seeded range.
@@ -263,7 +284,14 @@ async function main(): Promise<void> {
   // over rounds ignores one bad round.
   const samples = new Map<
     string,
-    { results: LoadResult[]; other: number[]; rssMax: number; processes: number; extra: Partial<Row> }
+    {
+      results: LoadResult[];
+      other: number[];
+      fullGcs: (number | undefined)[];
+      rssMax: number;
+      processes: number;
+      extra: Partial<Row>;
+    }
   >();
   let rssMax = 0;
   let rssMaxDuring = '';
@@ -286,13 +314,19 @@ async function main(): Promise<void> {
     isService: boolean,
   ) => {
     proc.rss.reset();
+    const gcsBefore = singleProcess.has(proc) ? await fullGcCount(proc) : undefined;
     const foreign = new ForeignCpu();
+    const started = performance.now();
     const r = await fire(target, settings, settings.duration);
+    const seconds = (performance.now() - started) / 1000;
     const other = foreign.stop();
+    const gcsAfter = gcsBefore === undefined ? undefined : await fullGcCount(proc);
+    const fullGcs = gcsBefore !== undefined && gcsAfter !== undefined ? (gcsAfter - gcsBefore) / seconds : undefined;
     proc.rss.sample();
-    const entry = samples.get(scenario) ?? { results: [], other: [], rssMax: 0, processes: 0, extra };
+    const entry = samples.get(scenario) ?? { results: [], other: [], fullGcs: [], rssMax: 0, processes: 0, extra };
     entry.results.push(r);
     entry.other.push(other);
+    entry.fullGcs.push(fullGcs);
     entry.rssMax = Math.max(entry.rssMax, proc.rss.maxSingle);
     entry.processes = Math.max(entry.processes, proc.rss.maxProcesses);
     samples.set(scenario, entry);
@@ -303,7 +337,8 @@ async function main(): Promise<void> {
     log(
       `  ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ` +
         `errors ${r.errors}/${r.non2xx}/${r.notOk - r.non2xx}, RSS max ${mb(proc.rss.maxSingle).toFixed(0)} MiB (${proc.rss.maxProcesses} procs), ` +
-        `other tenants ${(other * 100).toFixed(0)} % CPU`,
+        `other tenants ${(other * 100).toFixed(0)} % CPU` +
+        (fullGcs === undefined ? '' : `, ${fullGcs.toFixed(1)} full GCs/s`),
     );
     showLog(proc, 'during the run');
     return r;
@@ -452,7 +487,12 @@ async function main(): Promise<void> {
         scenario: name,
         ...e.extra,
         result: combine(e.results),
-        perRound: e.results.map((r, i) => ({ rps: r.rps, p99: r.p99, other: e.other[i]! })),
+        perRound: e.results.map((r, i) => ({
+          rps: r.rps,
+          p99: r.p99,
+          other: e.other[i]!,
+          ...(e.fullGcs[i] === undefined ? {} : { fullGcs: e.fullGcs[i] }),
+        })),
         rssMax: e.rssMax,
         processes: e.processes,
       };
