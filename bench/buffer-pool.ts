@@ -16,28 +16,47 @@ export interface BufferPool {
   table: number;
   /** The server's own size, when the bench raised it. */
   raisedFrom?: number;
-  /** Puts the server's own size back (a no-op when nothing was raised). */
+  /**
+   * Puts the server's own size back (a no-op when nothing was raised). Never throws: a run's
+   * results matter more than its cleanup, so a failure is logged with the statement to run.
+   */
   restore(): Promise<void>;
 }
 
-/** InnoDB resizes in whole chunks; 128 MiB is the default chunk and a round figure. */
+/**
+ * Sizes are rounded up to a multiple of this: a round figure that whole chunks divide on the
+ * usual configurations (MariaDB sizes chunks itself since 10.8), so the server keeps the value.
+ */
 const STEP = 128 * 1024 * 1024;
 /** Room beside the table for the adaptive hash index, the change buffer and the undo pages. */
 const HEADROOM = 1.25;
+/**
+ * Held by a run that changed the pool: a second run on the same server would otherwise take the
+ * raised size for the server's own, or shrink the pool under the first one's measurements.
+ */
+const LOCK = 'user_service_bench_buffer_pool';
 
-async function scalar(conn: Connection, sql: string): Promise<number> {
-  const [rows] = (await conn.query(sql)) as unknown as [Record<string, unknown>[]];
-  return Number(Object.values(rows[0]!)[0]);
+async function scalar(conn: Connection, sql: string, params: unknown[] = []): Promise<unknown> {
+  const [rows] = (await conn.query(sql, params)) as unknown as [Record<string, unknown>[]];
+  return Object.values(rows[0] ?? {})[0];
 }
 
-async function resize(conn: Connection, bytes: number): Promise<void> {
+/** Sets the pool's size and answers the size the server applied (it may round it). */
+async function resize(conn: Connection, bytes: number): Promise<number> {
   await conn.query('SET GLOBAL innodb_buffer_pool_size = ?', [bytes]);
-  // The resize runs in the background; the variable shows the new size once it is done.
+  // Older servers resize in the background and report progress here until it completes;
+  // 10.11 answers the SET when it is done and leaves the status empty.
   for (let i = 0; i < 600; i++) {
-    if ((await scalar(conn, 'SELECT @@innodb_buffer_pool_size')) === bytes) return;
+    const [rows] = (await conn.query("SHOW STATUS LIKE 'Innodb_buffer_pool_resize_status'")) as unknown as [
+      { Value: string }[],
+    ];
+    const status = rows[0]?.Value ?? '';
+    if (status === '' || /completed/i.test(status)) {
+      return Number(await scalar(conn, 'SELECT @@innodb_buffer_pool_size'));
+    }
     await sleep(100);
   }
-  throw new Error(`innodb_buffer_pool_size did not reach ${bytes} bytes within 60 s`);
+  throw new Error(`the buffer pool resize to ${bytes} bytes did not complete within 60 s`);
 }
 
 /**
@@ -64,47 +83,75 @@ async function prepare(
   mode: 'fit' | 'keep',
   log: (line: string) => void,
 ): Promise<BufferPool> {
-  const own = await scalar(conn, 'SELECT @@innodb_buffer_pool_size');
-  const table = await scalar(
-    conn,
-    "SELECT data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'users'",
+  const own = Number(await scalar(conn, 'SELECT @@innodb_buffer_pool_size'));
+  const table = Number(
+    await scalar(
+      conn,
+      "SELECT data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'users'",
+    ),
   );
-  const noop = { pool: own, table, restore: async () => {} };
-  if (mode === 'keep') return noop;
+  const asItIs = { pool: own, table, restore: async () => {} };
+  if (mode === 'keep') return asItIs;
   const wanted = Math.ceil((table * HEADROOM) / STEP) * STEP;
-  if (own < wanted) {
-    try {
-      await resize(conn, wanted);
-    } catch (err) {
-      // Without the privilege (or on a server that cannot resize) the run measures the server as it is.
-      log(
-        `mysql: could not raise innodb_buffer_pool_size (${(err as Error).message}); measuring with ${mb(own).toFixed(0)} MiB`,
-      );
-      return noop;
-    }
-    log(
-      `mysql: innodb_buffer_pool_size ${mb(own).toFixed(0)} → ${mb(wanted).toFixed(0)} MiB for this run (users table ${mb(table).toFixed(0)} MiB)`,
-    );
+  if (own >= wanted) {
+    await warm(conn, log);
+    return asItIs;
   }
+
+  // The lock lives as long as its connection, which stays open until restore().
+  const holder = await connect();
+  if (Number(await scalar(holder, 'SELECT GET_LOCK(?, 0)', [LOCK])) !== 1) {
+    await holder.end();
+    throw new Error(`another bench run holds ${LOCK} on this MySQL server: run one at a time`);
+  }
+  let putting: Promise<void> | undefined;
+  // Once only: the end of the run and a signal may both ask.
+  const putBack = () => (putting ??= restoreOwn());
+  const restoreOwn = async () => {
+    try {
+      const applied = await resize(holder, own);
+      log(`mysql: innodb_buffer_pool_size back to ${mb(applied).toFixed(0)} MiB`);
+    } catch (err) {
+      log(
+        `mysql: could not put innodb_buffer_pool_size back (${(err as Error).message}); ` +
+          `run SET GLOBAL innodb_buffer_pool_size = ${own}`,
+      );
+    } finally {
+      await holder.end().catch(() => {});
+    }
+  };
+
+  let pool: number;
+  try {
+    pool = await resize(holder, wanted);
+  } catch (err) {
+    // Without the privilege (or on a server that cannot resize) the run measures the server as
+    // it is, after making sure a half-done resize is undone.
+    log(`mysql: could not raise innodb_buffer_pool_size (${(err as Error).message})`);
+    const now = Number(await scalar(holder, 'SELECT @@innodb_buffer_pool_size').catch(() => own));
+    if (now !== own) await putBack();
+    else await holder.end();
+    log(`mysql: measuring with the server's ${mb(own).toFixed(0)} MiB`);
+    return asItIs;
+  }
+  log(
+    `mysql: innodb_buffer_pool_size ${mb(own).toFixed(0)} → ${mb(pool).toFixed(0)} MiB for this run (users table ${mb(table).toFixed(0)} MiB)`,
+  );
+  try {
+    await warm(conn, log);
+  } catch (err) {
+    await putBack();
+    throw err;
+  }
+  return { pool, table, raisedFrom: own, restore: putBack };
+}
+
+/** Reads both indexes a lookup walks: the openid index, then the row in the clustered index. */
+async function warm(conn: Connection, log: (line: string) => void): Promise<void> {
   const started = Date.now();
-  // Both indexes a lookup walks: the openid index, then the row in the clustered index.
+  // The condition is always true (the column is NOT NULL); it makes InnoDB read every row
+  // rather than count entries of the smallest index.
   await conn.query('SELECT COUNT(*) FROM users FORCE INDEX (PRIMARY) WHERE nick_name IS NOT NULL');
   await conn.query('SELECT COUNT(*) FROM users FORCE INDEX (users_openid_unique)');
   log(`mysql: users table read into the buffer pool in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  if (own >= wanted) return noop;
-  return {
-    pool: wanted,
-    table,
-    raisedFrom: own,
-    // A connection of its own: the run takes minutes, and the first one is long closed.
-    restore: async () => {
-      const again = await connect();
-      try {
-        await resize(again, own);
-      } finally {
-        await again.end();
-      }
-      log(`mysql: innodb_buffer_pool_size back to ${mb(own).toFixed(0)} MiB`);
-    },
-  };
 }

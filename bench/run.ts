@@ -29,6 +29,7 @@ import {
   type Row,
   type RunReport,
 } from './report';
+import { scrape } from '../test/helpers/metrics';
 import { prepareBufferPool } from './buffer-pool';
 import { benchOpenid, ensureSeeded } from './seed';
 
@@ -55,7 +56,7 @@ const HELP = `npm run bench -- [options]
   --no-build         use dist/ as it is (default: npm run build first)
   --no-write         print the results, leave BENCHMARKS.md alone
   --service-flags=F  extra node flags for the WORKERS=1 service, e.g. --service-flags="--cpu-prof"
-                     (to look inside the measured process; implies --no-write)
+                     (split on spaces; to look inside the measured process; implies --no-write)
   --report-only      measure nothing: rewrite BENCHMARKS.md from the results stored in it
   --help             this text`;
 
@@ -123,16 +124,14 @@ function options() {
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 /**
- * Mark-compacts the service has run so far (prom-client's GC histogram on /metrics). Some
- * service processes spend their whole life in a state where V8 runs several of them per second
- * under a load that otherwise needs one every few seconds, and lose about a quarter of their
- * throughput; the count shows which state a run measured.
+ * Mark-compacts the service has run so far (prom-client's GC histogram on /metrics; a series
+ * not there yet is 0). Some service processes spend their whole life in a state where V8 runs
+ * several of them per second under a load that otherwise needs one every few seconds, and lose
+ * about a quarter of their throughput; the count shows which state a run measured.
  */
 async function fullGcCount(proc: ServerProcess): Promise<number | undefined> {
   try {
-    const res = await fetch(`${proc.url}/metrics`, { signal: AbortSignal.timeout(2000) });
-    const m = /^nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)/m.exec(await res.text());
-    return m ? Number(m[1]) : undefined;
+    return (await scrape(proc.url)).value('nodejs_gc_duration_seconds_count', { kind: 'major' });
   } catch {
     return undefined;
   }
@@ -352,6 +351,15 @@ async function main(): Promise<void> {
   let profile: RunReport['profile'];
   // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
   const bufferPool = await prepareBufferPool(connect, opts.bufferPool, log);
+  // Stopped by a signal, the run still puts the server's own buffer pool back, stops its
+  // servers (a signal sent to the bench alone would leave them running) and empties its prefix.
+  const onSignal = () =>
+    void bufferPool
+      .restore()
+      .then(() => Promise.all([...running].map((proc) => proc.stop())))
+      .then(() => cleanAll())
+      .finally(() => process.exit(130));
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
   try {
     // Every server stays up for the whole run (an idle one costs no CPU): the service with
     // WORKERS=1 and with WORKERS=2 (both on the same database and key prefix, like two
@@ -471,11 +479,13 @@ async function main(): Promise<void> {
     }
     await cleanSessions();
   } finally {
+    // First: it never throws, and nothing after it may keep the server changed.
+    await bufferPool.restore();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     for (const proc of running) await proc.stop();
     const removed = await cleanAll();
     log(`redis: removed ${removed} keys under ${P}`);
     redis.disconnect();
-    await bufferPool.restore();
   }
 
   const order = [FLOOR_REDIS, CACHED_W1, CACHED_W2, GET, FLOOR_MYSQL, UNCACHED, UPDATE];
