@@ -1,5 +1,6 @@
 import type { Connection } from 'mysql2/promise';
-import { mb, sleep } from './lib';
+import { eventually } from '../test/helpers/wait';
+import { mb } from './lib';
 
 /**
  * InnoDB's buffer pool against the bench table. With the table larger than the pool (the
@@ -46,17 +47,18 @@ async function resize(conn: Connection, bytes: number): Promise<number> {
   await conn.query('SET GLOBAL innodb_buffer_pool_size = ?', [bytes]);
   // Older servers resize in the background and report progress here until it completes;
   // 10.11 answers the SET when it is done and leaves the status empty.
-  for (let i = 0; i < 600; i++) {
-    const [rows] = (await conn.query("SHOW STATUS LIKE 'Innodb_buffer_pool_resize_status'")) as unknown as [
-      { Value: string }[],
-    ];
-    const status = rows[0]?.Value ?? '';
-    if (status === '' || /completed/i.test(status)) {
-      return Number(await scalar(conn, 'SELECT @@innodb_buffer_pool_size'));
-    }
-    await sleep(100);
-  }
-  throw new Error(`the buffer pool resize to ${bytes} bytes did not complete within 60 s`);
+  await eventually(
+    async () => {
+      const [rows] = (await conn.query("SHOW STATUS LIKE 'Innodb_buffer_pool_resize_status'")) as unknown as [
+        { Value: string }[],
+      ];
+      const status = rows[0]?.Value ?? '';
+      return status === '' || /completed/i.test(status);
+    },
+    60_000,
+    100,
+  );
+  return Number(await scalar(conn, 'SELECT @@innodb_buffer_pool_size'));
 }
 
 /**
