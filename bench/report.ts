@@ -110,19 +110,25 @@ const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'm
 
 export function targetsTable(report: RunReport): string {
   const cached = rowFor(report, CACHED_W1);
+  const burst = rowFor(report, CACHED_BURST);
   const uncached = rowFor(report, UNCACHED);
   const w2 = rowFor(report, CACHED_W2);
   const lines = ['| target | measured | |', '| --- | --- | --- |'];
-  if (cached) {
-    const q = ratios(report, cached);
-    const errs = cached.result.errors + cached.result.notOk;
+  // The cached targets hold for a process that started quietly and for one that met a surge.
+  for (const [row, label] of [
+    [cached, 'cached loginByOpenid'],
+    [burst, 'cached loginByOpenid after a burst'],
+  ] as const) {
+    if (!row) continue;
+    const q = ratios(report, row);
+    const errs = row.result.errors + row.result.notOk;
     lines.push(
-      `| cached loginByOpenid req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+      `| ${label} req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
     );
     lines.push(
-      `| cached loginByOpenid p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`,
+      `| ${label} p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`,
     );
-    lines.push(`| cached loginByOpenid: zero errors | ${errs} | ${verdict(errs === 0)} |`);
+    lines.push(`| ${label}: zero errors | ${errs} | ${verdict(errs === 0)} |`);
   }
   if (uncached) {
     const q = ratios(report, uncached);
@@ -177,6 +183,9 @@ export const FLOOR_REDIS = 'floor: node:http + ioredis';
 export const FLOOR_MYSQL = 'floor: node:http + mysql2';
 export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
 export const CACHED_W2 = 'loginByOpenid cached, WORKERS=2';
+export const CACHED_BURST = 'loginByOpenid cached, fresh WORKERS=1 after a burst';
+export const BURST_NOTE = (connections: number, seconds: number) =>
+  `${fmt(connections)} connections of launches for ${seconds} s first`;
 export const UNCACHED = 'loginByOpenid uncached';
 export const GET = 'get (cached)';
 export const UPDATE = 'update nick_name';
@@ -216,7 +225,12 @@ export function section(report: RunReport): string {
       `Cached rows use a working set of ${fmt(report.workingSet)} users, warmed first; the uncached rounds sent ${fmt(u.sent)} openids, ` +
       `each round's drawn without replacement across the ${fmt(report.users - report.workingSet)} users outside the working set, with the profile cache emptied just before; ` +
       `they made ${fmt(u.misses)} cache fills, ` +
-      `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}`,
+      `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}` +
+      (rowFor(report, CACHED_BURST)
+        ? ' The row after a burst started a fresh single-process service in each round and sent it that surge of ' +
+          "logins (any user) before its warm-up: a process's first heavy load decides how V8 allocates each " +
+          "request's objects for the rest of its life (README, Scaling)."
+        : ''),
     '',
     resultsTable(report),
     '',
