@@ -354,6 +354,7 @@ async function main(): Promise<void> {
   let rssIdle: number;
   /** Every service process started, for the peak RSS over the whole run (warm-ups included). */
   const services: ServerProcess[] = [];
+  let surgeRss = 0;
   const uncached = { requests: 0, sent: 0, misses: 0 };
   let wrapped = false;
   let profile: RunReport['profile'];
@@ -419,7 +420,6 @@ async function main(): Promise<void> {
         // marketing push): the requests it holds in flight at each young collection are what V8
         // judges allocation sites by, and a wrong verdict would last the process's life.
         const fresh = await startService(1, opts.serviceFlags);
-        services.push(fresh);
         const b = await fire({ url: login(fresh), body: anyUser }, { ...settings, connections: opts.burst }, BURST_S);
         log(
           `  burst: ${opts.burst} connections for ${BURST_S} s, ${b.requests} requests (${b.errors + b.notOk} failed)`,
@@ -431,7 +431,10 @@ async function main(): Promise<void> {
           fresh,
           { url: login(fresh), body: randomCached },
           { floor: FLOOR_REDIS, note: BURST_NOTE(opts.burst, BURST_S) },
+          false,
         );
+        // 30 times the connections of every other scenario: its memory is reported on its own.
+        surgeRss = Math.max(surgeRss, fresh.rss.peakSingle);
         await stop(fresh);
         await cleanSessions();
       }
@@ -581,6 +584,7 @@ async function main(): Promise<void> {
     rssIdle,
     uncached,
     workersNote,
+    ...(surgeRss ? { surge: { connections: opts.burst, seconds: BURST_S, rssPeak: surgeRss } } : {}),
     ...(profile ? { profile: { ...profile, file: profile.file.replace(`${ROOT}/`, '') } } : {}),
   };
 
