@@ -182,6 +182,19 @@ export class ServerProcess {
     return this.proc.pid!;
   }
 
+  /**
+   * The kernel's record of the process's largest RSS (VmHWM), in bytes: unlike the sampler, it
+   * misses no peak while the bench's own event loop is busy driving a surge. 0 once it exited.
+   */
+  get rssHighWater(): number {
+    try {
+      const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      return kb ? Number(kb[1]) * 1024 : 0;
+    } catch {
+      return 0;
+    }
+  }
+
   /** Lines the process wrote (logs at warn level and above, crash messages): count and first few. */
   get log(): { lines: number; first: string[] } {
     return { lines: this.outputLines, first: [...this.output] };

@@ -41,8 +41,8 @@ export interface RunReport {
   /** The measured uncached run: responses, openids sent (in-flight ones included), profiles it filled. */
   uncached: { requests: number; sent: number; misses: number };
   workersNote: string;
-  /** The after-a-burst processes: their surge and largest RSS (outside the RSS target). */
-  surge?: { connections: number; seconds: number; rssPeak: number };
+  /** The after-a-burst processes: their surges (all rounds) and largest RSS (outside the RSS target). */
+  surge?: { connections: number; seconds: number; requests: number; failed: number; rssPeak: number };
   profile?: { file: string; summary: ProfileSummary; scenario: string };
 }
 
@@ -50,6 +50,8 @@ const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const ms = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1));
 const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
+/** Both units: MiB as the rest of the report, MB as the 150 MB target is written. */
+const mibMb = (bytes: number) => `${mib(bytes)} MiB (${(bytes / 1e6).toFixed(0)} MB)`;
 
 export function rowFor(report: RunReport, scenario: string): Row | undefined {
   return report.rows.find((r) => r.scenario === scenario);
@@ -116,21 +118,33 @@ export function targetsTable(report: RunReport): string {
   const uncached = rowFor(report, UNCACHED);
   const w2 = rowFor(report, CACHED_W2);
   const lines = ['| target | measured | |', '| --- | --- | --- |'];
-  // The cached targets hold for a process that started quietly and for one that met a surge.
-  for (const [row, label] of [
-    [cached, 'cached loginByOpenid'],
-    [burst, 'cached loginByOpenid after a burst'],
-  ] as const) {
-    if (!row) continue;
-    const q = ratios(report, row);
-    const errs = row.result.errors + row.result.notOk;
+  if (cached) {
+    const q = ratios(report, cached);
+    const errs = cached.result.errors + cached.result.notOk;
     lines.push(
-      `| ${label} req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+      `| cached loginByOpenid req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
     );
     lines.push(
-      `| ${label} p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`,
+      `| cached loginByOpenid p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`,
     );
-    lines.push(`| ${label}: zero errors | ${errs} | ${verdict(errs === 0)} |`);
+    lines.push(`| cached loginByOpenid: zero errors | ${errs} | ${verdict(errs === 0)} |`);
+  }
+  if (burst) {
+    // What the row guards is the collector's state the surge leaves behind: a process whose
+    // request sites V8 pretenured runs several full GCs a second in every round.
+    const gcs = (burst.perRound ?? []).map((r) => r.fullGcs).filter((x): x is number => x !== undefined);
+    const worst = gcs.length ? Math.max(...gcs) : undefined;
+    lines.push(
+      `| cached loginByOpenid after a burst: full GCs/s ≤ 1 in every round | ${worst === undefined ? '—' : `at most ${worst.toFixed(1)}`} | ${verdict(worst === undefined ? undefined : worst <= 1)} |`,
+    );
+    const errs = burst.result.errors + burst.result.notOk;
+    lines.push(`| cached loginByOpenid after a burst: zero errors | ${errs} | ${verdict(errs === 0)} |`);
+    const q = ratios(report, burst);
+    const quiet = cached ? ratios(report, cached).rps : undefined;
+    lines.push(
+      `| cached loginByOpenid after a burst, req/s and p99 ÷ Redis floor's | ${q.rps?.toFixed(2) ?? '—'} × and ${q.p99?.toFixed(2) ?? '—'} ×` +
+        `${q.rps !== undefined && quiet ? ` (${(q.rps / quiet).toFixed(2)} × the quiet process's ratio)` : ''} | reported |`,
+    );
   }
   if (uncached) {
     const q = ratios(report, uncached);
@@ -139,12 +153,13 @@ export function targetsTable(report: RunReport): string {
     );
   }
   lines.push(
-    `| RSS of one service process < 150 MB through the run (${report.settings.connections}-connection scenarios) | ${mib(report.rssMax)} MiB (${(report.rssMax / 1e6).toFixed(0)} MB, during ${report.rssMaxDuring}) | ${verdict(report.rssMax < 150e6)} |`,
+    `| RSS of one service process < 150 MB through the run (${report.settings.connections}-connection scenarios) | ${mibMb(report.rssMax)}, during ${report.rssMaxDuring} | ${verdict(report.rssMax < 150e6)} |`,
   );
   if (report.surge) {
-    const { connections, rssPeak } = report.surge;
+    const { connections, seconds, requests, failed, rssPeak } = report.surge;
+    const times = Math.round(connections / report.settings.connections);
     lines.push(
-      `| RSS of a fresh process through a ${fmt(connections)}-connection surge and its cached row | ${mib(rssPeak)} MiB (${(rssPeak / 1e6).toFixed(0)} MB) | reported |`,
+      `| RSS of a fresh process through its ${fmt(connections)}-connection, ${seconds} s surge (${fmt(requests)} requests over all rounds, ${fmt(failed)} failed) and its cached row; the 150 MB target is not applied at ${times} × the connections | ${mibMb(rssPeak)} | reported |`,
     );
   }
   if (cached && w2) {
@@ -235,14 +250,16 @@ export function section(report: RunReport): string {
       `they made ${fmt(u.misses)} cache fills, ` +
       `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}` +
       (rowFor(report, CACHED_BURST)
-        ? ' The row after a burst started a fresh single-process service in each round and sent it that surge of ' +
-          "logins (any user) before its warm-up: a process's first heavy load decides how V8 allocates each " +
-          "request's objects for the rest of its life (README, Scaling)."
+        ? ' The row after a burst started a fresh single-process service in each round and, before its warm-up, ' +
+          'sent it the surge of logins (any user) its note names: with allocation-site pretenuring on, such a surge ' +
+          "has V8 allocate each later request's objects in the old generation for the rest of the process's life " +
+          '(README, Scaling).'
         : ''),
     '',
     resultsTable(report),
     '',
-    `Service RSS: ${mib(report.rssIdle)} MiB idle after start, at most ${mib(report.rssMax)} MiB in one process (during ${report.rssMaxDuring}).`,
+    `Service RSS: ${mib(report.rssIdle)} MiB idle after start, at most ${mib(report.rssMax)} MiB in one process (during ${report.rssMaxDuring})` +
+      (report.surge ? `; ${mib(report.surge.rssPeak)} MiB in a fresh process through its surge.` : '.'),
     '',
     '### Targets (reported, not enforced)',
     '',

@@ -59,7 +59,8 @@ const HELP = `npm run bench -- [options]
   --no-profile       skip the extra run under node --cpu-prof
   --no-build         use dist/ as it is (default: npm run build first)
   --no-write         print the results, leave BENCHMARKS.md alone
-  --service-flags=F  extra node flags for the WORKERS=1 service, e.g. --service-flags="--cpu-prof"
+  --service-flags=F  extra node flags for the WORKERS=1 services (the quiet one and each round's
+                     fresh one), e.g. --service-flags="--cpu-prof"
                      (split on spaces; to look inside the measured process; implies --no-write)
   --report-only      measure nothing: rewrite BENCHMARKS.md from the results stored in it
   --help             this text`;
@@ -247,6 +248,7 @@ async function main(): Promise<void> {
     await sleep(SETTLE_MS);
     await proc.stop();
     running.delete(proc);
+    singleProcess.delete(proc);
     showLog(proc, 'while stopping');
   };
   // The same V8 flags as `npm start` (package.json config.node_flags): the bench measures the
@@ -307,18 +309,18 @@ async function main(): Promise<void> {
     proc: ServerProcess,
     target: Target,
     extra: Partial<Row> = {},
-    isService = true,
+    countsForRssTarget = true,
   ) => {
     log(`${scenario}: ${settings.warmup} s warm-up + ${settings.duration} s`);
     if (settings.warmup > 0) await fire(target, settings, settings.warmup);
-    return runMeasured(scenario, proc, target, extra, isService);
+    return runMeasured(scenario, proc, target, extra, countsForRssTarget);
   };
   const runMeasured = async (
     scenario: string,
     proc: ServerProcess,
     target: Target,
     extra: Partial<Row>,
-    isService: boolean,
+    countsForRssTarget: boolean,
   ) => {
     proc.rss.reset();
     const gcsBefore = singleProcess.has(proc) ? await fullGcCount(proc) : undefined;
@@ -337,7 +339,7 @@ async function main(): Promise<void> {
     entry.rssMax = Math.max(entry.rssMax, proc.rss.maxSingle);
     entry.processes = Math.max(entry.processes, proc.rss.maxProcesses);
     samples.set(scenario, entry);
-    if (isService && proc.rss.maxSingle > rssMax) {
+    if (countsForRssTarget && proc.rss.maxSingle > rssMax) {
       rssMax = proc.rss.maxSingle;
       rssMaxDuring = scenario;
     }
@@ -354,7 +356,7 @@ async function main(): Promise<void> {
   let rssIdle: number;
   /** Every service process started, for the peak RSS over the whole run (warm-ups included). */
   const services: ServerProcess[] = [];
-  let surgeRss = 0;
+  const surge = { connections: opts.burst, seconds: BURST_S, requests: 0, failed: 0, rssPeak: 0 };
   const uncached = { requests: 0, sent: 0, misses: 0 };
   let wrapped = false;
   let profile: RunReport['profile'];
@@ -424,6 +426,8 @@ async function main(): Promise<void> {
         log(
           `  burst: ${opts.burst} connections for ${BURST_S} s, ${b.requests} requests (${b.errors + b.notOk} failed)`,
         );
+        surge.requests += b.requests;
+        surge.failed += b.errors + b.notOk;
         await sleep(SETTLE_MS);
         await cleanSessions();
         await run(
@@ -433,8 +437,9 @@ async function main(): Promise<void> {
           { floor: FLOOR_REDIS, note: BURST_NOTE(opts.burst, BURST_S) },
           false,
         );
-        // 30 times the connections of every other scenario: its memory is reported on its own.
-        surgeRss = Math.max(surgeRss, fresh.rss.peakSingle);
+        // Its connections are many times those of every other scenario: its memory is reported
+        // on its own, not against the target the other scenarios are held to.
+        surge.rssPeak = Math.max(surge.rssPeak, fresh.rssHighWater, fresh.rss.peakSingle);
         await stop(fresh);
         await cleanSessions();
       }
@@ -584,7 +589,7 @@ async function main(): Promise<void> {
     rssIdle,
     uncached,
     workersNote,
-    ...(surgeRss ? { surge: { connections: opts.burst, seconds: BURST_S, rssPeak: surgeRss } } : {}),
+    ...(surge.rssPeak ? { surge } : {}),
     ...(profile ? { profile: { ...profile, file: profile.file.replace(`${ROOT}/`, '') } } : {}),
   };
 
