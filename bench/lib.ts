@@ -55,15 +55,20 @@ export async function countMatching(redis: Redis, pattern: string): Promise<numb
   return n;
 }
 
-/** VmRSS of a process in bytes, or null once it is gone. */
-export function rssOf(pid: number): number | null {
+/** A memory field of /proc/<pid>/status (VmRSS, VmHWM, ...) in bytes, or null once it is gone. */
+function statusBytes(pid: number, field: string): number | null {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
     return m ? Number(m[1]) * 1024 : null;
   } catch {
     return null;
   }
+}
+
+/** VmRSS of a process in bytes, or null once it is gone. */
+export function rssOf(pid: number): number | null {
+  return statusBytes(pid, 'VmRSS');
 }
 
 /** The process and all its descendants (node:cluster workers are children of the primary). */
@@ -187,12 +192,7 @@ export class ServerProcess {
    * misses no peak while the bench's own event loop is busy driving a surge. 0 once it exited.
    */
   get rssHighWater(): number {
-    try {
-      const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
-      return kb ? Number(kb[1]) * 1024 : 0;
-    } catch {
-      return 0;
-    }
+    return statusBytes(this.pid, 'VmHWM') ?? 0;
   }
 
   /** Lines the process wrote (logs at warn level and above, crash messages): count and first few. */
