@@ -83,13 +83,15 @@ export function rateLimitGuard(
   async function consume(ctx: Context, input: unknown, cost: number): Promise<void> {
     const { openid, user_id: userId } = input as { openid?: unknown; user_id?: unknown };
     const client = limitKey(ctx.ip);
-    const checks: Promise<unknown>[] = [];
-    if (byClient) checks.push(byClient.consume(client, cost));
     // Client keys never hold '|', so the first one splits the key unambiguously.
-    if (byOpenid && typeof openid === 'string') checks.push(byOpenid.consume(`${client}|${openid}`));
-    if (byUserId && typeof userId === 'number') checks.push(byUserId.consume(`${client}|${userId}`));
+    let subject: [Limiter, string] | null = null;
+    if (byOpenid && typeof openid === 'string') subject = [byOpenid, `${client}|${openid}`];
+    else if (byUserId && typeof userId === 'number') subject = [byUserId, `${client}|${userId}`];
     try {
-      await Promise.all(checks);
+      // One after the other: a client over its budget creates no per-user keys, so the keys
+      // one client can make per window are bounded by its budget.
+      if (byClient) await byClient.consume(client, cost);
+      if (subject) await subject[0].consume(subject[1]);
     } catch (err) {
       if (err instanceof RateLimiterRes) throw new RateLimitedError(Math.max(1, Math.ceil(err.msBeforeNext / 1000)));
       throw err;
