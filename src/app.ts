@@ -3,6 +3,7 @@ import pkg from '../package.json';
 import type { Config } from './config';
 import { authGuard } from './http/auth';
 import { bodyParser } from './http/body';
+import { clientIp, clientIpRule } from './http/client-ip';
 import { envelope } from './http/envelope';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
@@ -18,7 +19,10 @@ export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 't
 
 /** Builds the Koa app. The middleware order is the request's path, top to bottom. */
 export function createApp(config: AppConfig, services: Services, logger: Logger): Koa {
-  const app = new Koa({ proxy: config.trustProxy });
+  // Koa's own proxy mode would take the left-most X-Forwarded-For entry, which the client writes.
+  const app = new Koa({ proxy: false });
+  const clientRule = clientIpRule(config.trustProxy);
+  logger.info(clientRule.description, 'client IP rule');
   // Programmer errors arrive here (from the envelope); operational ones are answers, not logs.
   app.on('error', (err: Error, ctx?: Koa.Context) => {
     const state = ctx?.state as RouteState | undefined;
@@ -40,6 +44,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     prefix,
   });
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
+  app.use(clientIp(clientRule, logger));
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
   // They are all GET and the API is all POST: an API call does not pay for matching them.

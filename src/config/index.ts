@@ -4,6 +4,7 @@ import defaults from '../../config/default.json';
 import development from '../../config/development.json';
 import production from '../../config/production.json';
 import test from '../../config/test.json';
+import { MAX_PROXY_HOPS } from '../http/client-ip';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -41,7 +42,8 @@ export interface Config {
   authMode: 'openid' | 'token';
   sessions: { ttlSeconds: number; idleSeconds: number };
   rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
-  trustProxy: boolean;
+  /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
+  trustProxy: number;
   /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
   logFormat: 'json' | 'pretty' | 'auto';
   /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
@@ -97,7 +99,7 @@ const schema = Joi.object({
   RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
-  TRUST_PROXY: Joi.boolean().required(),
+  TRUST_PROXY: Joi.alternatives(Joi.boolean(), Joi.number().integer().min(0).max(MAX_PROXY_HOPS)).required(),
   REDIS_CLUSTER_NODES: Joi.string()
     .allow('')
     .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
@@ -169,7 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ipPoints: v.RATE_LIMIT_IP,
       openidPoints: v.RATE_LIMIT_OPENID,
     },
-    trustProxy: v.TRUST_PROXY,
+    trustProxy: Number(v.TRUST_PROXY),
     logFormat: v.LOG_FORMAT,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,

@@ -241,7 +241,7 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
     },
   };
   const httpAnswers = { ...COMMON_HTTP_ANSWERS };
-  if (route.rateLimited) {
+  if (route.rateLimited !== false) {
     httpAnswers['429'] = { description: FAILURE_MEANINGS.rateLimited, code: COMMON_CODES.rateLimited! };
   }
   for (const [status, answer] of Object.entries(httpAnswers)) {
