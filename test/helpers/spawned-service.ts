@@ -8,6 +8,8 @@ const ROOT = join(__dirname, '..', '..');
 export interface SpawnedService {
   proc: ChildProcess;
   url: string;
+  /** The operations listener (OPS_PORT): /metrics, /readyz, /docs. */
+  opsUrl: string;
   /** Every JSON log line the process wrote to stdout so far, parsed. */
   logs: Record<string, unknown>[];
   stderr: string[];
@@ -36,7 +38,7 @@ export async function spawnService(env: Record<string, string | number> = {}): P
     proc.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
   );
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
-  const url = await new Promise<string>((resolve, reject) => {
+  const { url, opsUrl } = await new Promise<{ url: string; opsUrl: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`)), 20_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
@@ -48,7 +50,7 @@ export async function spawnService(env: Record<string, string | number> = {}): P
       logs.push(entry);
       if (entry.msg === 'listening') {
         clearTimeout(timer);
-        resolve(`http://127.0.0.1:${entry.port}`);
+        resolve({ url: `http://127.0.0.1:${entry.port}`, opsUrl: `http://127.0.0.1:${entry.opsPort}` });
       }
     });
     void exited.then(({ code }) => {
@@ -56,5 +58,5 @@ export async function spawnService(env: Record<string, string | number> = {}): P
       reject(new Error(`exited with ${code} before listening: ${stderr.join('\n')}`));
     });
   });
-  return { proc, url, logs, stderr, exited };
+  return { proc, url, opsUrl, logs, stderr, exited };
 }
