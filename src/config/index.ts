@@ -52,6 +52,17 @@ export interface Config {
   readyTimeoutMs: number;
   /** Service processes (node:cluster); 1 runs without a primary. */
   workers: number;
+  /** Bounds on what one process accepts from the network (docs/limits.md). */
+  http: {
+    maxInflight: number;
+    maxConnections: number;
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    maxHeaderSize: number;
+  };
+  /** The operations listener (/metrics, /readyz, /docs): never the public port. */
+  ops: { port: number; host: string };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -109,6 +120,15 @@ const schema = Joi.object({
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   READY_TIMEOUT_MS: positiveInt.required(),
   WORKERS: Joi.alternatives(Joi.number().integer().min(1).max(64), Joi.string().valid('auto')).required(),
+  MAX_INFLIGHT: positiveInt.required(),
+  MAX_CONNECTIONS: positiveInt.required(),
+  HTTP_HEADERS_TIMEOUT_MS: positiveInt.required(),
+  // Node refuses a headers timeout longer than the request timeout.
+  HTTP_REQUEST_TIMEOUT_MS: positiveInt.min(Joi.ref('HTTP_HEADERS_TIMEOUT_MS')).required(),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: positiveInt.required(),
+  HTTP_MAX_HEADER_SIZE: Joi.number().integer().min(1024).max(65536).required(),
+  OPS_PORT: Joi.number().integer().min(0).max(65535).required(),
+  OPS_HOST: Joi.string().allow('').required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -176,5 +196,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,
     workers: v.WORKERS === 'auto' ? availableParallelism() : Number(v.WORKERS),
+    http: {
+      maxInflight: v.MAX_INFLIGHT,
+      maxConnections: v.MAX_CONNECTIONS,
+      headersTimeoutMs: v.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: v.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: v.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxHeaderSize: v.HTTP_MAX_HEADER_SIZE,
+    },
+    ops: { port: v.OPS_PORT, host: v.OPS_HOST || v.HOST },
   };
 }

@@ -20,7 +20,7 @@ describe('OpenAPI document', function () {
   before(async () => {
     wechat = await new FakeWechat().start();
     svc = await startService({ WECHAT_API_BASE: wechat.url });
-    const res = await fetch(`${svc.url}/openapi.json`);
+    const res = await fetch(`${svc.opsUrl}/openapi.json`);
     expect(res.status).to.equal(200);
     expect(res.headers.get('content-type')).to.match(/^application\/json/);
     doc = await res.json();
