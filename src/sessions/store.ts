@@ -53,7 +53,7 @@ return raw`;
  *
  * The index drops the tokens whose absolute expiry has passed, then ends the oldest sessions
  * beyond the cap before the new one is added, so it never holds more than the cap and the new
- * token is never the one ended (tokens of one second tie on score: they go in token order).
+ * token is never the one ended (sessions of one millisecond tie on score: they go in token order).
  * The ended sessions' keys are not among KEYS, but they are in the index's slot (their tokens
  * were minted there), so the script stays on one node of a cluster. A token minted before that
  * was so may live elsewhere: its DEL fails (pcall), and its key ends at its own TTL.
@@ -194,6 +194,7 @@ export function draftSession(
   const token = newToken(slotOf(index));
   const issuedAt = Math.floor(nowMs / 1000);
   const expiresAt = issuedAt + settings.ttlSeconds;
+  const ttlMs = settings.ttlSeconds * 1000;
   const keyTtlMs = Math.min(settings.idleSeconds, settings.ttlSeconds) * 1000;
   const [keyHead, keyTail] = sessionKeyParts(keys);
   return {
@@ -205,7 +206,9 @@ export function draftSession(
     tail:
       `,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},` +
       `"expires_at":${expiresAt},"idle_timeout":${settings.idleSeconds}}`,
-    args: [token, keyTtlMs, expiresAt * 1000, nowMs, settings.ttlSeconds * 1000, settings.maxPerUser, keyHead, keyTail],
+    // The index's score is the expiry to the millisecond (expires_at is it in whole seconds), so
+    // that the cap ends sessions in the order they were issued.
+    args: [token, keyTtlMs, nowMs + ttlMs, nowMs, ttlMs, settings.maxPerUser, keyHead, keyTail],
   };
 }
 

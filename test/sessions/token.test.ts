@@ -61,7 +61,7 @@ describe('session tokens', () => {
     expect(d.args).to.deep.equal([
       d.token,
       60_000,
-      1_700_000_600_000,
+      1_700_000_600_123,
       1_700_000_000_123,
       600_000,
       20,
