@@ -64,7 +64,8 @@ export const fields = {
   phone: text(32)
     .description('Contact string, 1-32 characters (not necessarily a phone number)')
     .example('12312312312'),
-  user_id: Joi.number().integer().min(1).max(0xffffffff).description('Row id of the user').example(1),
+  // users.id is BIGINT UNSIGNED; past 2^53 it would not survive a JSON client (repository.ts).
+  user_id: Joi.number().integer().min(1).max(Number.MAX_SAFE_INTEGER).description('Row id of the user').example(1),
   js_code: text(128, { noSpaces: true })
     .description('The code wx.login gave the mini-program')
     .example('0a1B2c3D4e5F6g'),

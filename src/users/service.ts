@@ -58,8 +58,12 @@ export class UserService {
     const { repository, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
-      await repository.insertIfAbsent({ openid, ...profile });
+      // Read first: the insert would spend an id even on an openid that exists.
       [row] = await repository.findByOpenid(openid);
+      if (!row) {
+        await repository.insertIfAbsent({ openid, ...profile });
+        [row] = await repository.findByOpenid(openid);
+      }
     } catch (err) {
       throw this.unavailable('mysql', 'register', err);
     } finally {
