@@ -5,6 +5,7 @@ import development from '../../config/development.json';
 import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
+import { MAX_SESSIONS_PER_USER } from '../sessions/store';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -40,7 +41,7 @@ export interface Config {
   logLevel: string;
   bodyLimit: string;
   authMode: 'openid' | 'token';
-  sessions: { ttlSeconds: number; idleSeconds: number };
+  sessions: { ttlSeconds: number; idleSeconds: number; maxPerUser: number };
   rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
   /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
   trustProxy: number;
@@ -107,6 +108,7 @@ const schema = Joi.object({
   AUTH_MODE: Joi.string().valid('openid', 'token').required(),
   SESSION_TTL_SECONDS: positiveInt.required(),
   SESSION_IDLE_SECONDS: positiveInt.required(),
+  SESSION_MAX_PER_USER: positiveInt.max(MAX_SESSIONS_PER_USER).required(),
   RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
@@ -185,7 +187,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: v.LOG_LEVEL,
     bodyLimit: v.BODY_LIMIT,
     authMode: v.AUTH_MODE,
-    sessions: { ttlSeconds: v.SESSION_TTL_SECONDS, idleSeconds: v.SESSION_IDLE_SECONDS },
+    sessions: {
+      ttlSeconds: v.SESSION_TTL_SECONDS,
+      idleSeconds: v.SESSION_IDLE_SECONDS,
+      maxPerUser: v.SESSION_MAX_PER_USER,
+    },
     rateLimit: {
       windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS,
       ipPoints: v.RATE_LIMIT_IP,

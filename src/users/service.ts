@@ -1,7 +1,7 @@
 import { ServiceError } from '../errors';
 import type { Logger } from '../logger';
 import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
-import type { WechatClient } from '../wechat/client';
+import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
@@ -58,8 +58,12 @@ export class UserService {
     const { repository, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
-      await repository.insertIfAbsent({ openid, ...profile });
+      // Read first: the insert would spend an id even on an openid that exists.
       [row] = await repository.findByOpenid(openid);
+      if (!row) {
+        await repository.insertIfAbsent({ openid, ...profile });
+        [row] = await repository.findByOpenid(openid);
+      }
     } catch (err) {
       throw this.unavailable('mysql', 'register', err);
     } finally {
@@ -243,7 +247,14 @@ export class UserService {
    * answer carries a session, bound to the user when the openid is registered already.
    */
   async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
-    const wx = await this.deps.wechat.code2Session(jsCode);
+    let wx: WechatSession;
+    try {
+      wx = await this.deps.wechat.code2Session(jsCode);
+    } catch (err) {
+      // WeChat's refusals are the caller's business; an answer that makes no sense is ours.
+      if (isMalformedAnswer(err)) this.deps.logger.warn({ reason: (err as Error).message }, 'unusable WeChat answer');
+      throw err;
+    }
     // WeChat has spent the js_code by now: a failing lookup must not cost the user the code,
     // so the session is then issued without a user_id (as for an unregistered openid). A store
     // failure was already reported where it happened (load -> unavailable).

@@ -339,7 +339,7 @@ describe('hostile input', function () {
         code: -4,
         body: { user_id: user.user_id, update: { nick_name: 'n'.repeat(65) } },
       },
-      { name: 'user_id 2^32', route: 'update', code: -1, body: { user_id: 2 ** 32, update: { phone: '2' } } },
+      { name: 'user_id 2^53', route: 'update', code: -1, body: { user_id: 2 ** 53, update: { phone: '2' } } },
       {
         name: 'user_id 2^53 + 2',
         route: 'update',

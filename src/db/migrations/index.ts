@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createUsers from './20261126000000_create_users';
+import * as usersIdBigint from './20261126230000_users_id_bigint';
 
 interface Migration {
   up(db: Knex): Promise<void>;
@@ -14,6 +15,7 @@ interface Migration {
  */
 const migrations: Record<string, Migration> = {
   '20261126000000_create_users': createUsers,
+  '20261126230000_users_id_bigint': usersIdBigint,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
