@@ -16,6 +16,9 @@ import { userRoutes } from './users/routes';
 
 export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 'trustProxy'>;
 
+/** Where the user routes are mounted: POST /service/user/<name>. */
+export const API_PREFIX = '/service/user';
+
 /** Builds the Koa app. The middleware order is the request's path, top to bottom. */
 export function createApp(config: AppConfig, services: Services, logger: Logger): Koa {
   const app = new Koa({ proxy: config.trustProxy });
@@ -25,7 +28,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
-  const prefix = '/service/user';
+  const prefix = API_PREFIX;
   const routes = userRoutes(services.users);
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
