@@ -30,6 +30,10 @@ export default async function knexfile(): Promise<Knex.Config> {
   return {
     ...knexConfig(config.db),
     migrations: migrations(),
-    seeds: { directory: join(__dirname, 'src/db/seeds'), loadExtensions: [`.${MIGRATION_EXTENSION}`] },
+    seeds: {
+      directory: join(__dirname, 'src/db/seeds'),
+      extension: MIGRATION_EXTENSION,
+      loadExtensions: [`.${MIGRATION_EXTENSION}`],
+    },
   };
 }

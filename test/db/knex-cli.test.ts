@@ -163,7 +163,11 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
         });
       });
     } finally {
-      process.kill(-service.pid!, 'SIGTERM'); // npm, its shell and node
+      try {
+        process.kill(-service.pid!, 'SIGTERM'); // npm, its shell and node
+      } catch {
+        // the whole group has exited already
+      }
       await exited;
     }
     expect(logs.find((l) => l.msg === 'migrations applied')?.migrations).to.deep.equal([probe]);
