@@ -19,7 +19,8 @@ import { userRoutes } from './users/routes';
 
 export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 'trustProxy' | 'http'>;
 
-const PREFIX = '/service/user';
+/** Where the user routes are mounted: POST /service/user/<name>. */
+export const API_PREFIX = '/service/user';
 
 function apiRoutes(services: Services): RouteSpec[] {
   return userRoutes(services.users);
@@ -44,7 +45,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
   ];
-  const router = buildRouter(PREFIX, apiRoutes(services), guards);
+  const router = buildRouter(API_PREFIX, apiRoutes(services), guards);
   const shedder = new LoadShedder(config.http.maxInflight, () => services.metrics.shedRequests.inc());
   services.metrics.inflightSource = () => shedder.inflight;
   app.use(clientIp(clientRule, logger));
@@ -71,7 +72,7 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
   const app = new Koa();
   if (api) {
     app.use((ctx, next) => {
-      if (!ctx.path.startsWith(`${PREFIX}/`)) return next();
+      if (!ctx.path.startsWith(`${API_PREFIX}/`)) return next();
       ctx.respond = false;
       return api(ctx.req, ctx.res);
     });
@@ -84,7 +85,7 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
     title: 'WeChat mini-program user service',
     version: pkg.version,
     description: pkg.description,
-    prefix: PREFIX,
+    prefix: API_PREFIX,
   });
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));

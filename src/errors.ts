@@ -16,19 +16,38 @@ export type FailureKind =
   | 'rateLimited'; // too many requests from this client, or from it on one user
 
 /**
- * What each kind means to a client, for the API page (src/http/openapi.ts). A Record, so a new
- * kind cannot be added without saying what it means.
+ * What each kind means to a client, for /openapi.json and docs/api.md. Records, so a new kind
+ * cannot be added without saying what it means, in English and in Chinese.
  */
 export const FAILURE_MEANINGS: Record<FailureKind, string> = {
-  invalid: 'a parameter is missing or invalid (提交的参数非法)',
+  invalid: 'a parameter is missing or invalid',
   notFound: 'no such user',
-  duplicate: 'several users have this openid (一个openid对应了多个用户)',
+  duplicate: 'several users have this openid',
   badJson: '`update` is a string that is not JSON',
   badUpdate: '`update` is not an object, names a field that may not change, or has an invalid value',
   upstream: 'WeChat refused the code, timed out or could not be reached; `msg` says which',
   unavailable: 'MySQL or Redis is unavailable; try again',
   unauthenticated: 'no valid session token of this user (strict mode, AUTH_MODE=token)',
   rateLimited: 'too many requests from this client, or from it on one user (HTTP 429, Retry-After)',
+};
+
+/** The same in Chinese, for docs/api.md, whose first readers are mini-program developers. */
+export const FAILURE_MEANINGS_ZH: Record<FailureKind, string> = {
+  invalid: '提交的参数非法（缺少参数或参数不合法）',
+  notFound: '用户不存在',
+  duplicate: '返回了多组数据（一个openid对应了多个用户）',
+  badJson: 'update参数提交的不是有效的json格式',
+  badUpdate: 'json处理错误：update 不是对象、含有不可修改的字段或取值非法',
+  upstream: '微信拒绝了 code、超时或无法连接，详见 msg',
+  unavailable: 'MySQL 或 Redis 不可用，请稍后重试',
+  unauthenticated: '没有该用户的有效会话 token（严格模式，AUTH_MODE=token）',
+  rateLimited: '请求过于频繁（按客户端 IP 或 openid 限流），HTTP 429，见 Retry-After',
+};
+
+/** A route's "other error" code (`other` in its table): any failure the table does not name. */
+export const OTHER_FAILURE_MEANING = {
+  en: 'other error: `msg` says what, e.g. MySQL or Redis unavailable',
+  zh: '其他错误，详情见错误输出（msg），例如 MySQL 或 Redis 不可用',
 };
 
 export class ServiceError extends Error {

@@ -1,5 +1,5 @@
 import type Joi from 'joi';
-import { FAILURE_MEANINGS, type FailureKind } from '../errors';
+import { FAILURE_MEANINGS, OTHER_FAILURE_MEANING, type FailureKind } from '../errors';
 import { COMMON_CODES, type RouteSpec } from './route';
 
 /** An OpenAPI 3.0 Schema Object (the subset this converter writes). */
@@ -179,21 +179,25 @@ const COMMON_HTTP_ANSWERS: Record<string, { description: string; code: number }>
   '503': { description: 'The process has MAX_INFLIGHT requests in flight: retry after Retry-After seconds', code: 503 },
 };
 
-/** One line per document code of a route: which failures it stands for. */
-export function codeTable(route: RouteSpec): { code: number; meaning: string }[] {
-  const byCode = new Map<number, string[]>();
-  const add = (code: number, meaning: string) => byCode.set(code, [...(byCode.get(code) ?? []), meaning]);
+/** One line per document code of a route: the failures it stands for (`other`: any it does not name). */
+export function codeKinds(route: RouteSpec): { code: number; kinds: (FailureKind | 'other')[] }[] {
+  const byCode = new Map<number, (FailureKind | 'other')[]>();
+  const add = (code: number, kind: FailureKind | 'other') => byCode.set(code, [...(byCode.get(code) ?? []), kind]);
   for (const [kind, code] of Object.entries(route.codes) as [FailureKind | 'other', number][]) {
-    if (kind !== 'other') add(code, FAILURE_MEANINGS[kind]);
+    if (kind !== 'other') add(code, kind);
   }
   // A route with an owner demands a token in strict mode (http/auth.ts).
-  if (route.owner && route.codes.unauthenticated === undefined) {
-    add(COMMON_CODES.unauthenticated!, FAILURE_MEANINGS.unauthenticated);
-  }
-  add(route.codes.other, 'other error (其他错误): `msg` says what, e.g. MySQL or Redis unavailable');
-  return [...byCode.entries()]
-    .sort(([a], [b]) => b - a)
-    .map(([code, meanings]) => ({ code, meaning: meanings.join('; ') }));
+  if (route.owner && route.codes.unauthenticated === undefined) add(COMMON_CODES.unauthenticated!, 'unauthenticated');
+  add(route.codes.other, 'other');
+  return [...byCode.entries()].sort(([a], [b]) => b - a).map(([code, kinds]) => ({ code, kinds }));
+}
+
+/** One line per document code of a route: what it means. */
+export function codeTable(route: RouteSpec): { code: number; meaning: string }[] {
+  return codeKinds(route).map(({ code, kinds }) => ({
+    code,
+    meaning: kinds.map((kind) => (kind === 'other' ? OTHER_FAILURE_MEANING.en : FAILURE_MEANINGS[kind])).join('; '),
+  }));
 }
 
 const envelopeOf = (code: SchemaObject, msg: SchemaObject, data: SchemaObject): SchemaObject => ({

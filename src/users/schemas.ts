@@ -107,7 +107,13 @@ export const jsCodeInput = Joi.object<JsCodeInput>({ js_code: fields.js_code.req
 export interface TokenInput {
   token: string;
 }
-export const tokenInput = Joi.object<TokenInput>({ token: Joi.string().max(256).required() });
+export const tokenInput = Joi.object<TokenInput>({
+  token: Joi.string()
+    .max(256)
+    .required()
+    .description('A session token, as login, loginByOpenid or getOpenid gave it')
+    .example('q3Z0v8c2kVZ1yQm6Xf0bR9sT4uW7aE5d'),
+});
 
 export const patchSchema = Joi.object<Partial<Profile>>({
   nick_name: fields.nick_name,

@@ -1,33 +1,50 @@
 import type { Knex } from 'knex';
-import * as createUsers from './20261126000000_create_users';
-import * as usersIdBigint from './20261126230000_users_id_bigint';
+import { readdirSync } from 'node:fs';
+import { extname, join } from 'node:path';
 
-interface Migration {
-  up(db: Knex): Promise<void>;
-  down(db: Knex): Promise<void>;
-}
+/** Where `npx knex migrate:make` writes and where the service and the CLI read migrations. */
+export const MIGRATIONS_DIRECTORY = __dirname;
 
 /**
- * Migrations are listed here rather than discovered on disk, so the names knex records in
- * knex_migrations are the same whether they run from TypeScript (knex CLI, tests) or from the
- * compiled dist/ (npm start): a directory scan would record `.ts` in one and `.js` in the other
- * and then refuse to run ("migration directory is corrupt").
+ * `ts` when this module runs from source (ts-node for the knex CLI, tsx for the tests),
+ * `js` when it runs from the build (npm start, the production knexfile).
  */
-const migrations: Record<string, Migration> = {
-  '20261126000000_create_users': createUsers,
-  '20261126230000_users_id_bigint': usersIdBigint,
-};
+export const MIGRATION_EXTENSION = extname(__filename).slice(1);
 
-export const migrationSource: Knex.MigrationSource<string> = {
+/**
+ * A migration is any other file of this directory with this module's own extension:
+ * `.ts` in source, `.js` in dist/ (never `.d.ts` nor `.js.map`, which tsc writes beside them).
+ * knex records it under its name without the extension, so knex_migrations holds the same
+ * names whether the CLI ran the TypeScript or the service ran the compiled JavaScript; knex's
+ * own directory source records `x.ts` in one and `x.js` in the other and then refuses to run
+ * ("migration directory is corrupt").
+ */
+function migrationNames(): string[] {
+  const suffix = `.${MIGRATION_EXTENSION}`;
+  return readdirSync(MIGRATIONS_DIRECTORY)
+    .filter((file) => file.endsWith(suffix) && !file.endsWith(`.d${suffix}`))
+    .map((file) => file.slice(0, -suffix.length))
+    .filter((name) => name !== 'index')
+    .sort();
+}
+
+/** Shaped like the specs of knex's own directory source: the CLI's migrate:list prints `file`. */
+interface MigrationSpec {
+  file: string;
+}
+
+export const migrationSource: Knex.MigrationSource<MigrationSpec> = {
   async getMigrations() {
-    return Object.keys(migrations).sort();
+    return migrationNames().map((file) => ({ file }));
   },
-  getMigrationName(name) {
-    return name;
+  getMigrationName({ file }) {
+    return file;
   },
-  async getMigration(name) {
-    const migration = migrations[name];
-    if (!migration) throw new Error(`unknown migration ${name}`);
-    return migration;
+  async getMigration({ file }): Promise<Knex.Migration> {
+    if (!migrationNames().includes(file)) throw new Error(`unknown migration ${file}`);
+    // require, not import(): the tests' hook (tsx/cjs) serves require alone, and import() of a
+    // .ts file would bypass it.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(join(MIGRATIONS_DIRECTORY, `${file}.${MIGRATION_EXTENSION}`)) as Knex.Migration;
   },
 };
