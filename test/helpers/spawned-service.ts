@@ -16,11 +16,16 @@ export interface SpawnedService {
 
 /**
  * The real entry point (`node --import tsx src/server.ts`) in its own process, configured
- * for this run through the environment; resolves once it logs that it listens.
+ * for this run through the environment; resolves once it logs that it listens. `command`
+ * starts it another way (through npm, say); `detached` gives it a process group of its own.
  */
-export async function spawnService(env: Record<string, string | number> = {}): Promise<SpawnedService> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+export async function spawnService(
+  env: Record<string, string | number> = {},
+  { command = [process.execPath, '--import', 'tsx', 'src/server.ts'], detached = false } = {},
+): Promise<SpawnedService> {
+  const proc = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
+    detached,
     env: {
       ...process.env,
       ...TEST_ENV,
@@ -37,7 +42,8 @@ export async function spawnService(env: Record<string, string | number> = {}): P
   );
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`)), 20_000);
+    // Generous: a WORKERS primary starts its workers after its own start, on a shared machine.
+    const timer = setTimeout(() => reject(new Error(`no "listening" within 60 s: ${stderr.join('\n')}`)), 60_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
