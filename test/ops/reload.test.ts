@@ -47,6 +47,7 @@ function freshConnectionCall(url: string, openid: string): Promise<string | unde
       },
     );
     req.on('error', (err) => resolve(`${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`));
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
     req.end(body);
   });
 }
@@ -143,7 +144,11 @@ describe('SIGHUP with WORKERS=2: rolling reload (the real process)', function ()
     // and the new one takes its place (no extra fork).
     svc.proc.kill('SIGHUP');
     await eventually(() => starting().length === 1, 30_000, 10);
-    process.kill(starting()[0]!.replaces as number, 'SIGKILL');
+    const crashed = starting()[0]!.replaces as number;
+    process.kill(crashed, 'SIGKILL');
+    // A connection node:cluster hands to a worker in the instant it dies is lost with it; the
+    // service is up again once the primary has seen the death (reaped it).
+    await eventually(() => !children(primary).includes(crashed), 10_000, 10);
     for (let i = 0; i < 5; i++) expect(await freshConnectionCall(svc.url, openid)).to.equal(undefined);
     await eventually(() => count(svc!, 'reload complete') === 1, 120_000, 50);
     const second = children(primary);
@@ -154,7 +159,9 @@ describe('SIGHUP with WORKERS=2: rolling reload (the real process)', function ()
     // A new worker dies before it is ready: the reload stops there, the old workers stay.
     svc.proc.kill('SIGHUP');
     await eventually(() => starting().length === 3, 30_000, 10);
-    process.kill(starting()[2]!.pid as number, 'SIGKILL');
+    const fresh = starting()[2]!.pid as number;
+    process.kill(fresh, 'SIGKILL');
+    await eventually(() => !children(primary).includes(fresh), 10_000, 10);
     await eventually(() => svc!.logs.some((l) => String(l.msg).startsWith('reload aborted')), 30_000, 20);
     for (let i = 0; i < 5; i++) expect(await freshConnectionCall(svc.url, openid)).to.equal(undefined);
     expect(children(primary).sort()).to.deep.equal([...second].sort());
