@@ -43,7 +43,10 @@ export async function spawnService(
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
   const url = await new Promise<string>((resolve, reject) => {
     // Generous: a WORKERS primary starts its workers after its own start, on a shared machine.
-    const timer = setTimeout(() => reject(new Error(`no "listening" within 60 s: ${stderr.join('\n')}`)), 60_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // not left behind by the failed test (a primary's workers follow it)
+      reject(new Error(`no "listening" within 60 s: ${stderr.join('\n')}`));
+    }, 60_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
