@@ -10,6 +10,7 @@ import type { Logger } from './logger';
 import { createLogger } from './logger';
 import { createServices } from './services';
 import { drainer } from './shutdown';
+import { PREPARE_ENV, shutdownDelay, superviseServer } from './signals';
 
 export interface RunningServer {
   server: Server;
@@ -18,11 +19,17 @@ export interface RunningServer {
   opsServer: Server;
   opsUrl: string;
   /**
-   * Graceful stop: /readyz turns 503, the listener closes, requests in flight get up to
-   * `graceMs` (SHUTDOWN_GRACE_MS) to finish, then Redis and the MySQL pool are closed.
+   * Graceful stop: /readyz turns 503 and the service keeps serving for SHUTDOWN_DELAY_MS, then
+   * the listener closes, requests in flight get up to `graceMs` (SHUTDOWN_GRACE_MS) to finish,
+   * then Redis and the MySQL pool are closed.
    * Resolves true when everything finished in time, false when requests had to be cut.
    */
   stop(graceMs?: number): Promise<boolean>;
+  /** Ends the SHUTDOWN_DELAY_MS wait of stop() early, or skips it when called before. */
+  skipDelay(): void;
+  /** Whether the stores answer now, as /readyz would say (before any shutdown). */
+  ready(): Promise<boolean>;
+  logger: Logger;
 }
 
 /** Creates the database if it is missing and applies the migrations. */
@@ -62,14 +69,20 @@ export async function startServer(
   const local = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
   logger.info({ port, host: config.host, opsPort, opsHost: config.ops.host }, 'listening');
 
+  const delay = shutdownDelay(config.shutdownDelayMs);
   return {
     server,
     url: `http://${local(config.host)}:${port}`,
     opsServer,
     opsUrl: `http://${local(config.ops.host)}:${opsPort}`,
+    logger,
+    skipDelay: () => delay.skip(),
+    ready: async () => (await services.readiness.report()).status === 'ready',
     async stop(graceMs = config.shutdownGraceMs) {
-      const start = performance.now();
       services.readiness.draining = true;
+      // The load balancer sees /readyz fail and stops sending before the listener closes.
+      await delay.wait(logger);
+      const start = performance.now();
       logger.info({ inflight: connections.inflight, graceMs }, 'shutting down: no new connections');
       let clean = await connections.drain(graceMs);
       if (!clean) logger.warn({ graceMs }, 'grace period over: requests still in flight were cut');
@@ -108,32 +121,19 @@ async function main(): Promise<void> {
     // The primary prepares the database once, then only supervises: workers serve.
     const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env });
     await prepareDatabase(config, logger);
-    runPrimary({ workers: config.workers, graceMs: config.shutdownGraceMs, logger });
+    runPrimary({
+      workers: config.workers,
+      graceMs: config.shutdownGraceMs,
+      delayMs: config.shutdownDelayMs,
+      repeatMs: config.shutdownRepeatMs,
+      logger,
+    });
     return;
   }
-  const running = await startServer(config, undefined, { prepare: cluster.isPrimary });
-  let stopping = false;
-  // Exit 0 when every request in flight was answered within SHUTDOWN_GRACE_MS, 1 otherwise.
-  // A second signal while draining means "now".
-  const shutdown = (signal: string) => {
-    if (stopping) {
-      // A worker may get the terminal's SIGINT and then the primary's SIGTERM: the primary
-      // enforces the grace period for it, so only a lone process takes a second signal as "now".
-      if (cluster.isWorker) return;
-      process.stderr.write(`${signal} again: exiting now\n`);
-      process.exit(1);
-    }
-    stopping = true;
-    running.stop().then(
-      (clean) => process.exit(clean ? 0 : 1),
-      (err: Error) => {
-        process.stderr.write(`shutdown failed: ${err?.message ?? err}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  // A worker prepares the database only when it is the first of a reload (new migrations).
+  const prepare = cluster.isPrimary || process.env[PREPARE_ENV] === '1';
+  const running = await startServer(config, undefined, { prepare });
+  superviseServer(running, { repeatMs: config.shutdownRepeatMs, delayMs: config.shutdownDelayMs });
 }
 
 if (require.main === module) {

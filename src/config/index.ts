@@ -49,6 +49,10 @@ export interface Config {
   logFormat: 'json' | 'pretty' | 'auto';
   /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
   shutdownGraceMs: number;
+  /** After SIGTERM, how long /readyz answers 503 while the service still serves (the load balancer leaves). */
+  shutdownDelayMs: number;
+  /** The same shutdown signal again within this is the echo of a group-delivered one, not "exit now". */
+  shutdownRepeatMs: number;
   /** Longest /readyz waits for each store before calling it down. */
   readyTimeoutMs: number;
   /** Service processes (node:cluster); 1 runs without a primary. */
@@ -120,6 +124,8 @@ const schema = Joi.object({
     .required(),
   LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
   SHUTDOWN_GRACE_MS: positiveInt.required(),
+  SHUTDOWN_DELAY_MS: Joi.number().integer().min(0).max(600_000).required(),
+  SHUTDOWN_REPEAT_MS: Joi.number().integer().min(0).max(60_000).required(),
   READY_TIMEOUT_MS: positiveInt.required(),
   WORKERS: Joi.alternatives(Joi.number().integer().min(1).max(64), Joi.string().valid('auto')).required(),
   MAX_INFLIGHT: positiveInt.required(),
@@ -200,6 +206,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: Number(v.TRUST_PROXY),
     logFormat: v.LOG_FORMAT,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
+    shutdownDelayMs: v.SHUTDOWN_DELAY_MS,
+    shutdownRepeatMs: v.SHUTDOWN_REPEAT_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,
     workers: v.WORKERS === 'auto' ? availableParallelism() : Number(v.WORKERS),
     http: {

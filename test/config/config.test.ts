@@ -17,6 +17,8 @@ describe('configuration', () => {
     expect(config.cache.absentTtlMs).to.equal(5000);
     expect(config.logFormat).to.equal('auto');
     expect(config.shutdownGraceMs).to.equal(10_000);
+    expect(config.shutdownDelayMs).to.equal(0);
+    expect(config.shutdownRepeatMs).to.equal(2000);
     expect(config.readyTimeoutMs).to.equal(2000);
   });
 
@@ -64,6 +66,8 @@ describe('configuration', () => {
     LOG_LEVEL: 'loud',
     LOG_FORMAT: 'fancy',
     SHUTDOWN_GRACE_MS: '0',
+    SHUTDOWN_DELAY_MS: '600001',
+    SHUTDOWN_REPEAT_MS: '-1',
     READY_TIMEOUT_MS: 'soon',
   };
   for (const [name, value] of Object.entries(bad)) {

@@ -16,18 +16,32 @@ export interface SpawnedService {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
 }
 
+export interface SpawnOptions {
+  /** Node flags before the loader (the production ones, say). */
+  nodeFlags?: string[];
+  /**
+   * `-r tsx/cjs` instead of `--import tsx` spares the off-thread loader's 13 MB, for tests that
+   * hold the process to a memory target.
+   */
+  loader?: string[];
+  /** Starts it another way (through npm, say) instead of node + loader + src/server.ts. */
+  command?: string[];
+  /** A process group of its own, for tests that signal the whole group. */
+  detached?: boolean;
+}
+
 /**
  * The real entry point (`node --import tsx src/server.ts`) in its own process, configured
  * for this run through the environment; resolves once it logs that it listens.
  */
 export async function spawnService(
   env: Record<string, string | number> = {},
-  // `-r tsx/cjs` instead of `--import tsx` spares the off-thread loader's 13 MB, for tests that
-  // hold the process to a memory target.
-  { nodeFlags = [], loader = ['--import', 'tsx'] }: { nodeFlags?: string[]; loader?: string[] } = {},
+  { nodeFlags = [], loader = ['--import', 'tsx'], command, detached = false }: SpawnOptions = {},
 ): Promise<SpawnedService> {
-  const proc = spawn(process.execPath, [...nodeFlags, ...loader, 'src/server.ts'], {
+  const argv = command ?? [process.execPath, ...nodeFlags, ...loader, 'src/server.ts'];
+  const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: ROOT,
+    detached,
     env: {
       ...process.env,
       ...TEST_ENV,
@@ -44,7 +58,11 @@ export async function spawnService(
   );
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
   const { url, opsUrl } = await new Promise<{ url: string; opsUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`)), 20_000);
+    // Generous: a WORKERS primary starts its workers after its own start, on a shared machine.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // not left behind by the failed test (a primary's workers follow it)
+      reject(new Error(`no "listening" within 60 s: ${stderr.join('\n')}`));
+    }, 60_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
