@@ -10,6 +10,7 @@ import { rateLimitGuard } from './http/rate-limit';
 import type { RouteState } from './http/route';
 import { buildRouter } from './http/router';
 import type { Logger } from './logger';
+import { serveMedia } from './media/serve';
 import { opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
@@ -26,7 +27,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   });
 
   const prefix = '/service/user';
-  const routes = userRoutes(services.users);
+  const routes = userRoutes(services.users, services.flows);
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
@@ -41,6 +42,8 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   });
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
+  // Uploaded avatars, GET /media/avatar/<name>: on the public listener, outside the envelope.
+  app.use(serveMedia(services.media));
   // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
   // They are all GET and the API is all POST: an API call does not pay for matching them.
   const opsRoutes = ops.routes() as Koa.Middleware;

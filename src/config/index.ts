@@ -50,6 +50,13 @@ export interface Config {
   readyTimeoutMs: number;
   /** Service processes (node:cluster); 1 runs without a primary. */
   workers: number;
+  media: {
+    /** Where uploaded avatars are stored (avatar/<name>); shared by every instance. */
+    dir: string;
+    /** The URL base clients reach this service at: avatar URLs are <base>/media/avatar/<name>. */
+    publicBaseUrl: string;
+    avatarMaxBytes: number;
+  };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -107,6 +114,19 @@ const schema = Joi.object({
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   READY_TIMEOUT_MS: positiveInt.required(),
   WORKERS: Joi.alternatives(Joi.number().integer().min(1).max(64), Joi.string().valid('auto')).required(),
+  // An avatar URL (base + /media/avatar/<name>, ~40 characters) must fit the 512 of the column.
+  PUBLIC_BASE_URL: Joi.string()
+    .uri({ scheme: ['http', 'https'] })
+    .max(400)
+    .pattern(/^[^?#]*$/)
+    .messages({ 'string.pattern.base': '{{#label}} may not have a query or a fragment' })
+    .required(),
+  MEDIA_DIR: Joi.string().min(1).required(),
+  AVATAR_MAX_BYTES: Joi.number()
+    .integer()
+    .min(1024)
+    .max(20 * 1024 * 1024)
+    .required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -174,5 +194,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,
     workers: v.WORKERS === 'auto' ? availableParallelism() : Number(v.WORKERS),
+    media: {
+      dir: v.MEDIA_DIR,
+      publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
+      avatarMaxBytes: v.AVATAR_MAX_BYTES,
+    },
   };
 }

@@ -9,7 +9,7 @@ import { FakeWechat } from '../helpers/fake-wechat';
 import { startService, type TestService } from '../helpers/service';
 
 const ROUTES = ['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session'];
-const specs = new Map<string, RouteSpec>(userRoutes({} as never).map((r) => [r.name, r]));
+const specs = new Map<string, RouteSpec>(userRoutes({} as never, {} as never).map((r) => [r.name, r]));
 
 describe('OpenAPI document', function () {
   this.timeout(20_000);
