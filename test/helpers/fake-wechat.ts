@@ -34,7 +34,9 @@ export class FakeWechat {
   private readonly replies = new Map<string, WechatReply[]>();
   private readonly phoneCodes = new Map<string, string>();
   private readonly revoked = new Set<string>();
-  private current?: { token: string; expiresAt: number };
+  /** Per appid, as WeChat keeps one current token per app. */
+  private readonly current = new Map<string, { token: string; expiresAt: number }>();
+  private readonly expiry = new Map<string, number>();
   private server?: Server;
   url = '';
 
@@ -44,8 +46,8 @@ export class FakeWechat {
     return this;
   }
 
-  /** The current token (or `token`) stops working: APIs answer 40001, stable_token issues another. */
-  revoke(token = this.current?.token): void {
+  /** The last token issued (or `token`) stops working: APIs answer 40001, stable_token issues another. */
+  revoke(token = this.issuedTokens.at(-1)): void {
     if (token) this.revoked.add(token);
   }
 
@@ -122,11 +124,13 @@ export class FakeWechat {
     if (body.force_refresh !== false) return { errcode: 40002, errmsg: 'this fake expects force_refresh false' };
     if (this.tokenRefusal) return this.tokenRefusal;
     const now = Date.now();
-    const current = this.current;
+    const current = this.current.get(body.appid);
     if (!current || this.revoked.has(current.token) || current.expiresAt - now < 300_000) {
       const token = `ACCESS_TOKEN_${this.issuedTokens.length + 1}_${randomBytes(12).toString('hex')}`;
+      const expiresAt = now + this.tokenTtlSeconds * 1000;
       this.issuedTokens.push(token);
-      this.current = { token, expiresAt: now + this.tokenTtlSeconds * 1000 };
+      this.current.set(body.appid, { token, expiresAt });
+      this.expiry.set(token, expiresAt);
       return { access_token: token, expires_in: this.tokenTtlSeconds };
     }
     return { access_token: current.token, expires_in: Math.floor((current.expiresAt - now) / 1000) };
@@ -135,7 +139,7 @@ export class FakeWechat {
   private phoneNumber(token: string, body: Record<string, unknown>): unknown {
     if (!this.issuedTokens.includes(token)) return { errcode: 40014, errmsg: 'invalid access_token' };
     if (this.revoked.has(token)) return { errcode: 40001, errmsg: 'invalid credential, access_token is invalid' };
-    if (this.current?.token === token && this.current.expiresAt <= Date.now()) {
+    if (this.expiry.get(token)! <= Date.now()) {
       return { errcode: 42001, errmsg: 'access_token expired' };
     }
     const code = typeof body.code === 'string' ? body.code : '';

@@ -17,7 +17,12 @@ async function photo(width: number, height: number, format: 'jpeg' | 'png' | 'we
     .toFormat(format)
     .withExif({
       IFD0: { Make: 'PhoneMaker', Model: 'SecretCam 9', Copyright: 'EXIF-MARKER' },
-      IFD3: { GPSLatitudeRef: 'N', GPSLatitude: '39/1 54/1 27/1', GPSLongitudeRef: 'E', GPSLongitude: '116/1 23/1 17/1' },
+      IFD3: {
+        GPSLatitudeRef: 'N',
+        GPSLatitude: '39/1 54/1 27/1',
+        GPSLongitudeRef: 'E',
+        GPSLongitude: '116/1 23/1 17/1',
+      },
     })
     .toBuffer();
 }
@@ -39,11 +44,14 @@ async function upload(
   form.append(opts.field ?? 'file', new Blob([data], { type: opts.type ?? 'image/jpeg' }), opts.filename ?? 'tmp.jpg');
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const res = await fetch(`${svc.url}/service/user/avatar`, { method: 'POST', body: form, headers });
-  return { status: res.status, body: await res.json() };
+  return { status: res.status, body: (await res.json()) as Upload['body'] };
 }
 
 /** A raw GET, so that the path reaches the server exactly as written (fetch would normalise it). */
-function rawGet(base: string, path: string): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
+function rawGet(
+  base: string,
+  path: string,
+): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
     const req = request({ host: url.hostname, port: url.port, path, method: 'GET' }, (res) => {
@@ -223,7 +231,7 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
     expect(avatarFiles(u.user_id)).to.have.length(1);
   });
 
-  it('an avatar URL set through update that names another user\'s file does not get that file removed', async () => {
+  it("an avatar URL set through update that names another user's file does not get that file removed", async () => {
     const victim = await user();
     const victimAvatar = (await upload(svc, victim.token, await photo(80, 80))).body.data.avatar as string;
     const attacker = await user();
@@ -244,13 +252,17 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
     expect((await upload(svc, session.body.data.token, jpeg)).body.code).to.equal(-4);
 
     const u = await user();
-    const json = await svc.call('avatar', { file: jpeg.toString('base64') }, { headers: { authorization: `Bearer ${u.token}` } });
+    const json = await svc.call(
+      'avatar',
+      { file: jpeg.toString('base64') },
+      { headers: { authorization: `Bearer ${u.token}` } },
+    );
     expect(json.body.code).to.equal(-1);
     // Another route given a multipart body does not read it: invalid parameters.
     const form = new FormData();
     form.append('openid', u.openid);
     const res = await fetch(`${svc.url}/service/user/get`, { method: 'POST', body: form });
-    expect((await res.json()).code).to.equal(-1);
+    expect(((await res.json()) as Upload['body']).code).to.equal(-1);
   });
 
   it('bounds the form around the file: a wrong field, two files, too many fields are -1', async () => {
@@ -268,7 +280,7 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
       body: form,
       headers: { authorization: `Bearer ${u.token}` },
     });
-    expect((await two.json()).code).to.equal(-1);
+    expect(((await two.json()) as Upload['body']).code).to.equal(-1);
     // wx.uploadFile's formData beside the file is fine.
     expect((await upload(svc, u.token, jpeg, { extra: { note: 'hi' } })).body.code).to.equal(0);
   });
