@@ -3,6 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { userOutput } from '../../src/users/schemas';
 import { newOpenid, testConfig } from '../helpers/env';
 import { loginBody } from '../helpers/http';
 import { FakeWechat } from '../helpers/fake-wechat';
@@ -105,6 +106,7 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
     const avatar: string = res.body.data.avatar;
     expect(avatar).to.match(new RegExp(`^${PUBLIC_BASE_URL}/media/avatar/${u.user_id}_\\d{14}\\.jpg$`));
     expect(res.body.data).to.include({ user_id: u.user_id, openid: u.openid });
+    expect(userOutput.validate(res.body.data, { convert: false }).error).to.equal(undefined);
     // Through the same update path: a read right after sees the new avatar.
     expect((await svc.call('get', { openid: u.openid })).body.data.avatar).to.equal(avatar);
 

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import type { RedisClient as Redis } from '../../src/redis/client';
+import { userOutput } from '../../src/users/schemas';
 import { newOpenid } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { loginBody } from '../helpers/http';
@@ -68,6 +69,7 @@ describe('bindPhone (WeChat getuserphonenumber, one shared access token)', funct
     const res = await svc.call('bindPhone', { code }, bearer(u.token));
     expect(res.body).to.include({ code: 0 });
     expect(res.body.data).to.include({ user_id: u.user_id, openid: u.openid, phone });
+    expect(userOutput.validate(res.body.data, { convert: false }).error).to.equal(undefined);
     expect((await svc.call('get', { openid: u.openid })).body.data.phone).to.equal(phone);
     expect((await svc.call('loginByOpenid', { openid: u.openid })).body.data.phone).to.equal(phone);
 
