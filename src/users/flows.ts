@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../logger';
 import { IMAGE_TYPES, processAvatar } from '../media/image';
 import type { MediaStore } from '../media/store';
+import { Slots } from '../media/slots';
 import { readUpload } from '../media/upload';
 import type { Session } from '../sessions/store';
 import type { PhoneNumberApi } from '../wechat/phone-number';
@@ -27,6 +28,9 @@ const NAME_ATTEMPTS = 60;
  * cache is invalidated exactly as an update's, and both answer the user as read afterwards.
  */
 export class ProfileFlows {
+  /** Images decoded at once per process, and waiting for it; more uploads are refused (-3). */
+  private readonly imageSlots = new Slots(2, 16, 'avatar uploads');
+
   constructor(private readonly deps: ProfileFlowDeps) {}
 
   /** AVATAR_MAX_BYTES: the largest avatar file accepted. */
@@ -49,7 +53,7 @@ export class ProfileFlows {
     const { users, media, avatarMaxBytes, logger } = this.deps;
     const user = await this.current(session);
     const upload = await readUpload(req, { maxFileBytes: avatarMaxBytes, field: 'file' });
-    const image = await processAvatar(upload);
+    const image = await this.imageSlots.run(() => processAvatar(upload));
     const { ext, contentType } = IMAGE_TYPES[image.type];
     const key = await this.storeNew(user.user_id, ext, image.data, contentType);
     try {
