@@ -1,4 +1,4 @@
-import sharp from 'sharp';
+import type Sharp from 'sharp';
 import { ServiceError } from '../errors';
 
 export type ImageType = 'jpeg' | 'png' | 'webp';
@@ -19,8 +19,21 @@ export const AVATAR_PX = 512;
 // A small file can declare a huge canvas (a decompression bomb): refused before decoding.
 const MAX_INPUT_PIXELS = 40_000_000;
 
-// Live libvips caches hold decoded images for reuse: an upload is never seen twice.
-sharp.cache(false);
+/**
+ * sharp with libvips adds about 20 MB to a process's RSS; a process that never gets an avatar
+ * upload never loads it. Resolved at once, so a broken install still fails at start.
+ */
+const SHARP_PATH = require.resolve('sharp');
+let loaded: typeof Sharp | undefined;
+function sharp(): typeof Sharp {
+  if (!loaded) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    loaded = require(SHARP_PATH) as typeof Sharp;
+    // libvips' caches keep decoded images for reuse: an upload is never seen twice.
+    loaded.cache(false);
+  }
+  return loaded;
+}
 
 /** The type from the first bytes (magic numbers), whatever the file's name or declared type says. */
 export function sniffImage(data: Buffer): ImageType | null {
@@ -49,7 +62,7 @@ export async function processAvatar(data: Buffer): Promise<{ data: Buffer; type:
   let width: number;
   let height: number;
   try {
-    const meta = await sharp(data, options).metadata();
+    const meta = await sharp()(data, options).metadata();
     if (meta.format !== type) throw new Error('content and decoder disagree');
     const upright = (meta.orientation ?? 1) >= 5;
     width = (upright ? meta.height : meta.width) ?? 0;
@@ -59,7 +72,7 @@ export async function processAvatar(data: Buffer): Promise<{ data: Buffer; type:
   }
   if (!width || !height) throw refuse('the image cannot be read');
   const side = Math.min(AVATAR_PX, width, height);
-  let pipeline = sharp(data, options).rotate().resize(side, side, { fit: 'cover', position: 'centre' });
+  let pipeline = sharp()(data, options).rotate().resize(side, side, { fit: 'cover', position: 'centre' });
   if (type === 'jpeg') pipeline = pipeline.jpeg({ quality: 85, mozjpeg: true });
   else if (type === 'png') pipeline = pipeline.png({ compressionLevel: 9 });
   else pipeline = pipeline.webp({ quality: 85 });
