@@ -86,7 +86,8 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
 
   before(async () => {
     wechat = await new FakeWechat().start();
-    svc = await startService({ PUBLIC_BASE_URL, WECHAT_API_BASE: wechat.url });
+    // A loaded machine must not turn a slow Redis reply into a failed upload.
+    svc = await startService({ PUBLIC_BASE_URL, WECHAT_API_BASE: wechat.url, REDIS_COMMAND_TIMEOUT_MS: 2000 });
     mediaDir = testConfig().media.dir;
   });
   after(async () => {

@@ -50,6 +50,7 @@ describe('bindPhone (WeChat getuserphonenumber, one shared access token)', funct
         WECHAT_SECRET: SECRET,
         // The fake shares this process with the service: a loaded machine must not time it out.
         WECHAT_TIMEOUT_MS: 5000,
+        REDIS_COMMAND_TIMEOUT_MS: 2000,
         LOG_LEVEL: 'trace',
       },
       logs,
