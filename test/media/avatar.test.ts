@@ -284,6 +284,22 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
       headers: { authorization: `Bearer ${u.token}` },
     });
     expect(((await two.json()) as Upload['body']).code).to.equal(-1);
+    // A part header beyond busboy's 16 KiB, and a request of many empty parts, are refused too.
+    const raw = async (body: string) => {
+      const res = await fetch(`${svc.url}/service/user/avatar`, {
+        method: 'POST',
+        body,
+        headers: { authorization: `Bearer ${u.token}`, 'content-type': 'multipart/form-data; boundary=b0' },
+      });
+      return (await res.json()) as Upload['body'];
+    };
+    const hugeHeader = `--b0\r\nContent-Disposition: form-data; name="file"; filename="${'a'.repeat(20_000)}.jpg"\r\n\r\nx\r\n--b0--\r\n`;
+    expect(await raw(hugeHeader)).to.deep.include({ code: -1, msg: 'malformed multipart/form-data body' });
+    const parts = Array.from(
+      { length: 50 },
+      (_, i) => `--b0\r\nContent-Disposition: form-data; name="p${i}"\r\n\r\n\r\n`,
+    );
+    expect((await raw(`${parts.join('')}--b0--\r\n`)).msg).to.match(/^too many (fields|parts)/);
     // wx.uploadFile's formData beside the file is fine.
     expect((await upload(svc, u.token, jpeg, { extra: { note: 'hi' } })).body.code).to.equal(0);
   });
