@@ -37,7 +37,12 @@ export async function spawnService(env: Record<string, string | number> = {}): P
   );
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`)), 20_000);
+    const timer = setTimeout(() => {
+      // Nobody gets a handle on a process that did not start in time: it is stopped here (a
+      // WORKERS primary stops its workers on SIGTERM), or it would outlive the test run.
+      proc.kill('SIGTERM');
+      reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`));
+    }, 20_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
