@@ -13,6 +13,7 @@ import type { RouteSpec, RouteState } from './http/route';
 import { buildRouter } from './http/router';
 import { LoadShedder } from './http/shed';
 import type { Logger } from './logger';
+import { serveMedia } from './media/serve';
 import { healthRouter, opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
@@ -23,7 +24,18 @@ export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 't
 export const API_PREFIX = '/service/user';
 
 function apiRoutes(services: Services): RouteSpec[] {
-  return userRoutes(services.users);
+  return userRoutes(services.users, services.flows);
+}
+
+/** The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. */
+export function openApiDocument(routes: RouteSpec[]): object {
+  // Generated from the same specs the router mounts and validates with: it cannot drift.
+  return buildOpenApi(routes, {
+    title: 'WeChat mini-program user service',
+    version: pkg.version,
+    description: pkg.description,
+    prefix: API_PREFIX,
+  });
 }
 
 /**
@@ -53,6 +65,8 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   // Liveness answers before the load shedder: a probe must not fail because the process is busy.
   const healthRoutes = healthRouter().routes() as Koa.Middleware;
   app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? healthRoutes(ctx, next) : next()));
+  // Uploaded avatars, GET /media/avatar/<name>: on the public listener, outside the envelope.
+  app.use(serveMedia(services.media));
   app.use(envelope());
   app.use(readBody(config.bodyLimit));
   app.use(shedder.gate());
@@ -81,12 +95,7 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
     logger.error({ err, route: (ctx?.state as RouteState | undefined)?.ops ?? ctx?.path }, 'unexpected error');
   });
   // Generated from the same specs the router mounts and validates with: it cannot drift.
-  const openapi = buildOpenApi(apiRoutes(services), {
-    title: 'WeChat mini-program user service',
-    version: pkg.version,
-    description: pkg.description,
-    prefix: API_PREFIX,
-  });
+  const openapi = openApiDocument(apiRoutes(services));
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   app.use(ops.routes());

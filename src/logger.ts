@@ -13,6 +13,8 @@ export const REDACT_PATHS = [
   '*.token',
   'secret',
   '*.secret',
+  'access_token',
+  '*.access_token',
   'phone',
   '*.phone',
   'req.headers.authorization',

@@ -5,13 +5,17 @@ import { Metrics, type PoolStats } from './ops/metrics';
 import { Readiness } from './ops/readiness';
 import { RedisBreaker } from './redis/breaker';
 import { connectRedis, createRedis, type RedisClient } from './redis/client';
+import { DiskMediaStore, type MediaStore } from './media/store';
 import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
+import { ProfileFlows } from './users/flows';
 import { dateFormatter } from './users/model';
 import { UserRepository } from './users/repository';
 import { UserService } from './users/service';
+import { AccessTokenProvider } from './wechat/access-token';
 import { WechatClient } from './wechat/client';
+import { PhoneNumberApi } from './wechat/phone-number';
 import { SessionKeyStore } from './wechat/session-keys';
 
 export interface Services {
@@ -21,6 +25,9 @@ export interface Services {
   breaker: RedisBreaker;
   sessions: SessionStore;
   users: UserService;
+  /** WeChat's phone-number and avatar flows (bindPhone, avatar). */
+  flows: ProfileFlows;
+  media: MediaStore;
   metrics: Metrics;
   readiness: Readiness;
   close(): Promise<void>;
@@ -113,6 +120,23 @@ export async function createServices(
       logger.debug({ store, op, err: (err as Error)?.message }, 'store operation failed');
     },
   });
+  // One WeChat access token for every process and instance, for every WeChat server API.
+  const accessTokens = new AccessTokenProvider(
+    config.wechat,
+    redis,
+    keys,
+    breaker,
+    logger.child({ component: 'wechat' }),
+  );
+  const media = new DiskMediaStore(config.media.dir, config.media.publicBaseUrl);
+  const flows = new ProfileFlows({
+    users,
+    phones: new PhoneNumberApi(config.wechat, accessTokens),
+    media,
+    avatarMaxBytes: config.media.avatarMaxBytes,
+    formatDate: dateFormatter(config.timeZone),
+    logger,
+  });
   const readiness = new Readiness(
     {
       mysql: () => db.raw('SELECT 1').timeout(config.db.queryTimeoutMs),
@@ -129,6 +153,8 @@ export async function createServices(
     breaker,
     sessions,
     users,
+    flows,
+    media,
     metrics,
     readiness,
     async close() {

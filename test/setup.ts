@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { dropDatabase, ensureDatabase } from '../src/db/knex';
 import { testConfig } from './helpers/env';
 import { deleteByPrefix, testRedis } from './helpers/stores';
@@ -12,6 +13,7 @@ export const mochaHooks = {
     this.timeout(30_000);
     const config = testConfig();
     await dropDatabase(config.db);
+    await rm(config.media.dir, { recursive: true, force: true });
     const redis = testRedis();
     try {
       await deleteByPrefix(redis, config.redis.keyPrefix);

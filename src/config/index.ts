@@ -68,6 +68,13 @@ export interface Config {
   };
   /** The operations listener (/metrics, /readyz, /docs): never the public port. */
   ops: { port: number; host: string };
+  media: {
+    /** Where uploaded avatars are stored (avatar/<name>); shared by every instance. */
+    dir: string;
+    /** The URL base clients reach this service at: avatar URLs are <base>/media/avatar/<name>. */
+    publicBaseUrl: string;
+    avatarMaxBytes: number;
+  };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -137,6 +144,19 @@ const schema = Joi.object({
   HTTP_MAX_HEADER_SIZE: Joi.number().integer().min(1024).max(65536).required(),
   OPS_PORT: Joi.number().integer().min(0).max(65535).required(),
   OPS_HOST: Joi.string().allow('').required(),
+  // An avatar URL (base + /media/avatar/<name>, ~40 characters) must fit the 512 of the column.
+  PUBLIC_BASE_URL: Joi.string()
+    .uri({ scheme: ['http', 'https'] })
+    .max(400)
+    .pattern(/^[^?#]*$/)
+    .messages({ 'string.pattern.base': '{{#label}} may not have a query or a fragment' })
+    .required(),
+  MEDIA_DIR: Joi.string().min(1).required(),
+  AVATAR_MAX_BYTES: Joi.number()
+    .integer()
+    .min(1024)
+    .max(20 * 1024 * 1024)
+    .required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -219,5 +239,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxHeaderSize: v.HTTP_MAX_HEADER_SIZE,
     },
     ops: { port: v.OPS_PORT, host: v.OPS_HOST || v.HOST },
+    media: {
+      dir: v.MEDIA_DIR,
+      publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
+      avatarMaxBytes: v.AVATAR_MAX_BYTES,
+    },
   };
 }

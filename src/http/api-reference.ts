@@ -3,11 +3,10 @@
 // tables. Deterministic: the same specs give the same bytes (test/http/api-reference.test.ts).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pkg from '../../package.json';
-import { API_PREFIX } from '../app';
+import { API_PREFIX, openApiDocument } from '../app';
 import { FAILURE_MEANINGS, FAILURE_MEANINGS_ZH, OTHER_FAILURE_MEANING } from '../errors';
 import { userRoutes } from '../users/routes';
-import { buildOpenApi, codeKinds, type SchemaObject } from './openapi';
+import { codeKinds, type SchemaObject } from './openapi';
 import { COMMON_CODES, type RouteSpec } from './route';
 
 export const API_REFERENCE_FILE = join(__dirname, '..', '..', 'docs', 'api.md');
@@ -57,14 +56,12 @@ interface Document {
   components: { schemas: Record<string, Schema> };
 }
 
+/** The route specs alone: their handlers are never called here, so they get no services. */
+const specsOnly = (): RouteSpec[] => userRoutes({} as never, {} as never);
+
 /** The OpenAPI document of the user routes, as the app builds it. */
-export function apiDocument(routes: RouteSpec[] = userRoutes({} as never)): Document {
-  return buildOpenApi(routes, {
-    title: 'WeChat mini-program user service',
-    version: pkg.version,
-    description: pkg.description,
-    prefix: API_PREFIX,
-  }) as unknown as Document;
+export function apiDocument(routes: RouteSpec[] = specsOnly()): Document {
+  return openApiDocument(routes) as unknown as Document;
 }
 
 const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -253,7 +250,7 @@ function routeSection(doc: Document, route: RouteSpec): string {
 }
 
 /** docs/api.md, from the route specs. */
-export function renderApiReference(routes: RouteSpec[] = userRoutes({} as never)): string {
+export function renderApiReference(routes: RouteSpec[] = specsOnly()): string {
   const doc = apiDocument(routes);
   const ops = routes.map((route) => operationOf(doc, route));
 

@@ -16,14 +16,23 @@ export function requestToken(ctx: Context): string | undefined {
   return typeof field === 'string' && field ? field : undefined;
 }
 
+/** The session the auth guard verified, on a route with `session: 'required'`. */
+export function sessionOf(ctx: Context): Session {
+  const session = (ctx.state as { session?: Session }).session;
+  if (!session) throw new Error(`route ${ctx.path} reads a session it did not require`);
+  return session;
+}
+
 /**
  * Strict mode (AUTH_MODE=token): a route with an owner runs only for a live session of that
  * very user; anything else is code -10 and the handler never runs. In openid mode (the API
- * document's contract) no route gets a check.
+ * document's contract) no route gets a check, except a route that requires a session
+ * (`session: 'required'`), which gets one in every mode.
  */
 export function authGuard(mode: AuthMode, sessions: SessionReader): RouteGuard {
   return (route) => {
     const owner = route.owner;
+    if (route.session === 'required') return (ctx, input) => check(ctx, owner?.(input) ?? {});
     if (mode !== 'token' || !owner) return null;
     return (ctx, input) => check(ctx, owner(input));
   };

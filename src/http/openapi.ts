@@ -186,8 +186,11 @@ export function codeKinds(route: RouteSpec): { code: number; kinds: (FailureKind
   for (const [kind, code] of Object.entries(route.codes) as [FailureKind | 'other', number][]) {
     if (kind !== 'other') add(code, kind);
   }
-  // A route with an owner demands a token in strict mode (http/auth.ts).
-  if (route.owner && route.codes.unauthenticated === undefined) add(COMMON_CODES.unauthenticated!, 'unauthenticated');
+  // A route with an owner demands a token in strict mode (http/auth.ts), one with
+  // `session: 'required'` in every mode.
+  if ((route.owner || route.session === 'required') && route.codes.unauthenticated === undefined) {
+    add(COMMON_CODES.unauthenticated!, 'unauthenticated');
+  }
   add(route.codes.other, 'other');
   return [...byCode.entries()].sort(([a], [b]) => b - a).map(([code, kinds]) => ({ code, kinds }));
 }
@@ -196,9 +199,20 @@ export function codeKinds(route: RouteSpec): { code: number; kinds: (FailureKind
 export function codeTable(route: RouteSpec): { code: number; meaning: string }[] {
   return codeKinds(route).map(({ code, kinds }) => ({
     code,
-    meaning: kinds.map((kind) => (kind === 'other' ? OTHER_FAILURE_MEANING.en : FAILURE_MEANINGS[kind])).join('; '),
+    meaning: kinds
+      .map((kind) =>
+        kind === 'other'
+          ? OTHER_FAILURE_MEANING.en
+          : kind === 'unauthenticated' && route.session === 'required'
+            ? SESSION_REQUIRED
+            : FAILURE_MEANINGS[kind],
+      )
+      .join('; '),
   }));
 }
+
+const SESSION_REQUIRED =
+  'no valid session token (Authorization: Bearer <token>, or a `token` field): required in every AUTH_MODE';
 
 const envelopeOf = (code: SchemaObject, msg: SchemaObject, data: SchemaObject): SchemaObject => ({
   type: 'object',
@@ -214,10 +228,43 @@ const failureEnvelope = (codes: number[]): SchemaObject =>
     { nullable: true, enum: [null], description: 'always null on a failure' },
   );
 
-function operation(route: RouteSpec, components: Record<string, SchemaObject>): SchemaObject {
+/** A multipart route's body: the file field, as wx.uploadFile sends it. */
+function multipartBody(multipart: NonNullable<RouteSpec['multipart']>): SchemaObject {
+  return {
+    required: true,
+    content: {
+      'multipart/form-data': {
+        schema: {
+          type: 'object',
+          required: [multipart.file],
+          properties: {
+            [multipart.file]: {
+              type: 'string',
+              format: 'binary',
+              description: `${multipart.description}; at most ${multipart.maxBytes} bytes`,
+            },
+          },
+        },
+      },
+    },
+  };
+}
+
+function jsonBody(route: RouteSpec, components: Record<string, SchemaObject>): SchemaObject {
   const bodyName = `${route.name}Body`;
   components[bodyName] = toOpenApiSchema(route.input, { allowUnknown: true, components });
   const input = { $ref: `#/components/schemas/${bodyName}` };
+  return {
+    required: true,
+    content: {
+      'application/json': { schema: input },
+      // A form carries the same fields; numbers may come as digit strings.
+      'application/x-www-form-urlencoded': { schema: input },
+    },
+  };
+}
+
+function operation(route: RouteSpec, components: Record<string, SchemaObject>): SchemaObject {
   const data = route.output
     ? toOpenApiSchema(route.output, { allowUnknown: false, components })
     : { description: 'not documented' };
@@ -247,6 +294,12 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
     },
   };
   const httpAnswers = { ...COMMON_HTTP_ANSWERS };
+  if (route.multipart) {
+    httpAnswers['413'] = {
+      description: `The file is larger than ${route.multipart.maxBytes} bytes (AVATAR_MAX_BYTES)`,
+      code: 413,
+    };
+  }
   if (route.rateLimited !== false) {
     httpAnswers['429'] = { description: FAILURE_MEANINGS.rateLimited, code: COMMON_CODES.rateLimited! };
   }
@@ -261,14 +314,8 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
     tags: ['users'],
     summary: route.summary,
     description: `Codes of this route:\n\n${table.join('\n')}`,
-    requestBody: {
-      required: true,
-      content: {
-        'application/json': { schema: input },
-        // A form carries the same fields; numbers may come as digit strings.
-        'application/x-www-form-urlencoded': { schema: input },
-      },
-    },
+    ...(route.session === 'required' ? { security: [{ session: [] }] } : {}),
+    requestBody: route.multipart ? multipartBody(route.multipart) : jsonBody(route, components),
     responses,
     'x-codes': [{ code: 0, meaning: 'success' }, ...codes],
   };
@@ -337,20 +384,54 @@ const OPS_PATHS: Record<string, unknown> = {
   },
 };
 
+/** Uploaded media (src/media/serve.ts). */
+const MEDIA_PATHS: Record<string, unknown> = {
+  '/media/avatar/{name}': {
+    get: {
+      operationId: 'avatarFile',
+      tags: ['media'],
+      summary: 'An uploaded avatar (the URL the avatar route stores); immutable, cached for a year',
+      parameters: [
+        {
+          name: 'name',
+          in: 'path',
+          required: true,
+          description: '<user_id>_<YYYYMMDDHHmmss>.<jpg|png|webp>',
+          schema: { type: 'string', pattern: '^[0-9]{1,10}_[0-9]{14}\\.(jpg|png|webp)$' },
+          example: '1_20200401184953.jpg',
+        },
+      ],
+      responses: {
+        '200': {
+          description: 'the image (X-Content-Type-Options: nosniff, Cache-Control: immutable)',
+          content: Object.fromEntries(
+            ['image/jpeg', 'image/png', 'image/webp'].map((t) => [t, { schema: { type: 'string', format: 'binary' } }]),
+          ),
+        },
+        '404': { description: 'no such file, or not a media path', content: json(failureEnvelope([404])) },
+      },
+    },
+  },
+};
+
 /** The OpenAPI 3.0 document of the mounted routes, generated from their specs. */
 export function buildOpenApi(routes: RouteSpec[], info: OpenApiInfo): SchemaObject {
   const paths: Record<string, unknown> = {};
   const schemas: Record<string, SchemaObject> = {};
   for (const route of routes) paths[`${info.prefix}/${route.name}`] = { post: operation(route, schemas) };
-  Object.assign(paths, OPS_PATHS);
+  Object.assign(paths, MEDIA_PATHS, OPS_PATHS);
+  const securitySchemes = routes.some((r) => r.session === 'required')
+    ? { session: { type: 'http', scheme: 'bearer', description: 'The token a login answer carries' } }
+    : undefined;
   return {
     openapi: '3.0.3',
     info: { title: info.title, version: info.version, description: info.description },
     tags: [
       { name: 'users', description: 'The routes of the API document (user-api.zh.md)' },
+      { name: 'media', description: 'Files uploaded through the API' },
       { name: 'operations', description: 'Probes and metrics for operators' },
     ],
     paths,
-    components: { schemas },
+    components: { schemas, ...(securitySchemes ? { securitySchemes } : {}) },
   };
 }

@@ -33,6 +33,23 @@ export interface RouteSpec<In = unknown> {
    */
   owner?(input: In): { openid?: string; user_id?: number };
   /**
+   * 'required': the route runs only for a live session, in every AUTH_MODE (code -10 without
+   * one); the handler finds it with sessionOf(ctx). For routes that act on "the user of the
+   * session" rather than on a user named in the input.
+   */
+  session?: 'required';
+  /**
+   * The body is multipart/form-data, read by the handler itself from ctx.req (the body parser
+   * leaves multipart alone); `input` then validates nothing but what the JSON parser saw ({}).
+   */
+  multipart?: {
+    /** The form field that carries the file. */
+    file: string;
+    description: string;
+    /** Largest file, in bytes: one byte more is HTTP 413. */
+    maxBytes: number;
+  };
+  /**
    * What `data` holds on success (code 0). Not checked at run time: it is the API page's source
    * (src/http/openapi.ts), and the tests hold real answers to it.
    */

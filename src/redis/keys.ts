@@ -17,6 +17,13 @@ export interface KeyLayout {
   userSessions(openid: string): string;
   /** Prefix of the rate limiter's counters (rate-limiter-flexible appends `:<key>`). */
   rateLimit(scope: string): string;
+  /**
+   * String: the app's WeChat access token, shared by every process and instance; its TTL is
+   * WeChat's expires_in. Sibling services may read it; only src/wechat/access-token.ts writes it.
+   */
+  wechatAccessToken(appid: string): string;
+  /** String: a random value, held (SET NX PX) by the one process refreshing that token. */
+  wechatAccessTokenLock(appid: string): string;
 }
 
 export function keyLayout(prefix: string): KeyLayout {
@@ -27,5 +34,7 @@ export function keyLayout(prefix: string): KeyLayout {
     session: (token) => `${prefix}session:{${token}}`,
     userSessions: (openid) => `${prefix}user:{${openid}}:sessions`,
     rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
+    wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
+    wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,
   };
 }

@@ -1,12 +1,16 @@
+import { sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
+import type { ProfileFlows } from './flows';
 import {
   emptyListOutput,
   jsCodeInput,
   loginInput,
+  noInput,
   nullOutput,
   openidInput,
   openidOutput,
   parsePatch,
+  phoneCodeInput,
   sessionUserOutput,
   tokenInput,
   updateInput,
@@ -19,9 +23,11 @@ import type { UserService } from './service';
  * The six routes of the API document, and /session for services not written in Node. Each
  * code table is the document's error table for that route, keyed by failure kind
  * (src/errors.ts); `other` is its "其他错误" code. -10 (no valid token, strict mode) and 429
- * (rate limited) are common to all (http/route.ts). Every route is rate limited (the default).
+ * (rate limited) are common to all (http/route.ts). bindPhone and avatar are WeChat's own
+ * flows (not in the document), for the user of a session in every mode. Every route is rate
+ * limited (the default).
  */
-export function userRoutes(users: UserService): RouteSpec[] {
+export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[] {
   return [
     defineRoute({
       name: 'login',
@@ -90,6 +96,43 @@ export function userRoutes(users: UserService): RouteSpec[] {
       output: sessionUserOutput,
       codes: { invalid: -1, notFound: -2, other: -2, unauthenticated: -10 },
       handle: async ({ token }) => new RawJson(await users.sessionUser(token)),
+    }),
+    defineRoute({
+      name: 'bindPhone',
+      summary:
+        "Set the session user's phone from a getPhoneNumber button's code (WeChat getuserphonenumber); " +
+        'answers the user',
+      input: phoneCodeInput,
+      output: userOutput,
+      codes: { invalid: -1, upstream: -2, other: -3, notFound: -4, unauthenticated: -10 },
+      rateLimited: true,
+      session: 'required',
+      handle: async ({ code }, ctx) => new RawJson(await flows.bindPhone(sessionOf(ctx), code)),
+    }),
+    defineRoute({
+      name: 'avatar',
+      summary:
+        "Upload the session user's avatar (chooseAvatar + wx.uploadFile): re-encoded, at most 512 px square, " +
+        'no metadata; answers the user',
+      input: noInput,
+      output: userOutput,
+      codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
+      rateLimited: true,
+      session: 'required',
+      multipart: {
+        file: 'file',
+        description: 'A JPEG, PNG or WebP image (decided from its content, not its name)',
+        maxBytes: flows.avatarMaxBytes,
+      },
+      handle: async (_input, ctx) => {
+        try {
+          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req));
+        } catch (err) {
+          // An upload refused half-read: the rest is not read, so the connection cannot be reused.
+          if (!ctx.req.complete) ctx.set('Connection', 'close');
+          throw err;
+        }
+      },
     }),
   ];
 }

@@ -104,6 +104,19 @@ export const loginInput = Joi.object<LoginInput>({
 
 export const jsCodeInput = Joi.object<JsCodeInput>({ js_code: fields.js_code.required() });
 
+export interface PhoneCodeInput {
+  code: string;
+}
+export const phoneCodeInput = Joi.object<PhoneCodeInput>({
+  code: text(128, { noSpaces: true })
+    .required()
+    .description("The one-time code of a getPhoneNumber button's event (e.detail.code), valid 5 minutes")
+    .example('e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144'),
+});
+
+/** The avatar route's form has its file only; nothing is read from a JSON body. */
+export const noInput = Joi.object({});
+
 export interface TokenInput {
   token: string;
 }

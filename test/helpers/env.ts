@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig, type Config } from '../../src/config';
 
 /** One id per test run: its own database and Redis key prefix, removed at the end. */
@@ -19,6 +21,8 @@ export const TEST_ENV: Record<string, string> = {
   WECHAT_API_BASE: 'http://127.0.0.1:9',
   // Set by test/redis/cluster.test.ts to run suites against a real Redis Cluster.
   REDIS_CLUSTER_NODES: process.env.TEST_REDIS_CLUSTER_NODES ?? '',
+  // Uploaded avatars go to a folder of the run, removed at the end (test/setup.ts).
+  MEDIA_DIR: join(tmpdir(), `user-service-test-media-${RUN_ID}`),
 };
 
 /** The test configuration, with per-test overrides in the same names as the environment. */

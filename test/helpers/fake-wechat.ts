@@ -1,17 +1,55 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
 export type WechatReply = { status?: number; body?: unknown; raw?: string; delayMs?: number; hang?: boolean };
 
+/** A POST the fake got: its URL (access_token in the query) and its parsed JSON body. */
+export interface WechatCall {
+  url: URL;
+  body: Record<string, unknown>;
+}
+
 /**
  * Stands in for api.weixin.qq.com: answers /sns/jscode2session from a table keyed by js_code,
- * with content-type text/plain as the real one does, and records every request it got.
+ * with content-type text/plain as the real one does, and records every request it got. It also
+ * issues access tokens (/cgi-bin/stable_token, which hands out the current token until it is
+ * revoked or has less than 5 minutes left, as the real one does) and exchanges phone codes
+ * (/wxa/business/getuserphonenumber: each code works once, for a valid token only).
  */
 export class FakeWechat {
   readonly requests: URL[] = [];
+  /** Every stable_token call. */
+  readonly tokenCalls: WechatCall[] = [];
+  /** Every getuserphonenumber call. */
+  readonly phoneCalls: WechatCall[] = [];
+  /** Every token ever issued, in order. */
+  readonly issuedTokens: string[] = [];
+  /** The expires_in of the next tokens issued. */
+  tokenTtlSeconds = 7200;
+  /** How long stable_token takes to answer: widens the window in which callers race. */
+  tokenDelayMs = 0;
+  /** When set, stable_token answers this instead of a token. */
+  tokenRefusal?: { errcode: number; errmsg: string };
   private readonly replies = new Map<string, WechatReply[]>();
+  private readonly phoneCodes = new Map<string, string>();
+  private readonly revoked = new Set<string>();
+  /** Per appid, as WeChat keeps one current token per app. */
+  private readonly current = new Map<string, { token: string; expiresAt: number }>();
+  private readonly expiry = new Map<string, number>();
   private server?: Server;
   url = '';
+
+  /** A getPhoneNumber code, good once, for this phone number. */
+  phoneCode(code: string, phoneNumber: string): this {
+    this.phoneCodes.set(code, phoneNumber);
+    return this;
+  }
+
+  /** The last token issued (or `token`) stops working: APIs answer 40001, stable_token issues another. */
+  revoke(token = this.issuedTokens.at(-1)): void {
+    if (token) this.revoked.add(token);
+  }
 
   /** Queue replies for a js_code; the last one repeats. */
   on(jsCode: string, ...replies: WechatReply[]): this {
@@ -34,6 +72,33 @@ export class FakeWechat {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', this.url);
     this.requests.push(url);
+    if (req.method === 'POST' && (url.pathname === '/cgi-bin/stable_token' || url.pathname === PHONE_PATH)) {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        let body: Record<string, unknown> = {};
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          // answered as WeChat would: a missing parameter
+        }
+        const call = { url, body };
+        const reply = (answer: unknown) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(answer));
+        };
+        if (url.pathname === PHONE_PATH) {
+          this.phoneCalls.push(call);
+          reply(this.phoneNumber(url.searchParams.get('access_token') ?? '', body));
+        } else {
+          this.tokenCalls.push(call);
+          const answer = this.stableToken(body);
+          if (this.tokenDelayMs) setTimeout(() => reply(answer), this.tokenDelayMs);
+          else reply(answer);
+        }
+      });
+      return;
+    }
     if (url.pathname !== '/sns/jscode2session') {
       res.writeHead(404).end();
       return;
@@ -51,4 +116,49 @@ export class FakeWechat {
     if (reply.delayMs) setTimeout(send, reply.delayMs);
     else send();
   }
+
+  private stableToken(body: Record<string, unknown>): unknown {
+    if (body.grant_type !== 'client_credential' || typeof body.appid !== 'string' || !body.secret) {
+      return { errcode: 40002, errmsg: 'invalid grant_type or missing appid/secret' };
+    }
+    if (body.force_refresh !== false) return { errcode: 40002, errmsg: 'this fake expects force_refresh false' };
+    if (this.tokenRefusal) return this.tokenRefusal;
+    const now = Date.now();
+    const current = this.current.get(body.appid);
+    if (!current || this.revoked.has(current.token) || current.expiresAt - now < 300_000) {
+      const token = `ACCESS_TOKEN_${this.issuedTokens.length + 1}_${randomBytes(12).toString('hex')}`;
+      const expiresAt = now + this.tokenTtlSeconds * 1000;
+      this.issuedTokens.push(token);
+      this.current.set(body.appid, { token, expiresAt });
+      this.expiry.set(token, expiresAt);
+      return { access_token: token, expires_in: this.tokenTtlSeconds };
+    }
+    return { access_token: current.token, expires_in: Math.floor((current.expiresAt - now) / 1000) };
+  }
+
+  private phoneNumber(token: string, body: Record<string, unknown>): unknown {
+    if (!this.issuedTokens.includes(token)) return { errcode: 40014, errmsg: 'invalid access_token' };
+    if (this.revoked.has(token)) return { errcode: 40001, errmsg: 'invalid credential, access_token is invalid' };
+    if (this.expiry.get(token)! <= Date.now()) {
+      return { errcode: 42001, errmsg: 'access_token expired' };
+    }
+    const code = typeof body.code === 'string' ? body.code : '';
+    const phoneNumber = this.phoneCodes.get(code);
+    if (phoneNumber === undefined || typeof body.openid !== 'string') {
+      return { errcode: 40029, errmsg: 'invalid code' };
+    }
+    this.phoneCodes.delete(code);
+    return {
+      errcode: 0,
+      errmsg: 'ok',
+      phone_info: {
+        phoneNumber,
+        purePhoneNumber: phoneNumber.replace(/^\+\d+-?/, ''),
+        countryCode: '86',
+        watermark: { timestamp: Math.floor(Date.now() / 1000), appid: 'wx-fake' },
+      },
+    };
+  }
 }
+
+const PHONE_PATH = '/wxa/business/getuserphonenumber';

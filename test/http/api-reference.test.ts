@@ -6,7 +6,7 @@ import { codeKinds } from '../../src/http/openapi';
 import { defineRoute } from '../../src/http/route';
 import { userRoutes } from '../../src/users/routes';
 
-const routes = userRoutes({} as never);
+const routes = userRoutes({} as never, {} as never);
 
 describe('docs/api.md', () => {
   it('is what `npm run docs` writes from the route specs now', () => {

@@ -9,7 +9,7 @@ import { FakeWechat } from '../helpers/fake-wechat';
 import { startService, type TestService } from '../helpers/service';
 
 const ROUTES = ['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session'];
-const specs = new Map<string, RouteSpec>(userRoutes({} as never).map((r) => [r.name, r]));
+const specs = new Map<string, RouteSpec>(userRoutes({} as never, {} as never).map((r) => [r.name, r]));
 
 describe('OpenAPI document', function () {
   this.timeout(20_000);
@@ -19,7 +19,7 @@ describe('OpenAPI document', function () {
 
   before(async () => {
     wechat = await new FakeWechat().start();
-    svc = await startService({ WECHAT_API_BASE: wechat.url });
+    svc = await startService({ WECHAT_API_BASE: wechat.url, AVATAR_MAX_BYTES: 2 * 1024 * 1024 });
     const res = await fetch(`${svc.opsUrl}/openapi.json`);
     expect(res.status).to.equal(200);
     expect(res.headers.get('content-type')).to.match(/^application\/json/);
@@ -102,6 +102,33 @@ describe('OpenAPI document', function () {
       const { error } = output.validate(answers[name], { convert: false, presence: 'optional' });
       expect(error?.message, name).to.equal(undefined);
     }
+  });
+
+  it("documents WeChat's flows: bindPhone's JSON body, avatar's multipart file, the session both need", () => {
+    const bind = doc.paths['/service/user/bindPhone'].post;
+    expect(bind.operationId).to.equal('bindPhone');
+    expect(bind['x-codes'].map((c: { code: number }) => c.code)).to.deep.equal([0, -1, -2, -3, -4, -10]);
+    expect(bind.security).to.deep.equal([{ session: [] }]);
+    expect(doc.components.schemas.bindPhoneBody.required).to.deep.equal(['code']);
+    expect(bind['x-codes'].find((c: { code: number }) => c.code === -10).meaning).to.include('every AUTH_MODE');
+
+    const avatar = doc.paths['/service/user/avatar'].post;
+    expect(Object.keys(avatar.requestBody.content)).to.deep.equal(['multipart/form-data']);
+    const form = avatar.requestBody.content['multipart/form-data'].schema;
+    expect(form.required).to.deep.equal(['file']);
+    expect(form.properties.file).to.include({ type: 'string', format: 'binary' });
+    expect(form.properties.file.description).to.include(String(2 * 1024 * 1024));
+    expect(avatar.responses['413'].description).to.include('AVATAR_MAX_BYTES');
+    expect(avatar.security).to.deep.equal([{ session: [] }]);
+    expect(avatar['x-codes'].map((c: { code: number }) => c.code)).to.deep.equal([0, -1, -3, -4, -10]);
+    const [success] = avatar.responses['200'].content['application/json'].schema.oneOf;
+    expect(success.properties.data).to.deep.equal({ $ref: '#/components/schemas/User' });
+    expect(doc.components.securitySchemes.session).to.include({ type: 'http', scheme: 'bearer' });
+
+    const media = doc.paths['/media/avatar/{name}'].get;
+    expect(Object.keys(media.responses['200'].content)).to.deep.equal(['image/jpeg', 'image/png', 'image/webp']);
+    expect(new RegExp(media.parameters[0].schema.pattern).test('1_20200401184953.jpg')).to.equal(true);
+    expect(new RegExp(media.parameters[0].schema.pattern).test('../x.jpg')).to.equal(false);
   });
 
   it('lists the operations endpoints too', () => {

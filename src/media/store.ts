@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, mkdir, open, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+
+export interface StoredObject {
+  body: Readable;
+  size: number;
+}
+
+/**
+ * Where uploaded media lives, by key (`avatar/1_20200401184953.jpg`). The disk is one
+ * implementation; an object store (its bucket behind its own URL base) is another: the
+ * avatar flow only uses this interface.
+ */
+export interface MediaStore {
+  /** Stores `data` under `key` unless something is there already: false then, nothing written. */
+  create(key: string, data: Buffer, contentType: string): Promise<boolean>;
+  /** The object, or null when there is none. */
+  open(key: string): Promise<StoredObject | null>;
+  /** Idempotent. */
+  remove(key: string): Promise<void>;
+  /** The URL clients fetch `key` from. */
+  url(key: string): string;
+  /** The key of a URL this store handed out, or null for any other URL. */
+  keyOf(url: string): string | null;
+}
+
+/** Keys are a folder and a file name of safe characters: nothing can climb out of the root. */
+const KEY = /^[a-z]+\/[A-Za-z0-9_-]{1,100}\.[a-z0-9]{1,5}$/;
+
+export function checkKey(key: string): string {
+  if (!KEY.test(key)) throw new Error(`not a media key: ${JSON.stringify(key).slice(0, 80)}`);
+  return key;
+}
+
+/**
+ * Files under MEDIA_DIR, served by this service at PUBLIC_BASE_URL/media/<key>. Several
+ * instances share it through a shared volume. A file appears whole or not at all: it is written
+ * under a temporary name and then hard-linked to its key, which fails if the key exists (so two
+ * processes can never write one name).
+ */
+export class DiskMediaStore implements MediaStore {
+  private readonly root: string;
+  private readonly urlBase: string;
+
+  constructor(root: string, publicBaseUrl: string) {
+    this.root = resolve(root);
+    this.urlBase = `${publicBaseUrl.replace(/\/+$/, '')}/media/`;
+  }
+
+  async create(key: string, data: Buffer): Promise<boolean> {
+    const path = this.path(key);
+    await mkdir(dirname(path), { recursive: true });
+    const temp = join(dirname(path), `.tmp-${randomBytes(8).toString('hex')}`);
+    await writeFile(temp, data, { flag: 'wx' });
+    try {
+      await link(temp, path);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+  }
+
+  async open(key: string): Promise<StoredObject | null> {
+    let handle;
+    try {
+      handle = await open(this.path(key), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile()) {
+        await handle.close();
+        return null;
+      }
+      return { body: createReadStream('', { fd: handle, autoClose: true }), size: stat.size };
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    await unlink(this.path(key)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+
+  url(key: string): string {
+    return this.urlBase + checkKey(key);
+  }
+
+  keyOf(url: string): string | null {
+    if (!url.startsWith(this.urlBase)) return null;
+    const key = url.slice(this.urlBase.length);
+    return KEY.test(key) ? key : null;
+  }
+
+  private path(key: string): string {
+    return join(this.root, checkKey(key));
+  }
+}

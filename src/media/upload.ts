@@ -1,0 +1,101 @@
+import type { IncomingMessage } from 'node:http';
+import busboy from 'busboy';
+import { ServiceError } from '../errors';
+
+export interface UploadLimits {
+  /** Largest file accepted (AVATAR_MAX_BYTES): one byte more is HTTP 413. */
+  maxFileBytes: number;
+  /** The form field that carries the file (wx.uploadFile's `name`). */
+  field: string;
+}
+
+/** What a multipart form may hold around its file: wx.uploadFile's formData, kept small. */
+const FORM = { fields: 8, fieldSize: 1024, parts: 10, headerPairs: 8 };
+// The multipart framing around the file and fields: boundaries, part headers (busboy refuses a
+// part header over 16 KiB), fields. The whole request may be this much larger than the file.
+const FRAMING_BYTES = 64 * 1024;
+
+// As the body parser names its errors, so the envelope answers both alike (HTTP 413, code 413).
+const tooLarge = () =>
+  Object.assign(new Error('request entity too large'), { name: 'PayloadTooLargeError', status: 413 });
+const invalid = (message: string) => new ServiceError('invalid', message);
+
+/**
+ * The file of a multipart/form-data upload (as wx.uploadFile sends it), read as it streams in
+ * and held in memory only up to `maxFileBytes`: a larger file, or a request whose declared or
+ * counted size exceeds what such a file needs, is refused at once with 413, without reading the
+ * rest. Parts, fields and part headers are bounded too; other fields are read and ignored.
+ */
+export function readUpload(req: IncomingMessage, limits: UploadLimits): Promise<Buffer> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^multipart\/form-data\s*;/i.test(type)) {
+    return Promise.reject(invalid(`send the file as multipart/form-data, field "${limits.field}"`));
+  }
+  const requestLimit = limits.maxFileBytes + FRAMING_BYTES;
+  if (Number(req.headers['content-length']) > requestLimit) return Promise.reject(tooLarge());
+
+  return new Promise<Buffer>((resolve, reject) => {
+    let parser: busboy.Busboy;
+    try {
+      parser = busboy({
+        headers: req.headers,
+        limits: { ...FORM, files: 1, fileSize: limits.maxFileBytes },
+      });
+    } catch {
+      reject(invalid('malformed multipart/form-data header (no boundary?)'));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let found = false;
+    let received = 0;
+    let settled = false;
+
+    const finish = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      req.off('data', count);
+      req.off('close', onClose);
+      if (err) {
+        // Nothing more is read: the rest of the request stays unread and the answer closes
+        // the connection (see the route).
+        req.unpipe(parser);
+        req.pause();
+        parser.removeAllListeners();
+        parser.on('error', () => undefined);
+        reject(err);
+        return;
+      }
+      if (!found) reject(invalid(`no file in the form field "${limits.field}"`));
+      else resolve(Buffer.concat(chunks, size));
+    };
+    const count = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > requestLimit) finish(tooLarge());
+    };
+    const onClose = () => {
+      if (!req.complete) finish(Object.assign(new Error('request aborted'), { status: 400 }));
+    };
+
+    parser.on('file', (name, stream) => {
+      if (name !== limits.field || found) {
+        stream.resume();
+        return;
+      }
+      found = true;
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        chunks.push(chunk);
+      });
+      stream.once('limit', () => finish(tooLarge()));
+    });
+    parser.once('partsLimit', () => finish(invalid('too many parts in the form')));
+    parser.once('fieldsLimit', () => finish(invalid('too many fields in the form')));
+    parser.once('filesLimit', () => finish(invalid('more than one file in the form')));
+    parser.once('error', () => finish(invalid('malformed multipart/form-data body')));
+    parser.once('close', () => finish(null));
+    req.on('data', count);
+    req.once('close', onClose);
+    req.pipe(parser);
+  });
+}
