@@ -221,9 +221,10 @@ describe('rate limits', function () {
         const res = await svc.call('get', { openid }, via(`${junk(i)}, 203.0.113.20`));
         statuses.push(res.status);
       }
-      // Also the client entry itself overlong, and many entries.
-      const many = Array.from({ length: 1000 }, (_, i) => `10.0.${i >> 8}.${i & 255}`).join(', ');
-      expect(many.length).to.be.above(10_000);
+      // Also the client entry itself overlong, and many entries (as many as fit under
+      // HTTP_MAX_HEADER_SIZE: the listener answers 431 to a larger header before any of this).
+      const many = Array.from({ length: 520 }, (_, i) => `10.0.${i >> 8}.${i & 255}`).join(', ');
+      expect(many.length).to.be.above(6_000);
       statuses.push((await svc.call('get', { openid: newOpenid() }, via(`${many}, 203.0.113.20`))).status);
       const unattributed = newOpenid();
       statuses.push((await svc.call('get', { openid: unattributed }, via(junk(7)))).status);
