@@ -32,7 +32,66 @@ export interface ProfileSummary {
   functions: ProfileLine[];
   /** Self time grouped by origin: a package under node_modules, node's internals, the service's src/. */
   origins: ProfileLine[];
+  /** Self time in the groups the optimisation work asks about (see CATEGORIES); shares may not sum to 1. */
+  categories: ProfileLine[];
 }
+
+/** Packages by the part of the request path they serve. */
+const PACKAGES: Record<string, string[]> = {
+  'koa, @koa/router, koa-body, compose and their helpers': [
+    'koa',
+    '@koa/router',
+    'koa-compose',
+    'koa-body',
+    'co-body',
+    'raw-body',
+    'inflation',
+    'formidable',
+    'delegates',
+    'on-finished',
+    'ee-first',
+    'statuses',
+    'type-is',
+    'media-typer',
+    'mime-types',
+    'accepts',
+    'negotiator',
+    'cookies',
+    'content-type',
+    'content-disposition',
+    'http-errors',
+    'http-assert',
+    'depd',
+    'vary',
+    'encodeurl',
+    'escape-html',
+    'fresh',
+    'destroy',
+    'parseurl',
+    'path-to-regexp',
+    'only',
+  ],
+  'joi (and @hapi/hoek, @hapi/topo)': ['joi', '@hapi/hoek', '@hapi/topo', '@sideway/address', '@sideway/formula'],
+  'ioredis (and its parser, denque, …)': [
+    'ioredis',
+    'redis-parser',
+    'redis-errors',
+    'denque',
+    'standard-as-callback',
+    'cluster-key-slot',
+    'debug',
+    'lodash.defaults',
+    'lodash.isarguments',
+  ],
+  'JSON (V8 JSON.parse/stringify, @hapi/bourne)': ['@hapi/bourne'],
+  'prom-client': ['prom-client', 'tdigest', 'bintrees'],
+  pino: ['pino', 'sonic-boom', 'fast-redact', 'quick-format-unescaped', 'atomic-sleep', 'thread-stream'],
+};
+const PACKAGE_GROUP = new Map(Object.entries(PACKAGES).flatMap(([group, names]) => names.map((n) => [n, group])));
+const GC = 'GC (V8 garbage collector)';
+const CRYPTO = 'crypto (node:crypto and the native calls it makes)';
+const WRITES = 'socket writes (native writev & co.)';
+const JSON_GROUP = 'JSON (V8 JSON.parse/stringify, @hapi/bourne)';
 
 /** A readable location: `ioredis/built/Command.js:37`, `node:internal/…:12`, `dist/src/app.js:20`. */
 function location(url: string, root: string, line: number): string {
@@ -80,6 +139,25 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
     }
     return core;
   };
+  // The nearest ancestor with a script: whose work a native frame does.
+  const scriptOf = (id: number): string => {
+    for (let p: number | undefined = id; p !== undefined; p = parent.get(p)) {
+      const url = byId.get(p)!.callFrame.url;
+      if (url) return url;
+    }
+    return '';
+  };
+  const categoryOf = (id: number): string | undefined => {
+    const { functionName, url } = byId.get(id)!.callFrame;
+    if (functionName === '(garbage collector)') return GC;
+    if (!url && /^(JSON\.)?(parse|stringify)$/.test(functionName)) return JSON_GROUP;
+    const script = url || scriptOf(id);
+    if (/^node:(internal\/)?crypto/.test(script)) return CRYPTO;
+    if (!url && /^write(v|Utf8String|Buffer|Latin1String|AsciiString)$/.test(functionName)) return WRITES;
+    if (!url) return undefined;
+    return PACKAGE_GROUP.get(origin(url, root));
+  };
+  const categories = new Map<string, ProfileLine>();
   const callers = new Map<string, Map<string, number>>();
   const selfUs = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) {
@@ -115,6 +193,12 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
     const o = origins.get(from) ?? { name: from, where: '', selfMs: 0, share: 0 };
     o.selfMs += us / 1000;
     origins.set(from, o);
+    const category = categoryOf(id);
+    if (category) {
+      const c = categories.get(category) ?? { name: category, where: '', selfMs: 0, share: 0 };
+      c.selfMs += us / 1000;
+      categories.set(category, c);
+    }
   }
   for (const [key, m] of callers) {
     const top = [...m.entries()].sort((a, b) => b[1] - a[1])[0];
@@ -125,5 +209,28 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
       .map((l) => ({ ...l, share: total ? (l.selfMs * 1000) / total : 0 }))
       .sort((a, b) => b.selfMs - a.selfMs)
       .slice(0, top);
-  return { totalMs: total / 1000, idleMs: idle / 1000, functions: finish(fns), origins: finish(origins) };
+  return {
+    totalMs: total / 1000,
+    idleMs: idle / 1000,
+    functions: finish(fns),
+    origins: finish(origins),
+    categories: finish(categories),
+  };
+}
+
+/** The summary as plain text, for the console (`npm run bench -- --profile-only`). */
+export function formatProfile(summary: ProfileSummary): string {
+  const pct = (l: ProfileLine) => `${(l.share * 100).toFixed(1).padStart(5)} %  ${l.selfMs.toFixed(0).padStart(6)} ms`;
+  return [
+    `busy ${summary.totalMs.toFixed(0)} ms, idle ${summary.idleMs.toFixed(0)} ms; shares are of the busy time (self time)`,
+    '',
+    'by group:',
+    ...summary.categories.map((c) => `  ${pct(c)}  ${c.name}`),
+    '',
+    'by origin:',
+    ...summary.origins.map((o) => `  ${pct(o)}  ${o.name}`),
+    '',
+    'top functions:',
+    ...summary.functions.map((f) => `  ${pct(f)}  ${f.name}  ${f.where}${f.caller ? `  <- ${f.caller}` : ''}`),
+  ].join('\n');
 }
