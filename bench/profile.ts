@@ -92,6 +92,8 @@ const GC = 'GC (V8 garbage collector)';
 const CRYPTO = 'crypto (node:crypto and the native calls it makes)';
 const WRITES = 'socket writes (native writev & co.)';
 const JSON_GROUP = 'JSON (V8 JSON.parse/stringify, @hapi/bourne)';
+const NODE_CORE = 'node core in JavaScript (http, net, streams, events)';
+const OWN = "the service's own code (src/)";
 
 /** A readable location: `ioredis/built/Command.js:37`, `node:internal/…:12`, `dist/src/app.js:20`. */
 function location(url: string, root: string, line: number): string {
@@ -121,7 +123,7 @@ function origin(url: string, root: string): string {
  * Self time per function and per origin from a V8 .cpuprofile (node --cpu-prof): each sample
  * is charged, with its time delta, to the function on top of the stack.
  */
-export function summarizeProfile(file: string, root: string, top = 15): ProfileSummary {
+export function summarizeProfile(file: string, root: string, top = 15, fromUs = 0): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -155,13 +157,20 @@ export function summarizeProfile(file: string, root: string, top = 15): ProfileS
     if (/^node:(internal\/)?crypto/.test(script)) return CRYPTO;
     if (!url && /^write(v|Utf8String|Buffer|Latin1String|AsciiString)$/.test(functionName)) return WRITES;
     if (!url) return undefined;
-    return PACKAGE_GROUP.get(origin(url, root));
+    if (url.startsWith('node:')) return NODE_CORE;
+    const from = origin(url, root);
+    return PACKAGE_GROUP.get(from) ?? (from.startsWith('dist/src') || from.startsWith('src') ? OWN : undefined);
   };
   const categories = new Map<string, ProfileLine>();
   const callers = new Map<string, Map<string, number>>();
   const selfUs = new Map<number, number>();
+  // Sample times are V8's monotonic clock, the one process.hrtime reads: samples before
+  // `fromUs` (start-up, module loading) are left out.
+  let at = profile.startTime;
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
+    at += profile.timeDeltas[i] ?? 0;
+    if (at < fromUs) continue;
     selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
   }
   let total = 0;
