@@ -38,7 +38,7 @@ export interface ProfileSummary {
 
 /** Packages by the part of the request path they serve. */
 const PACKAGES: Record<string, string[]> = {
-  'koa, @koa/router, koa-body, compose and their helpers': [
+  'koa stack (koa, router, koa-body, compose, helpers)': [
     'koa',
     '@koa/router',
     'koa-compose',
@@ -71,8 +71,8 @@ const PACKAGES: Record<string, string[]> = {
     'path-to-regexp',
     'only',
   ],
-  'joi (and @hapi/hoek, @hapi/topo)': ['joi', '@hapi/hoek', '@hapi/topo', '@sideway/address', '@sideway/formula'],
-  'ioredis (and its parser, denque, …)': [
+  joi: ['joi', '@hapi/hoek', '@hapi/topo', '@sideway/address', '@sideway/formula'],
+  ioredis: [
     'ioredis',
     'redis-parser',
     'redis-errors',
@@ -83,17 +83,17 @@ const PACKAGES: Record<string, string[]> = {
     'lodash.defaults',
     'lodash.isarguments',
   ],
-  'JSON (V8 JSON.parse/stringify, @hapi/bourne)': ['@hapi/bourne'],
+  'JSON (parse, stringify, bourne)': ['@hapi/bourne'],
   'prom-client': ['prom-client', 'tdigest', 'bintrees'],
   pino: ['pino', 'sonic-boom', 'fast-redact', 'quick-format-unescaped', 'atomic-sleep', 'thread-stream'],
 };
 const PACKAGE_GROUP = new Map(Object.entries(PACKAGES).flatMap(([group, names]) => names.map((n) => [n, group])));
-const GC = 'GC (V8 garbage collector)';
-const CRYPTO = 'crypto (node:crypto and the native calls it makes)';
-const WRITES = 'socket writes (native writev & co.)';
-const JSON_GROUP = 'JSON (V8 JSON.parse/stringify, @hapi/bourne)';
-const NODE_CORE = 'node core in JavaScript (http, net, streams, events)';
-const OWN = "the service's own code (src/)";
+const GC = 'GC';
+const CRYPTO = 'crypto';
+const WRITES = 'socket writes (native writev)';
+const JSON_GROUP = 'JSON (parse, stringify, bourne)';
+const NODE_CORE = 'node core JS (http, net, streams)';
+const OWN = 'own code (src/)';
 
 /** A readable location: `ioredis/built/Command.js:37`, `node:internal/…:12`, `dist/src/app.js:20`. */
 function location(url: string, root: string, line: number): string {
