@@ -148,9 +148,14 @@ export class RssSampler {
   }
 }
 
-/** A server under test, run as a child process so it never shares the load generator's event loop. */
+/**
+ * A server under test, run as a child process so it never shares the load generator's event loop.
+ * It is given an operations port too (OPS_PORT, OPS_HOST): the service serves /metrics and
+ * /readyz there; until it does, `opsGet` falls back to the API port.
+ */
 export class ServerProcess {
   readonly url: string;
+  readonly opsUrl: string;
   private readonly proc: ChildProcess;
   private readonly output: string[] = [];
   private outputLines = 0;
@@ -160,14 +165,16 @@ export class ServerProcess {
   constructor(
     readonly name: string,
     readonly port: number,
+    opsPort: number,
     args: string[],
     env: NodeJS.ProcessEnv,
     cwd: string,
   ) {
     this.url = `http://127.0.0.1:${port}`;
+    this.opsUrl = `http://127.0.0.1:${opsPort}`;
     this.proc = spawn(process.execPath, args, {
       cwd,
-      env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
+      env: { ...env, PORT: String(port), HOST: '127.0.0.1', OPS_PORT: String(opsPort), OPS_HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const keep = (chunk: Buffer) => {
@@ -228,6 +235,23 @@ export class ServerProcess {
     throw new Error(`${this.name} was not ready within ${timeoutMs} ms:\n${this.output.join('\n')}`);
   }
 
+  /**
+   * GET of an operations path (/metrics, /readyz): on the ops port, or on the API port when the
+   * ops port does not answer (a service without the ops listener).
+   */
+  async opsGet(path: string): Promise<Response> {
+    try {
+      return await fetch(`${this.opsUrl}${path}`, { signal: AbortSignal.timeout(5000) });
+    } catch {
+      return fetch(`${this.url}${path}`, { signal: AbortSignal.timeout(5000) });
+    }
+  }
+
+  /** CPU time of the process and its descendants so far, in seconds. */
+  cpuSeconds(): number {
+    return processTree(this.pid).reduce((sum, p) => sum + cpuTicksOf(p), 0) / CLK_TCK;
+  }
+
   /** SIGTERM (the service shuts down gracefully), SIGKILL after a grace period. */
   async stop(graceMs = 10_000): Promise<number | null> {
     this.rss.stop();
@@ -242,8 +266,11 @@ export class ServerProcess {
 
 export const mb = (bytes: number) => bytes / (1024 * 1024);
 
+/** Clock ticks a second in /proc (USER_HZ: 100 on every Linux the bench runs on). */
+export const CLK_TCK = 100;
+
 /** utime + stime of a process, in clock ticks (0 once it is gone). */
-function cpuTicksOf(pid: number): number {
+export function cpuTicksOf(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -296,10 +323,13 @@ export class ForeignCpu {
     return [...processTree(process.pid), ...this.backends];
   }
 
-  /** Share (0..1) of the machine's CPU capacity used by others since construction. */
-  stop(): number {
+  /**
+   * Share (0..1) of the machine's CPU capacity used by others since construction. `exitedSeconds`:
+   * CPU of the bench's own children that have exited meanwhile (wrk), which /proc no longer shows.
+   */
+  stop(exitedSeconds = 0): number {
     const end = machineTicks();
-    let ours = 0;
+    let ours = exitedSeconds * CLK_TCK;
     for (const pid of this.ours()) {
       ours += cpuTicksOf(pid) - (this.startOurs.get(pid) ?? 0);
     }

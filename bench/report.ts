@@ -1,15 +1,27 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LoadResult, LoadSettings } from './load';
 import type { ProfileSummary } from './profile';
 
 export interface Row {
   scenario: string;
-  /** The floor row this one is compared with (by scenario name). */
+  /** The row this one is compared with (by scenario name): its floor, or its clean twin. */
   floor?: string;
   /** The median over rounds (see combine in load.ts). */
   result: LoadResult;
-  /** Each round's req/s, p99 and the share of the machine's CPU other tenants used meanwhile. */
-  perRound?: { rps: number; p99: number; other: number; fullGcs?: number }[];
+  /**
+   * Each round's req/s and p99, the share of the machine's CPU other tenants used meanwhile, and
+   * the CPU (share of one core) of the server, of the load generator and of the attacker.
+   */
+  perRound?: {
+    rps: number;
+    p99: number;
+    other: number;
+    fullGcs?: number;
+    cpu?: number;
+    gen?: number;
+    attack?: number;
+  }[];
   /** Largest RSS of one service process during this scenario (bytes). */
   rssMax?: number;
   /** How many processes the server had (node:cluster primary + workers). */
@@ -32,7 +44,8 @@ export interface RunReport {
   seedKept?: boolean;
   workingSet: number;
   rounds: number;
-  settings: LoadSettings;
+  /** Runs stored before wrk was used have no generator: autocannon. */
+  settings: Omit<LoadSettings, 'generator' | 'threads'> & Partial<Pick<LoadSettings, 'generator' | 'threads'>>;
   rows: Row[];
   /** Largest RSS of one service process over the whole run (warm-ups included), and when. */
   rssMax: number;
@@ -43,15 +56,58 @@ export interface RunReport {
   workersNote: string;
   /** The after-a-burst processes: their surges (all rounds) and largest RSS (outside the RSS target). */
   surge?: { connections: number; seconds: number; requests: number; failed: number; rssPeak: number };
+  /** The attack row's attacker: its settings, and its bodies over all rounds by HTTP status. */
+  attack?: {
+    halfOpen: number;
+    rate: number;
+    size: number;
+    sent: number;
+    late: number;
+    answered: Record<string, number>;
+    halfOpenAlive: number[];
+  };
   profile?: { file: string; summary: ProfileSummary; scenario: string };
 }
+
+export const FLOOR_REDIS = 'floor: node:http + ioredis';
+export const FLOOR_REDIS_PIPELINE = 'floor: node:http + ioredis pipeline';
+export const FLOOR_MYSQL = 'floor: node:http + mysql2';
+export const FLOOR_UPDATE = 'floor: node:http + mysql2 transaction';
+export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
+export const CACHED_ATTACK = 'loginByOpenid cached, WORKERS=1, under attack';
+export const CACHED_W2 = 'loginByOpenid cached, WORKERS=2';
+export const CACHED_BURST = 'loginByOpenid cached, fresh WORKERS=1 after a burst';
+export const BURST_NOTE = (connections: number, seconds: number) =>
+  `a ${fmt(connections)}-connection, ${seconds} s surge first`;
+export const ATTACK_NOTE = (a: { halfOpen: number; rate: number; size: number }) =>
+  `${fmt(a.halfOpen)} half-open + ${fmt(a.rate)}/s × ${fmt(a.size)} B bodies`;
+export const UNCACHED = 'loginByOpenid uncached';
+export const GET = 'get (cached)';
+export const UPDATE = 'update nick_name';
+
+/** The order of the table. */
+export const ORDER = [
+  FLOOR_REDIS,
+  FLOOR_REDIS_PIPELINE,
+  CACHED_W1,
+  CACHED_ATTACK,
+  CACHED_BURST,
+  CACHED_W2,
+  GET,
+  FLOOR_MYSQL,
+  UNCACHED,
+  FLOOR_UPDATE,
+  UPDATE,
+];
 
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const ms = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1));
 const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
+const pct = (x: number) => (x * 100).toFixed(0);
 /** Both units: MiB as the rest of the report, MB as the 150 MB target is written. */
 const mibMb = (bytes: number) => `${mib(bytes)} MiB (${(bytes / 1e6).toFixed(0)} MB)`;
+const generatorOf = (report: RunReport) => report.settings.generator ?? 'autocannon';
 
 export function rowFor(report: RunReport, scenario: string): Row | undefined {
   return report.rows.find((r) => r.scenario === scenario);
@@ -64,9 +120,9 @@ const median = (xs: number[]) => {
 };
 
 /**
- * A path against its floor: the median over rounds of the ratio within each round (a path
- * and its floor measured minutes apart would compare two different machines), or the ratio of
- * the medians when the rounds do not pair up.
+ * A row against the row it is compared with: the median over rounds of the ratio within each
+ * round (a path and its floor measured minutes apart would compare two different machines), or
+ * the ratio of the medians when the rounds do not pair up.
  */
 function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
   const floor = row.floor ? rowFor(report, row.floor) : undefined;
@@ -85,49 +141,77 @@ function ratios(report: RunReport, row: Row): { rps?: number; p99?: number } {
   };
 }
 
-/** Each round's mark-compacts per second in the service (single-process services only). */
-function fullGcs(row: Row): string {
-  const rounds = row.perRound ?? [];
-  if (!rounds.length || rounds.some((x) => x.fullGcs === undefined)) return '—';
-  return rounds.map((x) => x.fullGcs!.toFixed(1)).join(', ');
+/** The median over rounds of one per-round CPU figure, as % of a core, or —. */
+function cpuOf(row: Row, key: 'cpu' | 'gen' | 'attack'): string {
+  const xs = (row.perRound ?? []).map((r) => r[key]).filter((x): x is number => x !== undefined);
+  return xs.length ? pct(median(xs)) : '—';
 }
+
+/** Short names for the "vs" column. */
+const SHORT: Record<string, string> = {
+  [FLOOR_REDIS]: 'Redis floor',
+  [FLOOR_MYSQL]: 'MySQL floor',
+  [FLOOR_UPDATE]: 'txn floor',
+  [CACHED_W1]: 'clean row',
+};
 
 export function resultsTable(report: RunReport): string {
   const lines = [
-    "| scenario | req/s | rounds' req/s | p50 ms | p99 ms | errors / non-2xx / code≠0 | floor | req/s ÷ floor | p99 ÷ floor | RSS max MiB | procs | full GCs/s | others' CPU |",
-    '| --- | ---: | --- | ---: | ---: | :---: | --- | ---: | ---: | ---: | ---: | --- | --- |',
+    "| scenario | req/s | rounds' range | p50 ms | p99 ms | errors | vs | req/s ratio | p99 ratio | CPU % of a core: server / generator | RSS MiB | full GCs/s |",
+    '| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const row of report.rows) {
     const r = row.result;
     const q = ratios(report, row);
-    const bad = `${r.errors} / ${r.non2xx} / ${r.notOk - r.non2xx}`;
+    const rounds = (row.perRound ?? []).map((x) => x.rps);
+    const range = rounds.length > 1 ? `${fmt(Math.min(...rounds))}–${fmt(Math.max(...rounds))}` : '—';
+    const gcs = (row.perRound ?? []).map((x) => x.fullGcs).filter((x): x is number => x !== undefined);
+    const attack = cpuOf(row, 'attack');
     lines.push(
-      `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${(row.perRound ?? []).map((x) => fmt(x.rps)).join(', ')} | ${ms(r.p50)} | ${ms(r.p99)} | ${bad} | ${row.floor ?? '—'} | ${
-        q.rps !== undefined ? q.rps.toFixed(2) : '—'
-      } | ${q.p99 !== undefined ? q.p99.toFixed(2) : '—'} | ${row.rssMax ? mib(row.rssMax) : '—'} | ${row.processes ?? '—'} | ${fullGcs(row)} | ${(row.perRound ?? []).map((x) => `${(x.other * 100).toFixed(0)} %`).join(', ')} |`,
+      `| ${row.scenario}${row.note ? ` (${row.note})` : ''} | ${fmt(r.rps)} | ${range} | ${ms(r.p50)} | ${ms(r.p99)} | ` +
+        `${r.errors + r.notOk} | ${row.floor ? (SHORT[row.floor] ?? row.floor) : '—'} | ${q.rps?.toFixed(2) ?? '—'} | ` +
+        `${q.p99?.toFixed(2) ?? '—'} | ${cpuOf(row, 'cpu')} / ${cpuOf(row, 'gen')}${attack === '—' ? '' : ` + attacker ${attack}`} | ` +
+        `${row.rssMax ? mib(row.rssMax) : '—'} | ${gcs.length ? Math.max(...gcs).toFixed(1) : '—'} |`,
     );
   }
   return lines.join('\n');
 }
 
+/** Others' share of the machine above which a run's numbers say more about them than about the service. */
+const DISTURBED = 0.25;
+
 const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
+const x2 = (n: number | undefined) => (n === undefined ? '—' : `${n.toFixed(2)} ×`);
 
 export function targetsTable(report: RunReport): string {
   const cached = rowFor(report, CACHED_W1);
+  const attack = rowFor(report, CACHED_ATTACK);
   const burst = rowFor(report, CACHED_BURST);
   const uncached = rowFor(report, UNCACHED);
+  const update = rowFor(report, UPDATE);
   const w2 = rowFor(report, CACHED_W2);
+  const pipeline = rowFor(report, FLOOR_REDIS_PIPELINE);
   const lines = ['| target | measured | |', '| --- | --- | --- |'];
+  const errors = (row: Row) => row.result.errors + row.result.notOk;
   if (cached) {
     const q = ratios(report, cached);
-    const errs = cached.result.errors + cached.result.notOk;
     lines.push(
-      `| cached loginByOpenid req/s ≥ 0.8 × Redis floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+      `| cached loginByOpenid req/s ≥ 0.8 × Redis floor | ${x2(q.rps)} | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+      `| cached loginByOpenid p99 ≤ Redis floor's | ${x2(q.p99)} | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 1)} |`,
+      `| cached loginByOpenid: zero errors | ${errors(cached)} | ${verdict(errors(cached) === 0)} |`,
     );
+  }
+  if (attack && report.attack) {
+    const q = ratios(report, attack);
+    const a = report.attack;
+    const answered = Object.entries(a.answered)
+      .map(([status, n]) => `${status}: ${fmt(n)}`)
+      .join(', ');
     lines.push(
-      `| cached loginByOpenid p99 ≤ 2 × Redis floor's | ${q.p99?.toFixed(2) ?? '—'} × | ${verdict(q.p99 === undefined ? undefined : q.p99 <= 2)} |`,
+      `| under attack ÷ clean row, req/s and p99 | ${x2(q.rps)} and ${x2(q.p99)}; ${errors(attack)} errors | reported |`,
+      `| the attacker | ${fmt(a.sent)} bodies sent (HTTP ${answered || 'none answered'}; ${fmt(a.late)} not sent, all connections busy); ` +
+        `half-open alive at each round's end: ${a.halfOpenAlive.join(', ')} | reported |`,
     );
-    lines.push(`| cached loginByOpenid: zero errors | ${errs} | ${verdict(errs === 0)} |`);
   }
   if (burst) {
     // What the row guards is the collector's state the surge leaves behind: a process whose
@@ -135,31 +219,28 @@ export function targetsTable(report: RunReport): string {
     const gcs = (burst.perRound ?? []).map((r) => r.fullGcs).filter((x): x is number => x !== undefined);
     const worst = gcs.length ? Math.max(...gcs) : undefined;
     lines.push(
-      `| cached loginByOpenid after a burst: full GCs/s ≤ 1 in every round | ${worst === undefined ? '—' : `at most ${worst.toFixed(1)}`} | ${verdict(worst === undefined ? undefined : worst <= 1)} |`,
-    );
-    const errs = burst.result.errors + burst.result.notOk;
-    lines.push(`| cached loginByOpenid after a burst: zero errors | ${errs} | ${verdict(errs === 0)} |`);
-    const q = ratios(report, burst);
-    const quiet = cached ? ratios(report, cached).rps : undefined;
-    lines.push(
-      `| cached loginByOpenid after a burst, req/s and p99 ÷ Redis floor's | ${q.rps?.toFixed(2) ?? '—'} × and ${q.p99?.toFixed(2) ?? '—'} ×` +
-        `${q.rps !== undefined && quiet ? ` (${(q.rps / quiet).toFixed(2)} × the quiet process's ratio)` : ''} | reported |`,
+      `| after a burst: full GCs/s ≤ 1 in every round, zero errors | ${worst === undefined ? '—' : worst.toFixed(1)}; ${errors(burst)} errors | ${verdict(worst === undefined ? undefined : worst <= 1 && errors(burst) === 0)} |`,
     );
   }
   if (uncached) {
     const q = ratios(report, uncached);
     lines.push(
-      `| uncached loginByOpenid req/s ≥ 0.8 × MySQL floor | ${q.rps?.toFixed(2) ?? '—'} × | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+      `| uncached loginByOpenid req/s ≥ 0.8 × MySQL floor | ${x2(q.rps)} | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.8)} |`,
+    );
+  }
+  if (update?.floor === FLOOR_UPDATE) {
+    const q = ratios(report, update);
+    lines.push(
+      `| update req/s ≥ 0.7 × transaction floor | ${x2(q.rps)} | ${verdict(q.rps === undefined ? undefined : q.rps >= 0.7)} |`,
     );
   }
   lines.push(
-    `| RSS of one service process < 150 MB through the run (${report.settings.connections}-connection scenarios) | ${mibMb(report.rssMax)}, during ${report.rssMaxDuring} | ${verdict(report.rssMax < 150e6)} |`,
+    `| RSS of one service process < 150 MB (${report.settings.connections}-connection scenarios) | ${mibMb(report.rssMax)}, during ${report.rssMaxDuring} | ${verdict(report.rssMax < 150e6)} |`,
   );
   if (report.surge) {
     const { connections, seconds, requests, failed, rssPeak } = report.surge;
-    const times = Math.round(connections / report.settings.connections);
     lines.push(
-      `| RSS of a fresh process through its ${fmt(connections)}-connection, ${seconds} s surge (${fmt(requests)} requests over all rounds, ${fmt(failed)} failed) and its cached row; the 150 MB target is not applied at ${times} × the connections | ${mibMb(rssPeak)} | reported |`,
+      `| RSS through a ${fmt(connections)}-connection, ${seconds} s surge (${fmt(requests)} requests, ${fmt(failed)} failed) | ${mibMb(rssPeak)} | reported |`,
     );
   }
   if (cached && w2) {
@@ -170,7 +251,18 @@ export function targetsTable(report: RunReport): string {
         ? median(b.map((r, i) => r.rps / a[i]!.rps))
         : w2.result.rps / cached.result.rps;
     lines.push(
-      `| cached loginByOpenid, WORKERS=2 vs WORKERS=1 | ${fmt(w2.result.rps)} vs ${fmt(cached.result.rps)} req/s (${speedup.toFixed(2)} ×, median of the rounds' ratios); ${w2.processes} vs ${cached.processes} processes | reported |`,
+      `| WORKERS=2 ÷ WORKERS=1, cached | ${x2(speedup)} (${w2.processes} vs ${cached.processes} processes) | reported |`,
+    );
+  }
+  if (pipeline) {
+    lines.push(`| pipeline floor ÷ Redis floor | ${x2(ratios(report, pipeline).rps)} | reported |`);
+  }
+  const gens = report.rows
+    .flatMap((r) => (r.perRound ?? []).map((x) => x.gen))
+    .filter((x): x is number => x !== undefined);
+  if (gens.length) {
+    lines.push(
+      `| ${generatorOf(report)}'s own CPU, any round | at most ${pct(Math.max(...gens))} % of a core | reported |`,
     );
   }
   return lines.join('\n');
@@ -179,93 +271,49 @@ export function targetsTable(report: RunReport): string {
 export function profileSection(report: RunReport): string {
   if (!report.profile) return '';
   const { summary, scenario } = report.profile;
-  const out = [
-    `### Where the service spends its CPU (${scenario})`,
-    '',
-    `One more run of that scenario with the service under \`node --cpu-prof\` (the profiler slows it, so`,
-    `these numbers are not in the table), from start to shutdown: ${fmt(summary.totalMs)} ms busy, ${fmt(summary.idleMs)} ms idle.`,
-    `Shares are of the busy time. Self time, by origin:`,
-    '',
-    '| origin | self ms | share |',
-    '| --- | ---: | ---: |',
-    ...summary.origins.map((o) => `| ${o.name} | ${fmt(o.selfMs)} | ${(o.share * 100).toFixed(1)} % |`),
-    '',
-    'Top functions by self time (for a native frame, the JavaScript function that called it most):',
-    '',
-    '| function | where | self ms | share |',
-    '| --- | --- | ---: | ---: |',
-    ...summary.functions.map(
-      (f) =>
-        `| \`${f.name}\` | ${f.where}${f.caller ? `, from \`${f.caller}\`` : ''} | ${fmt(f.selfMs)} | ${(f.share * 100).toFixed(1)} % |`,
-    ),
-  ];
-  return out.join('\n');
-}
-
-export const FLOOR_REDIS = 'floor: node:http + ioredis';
-export const FLOOR_MYSQL = 'floor: node:http + mysql2';
-export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
-export const CACHED_W2 = 'loginByOpenid cached, WORKERS=2';
-export const CACHED_BURST = 'loginByOpenid cached, fresh WORKERS=1 after a burst';
-export const BURST_NOTE = (connections: number, seconds: number) =>
-  `${fmt(connections)} connections of launches for ${seconds} s first`;
-export const UNCACHED = 'loginByOpenid uncached';
-export const GET = 'get (cached)';
-export const UPDATE = 'update nick_name';
-
-/**
- * While the service does not fork, the WORKERS=1 and WORKERS=2 rows measure the same code:
- * how far apart their ratios land is this run's resolution, worth saying next to the targets.
- */
-function resolutionNote(report: RunReport): string {
-  const a = rowFor(report, CACHED_W1);
-  const b = rowFor(report, CACHED_W2);
-  if (!a || !b || (a.processes ?? 1) > 1 || (b.processes ?? 1) > 1) return '';
-  const qa = ratios(report, a).rps;
-  const qb = ratios(report, b).rps;
-  if (qa === undefined || qb === undefined) return '';
-  return (
-    `Both cached rows ran the same single-process service, so the gap between their ratios to the floor ` +
-    `(${qa.toFixed(2)} and ${qb.toFixed(2)}) is this run's resolution: a difference smaller than that is noise ` +
-    '(more `--rounds` or a longer `--duration` narrow it).'
-  );
+  const share = (l: { share: number }) => `${(l.share * 100).toFixed(1)} %`;
+  return [
+    `**Profile** (${scenario}, \`node --cpu-prof\`; self time, share of ${fmt(summary.totalMs)} ms busy): ` +
+      (summary.categories?.length
+        ? `${summary.categories
+            .filter((c) => c.share >= 0.01)
+            .map((c) => `${c.name} ${share(c)}`)
+            .join('; ')}. `
+        : '') +
+      'Top functions: ' +
+      summary.functions
+        .slice(0, 4)
+        .map((f) => `\`${f.name}\` ${share(f)}`)
+        .join(', ') +
+      '.',
+  ].join('\n');
 }
 
 export function section(report: RunReport): string {
   const s = report.settings;
   const u = report.uncached;
   const missRate = u.sent ? Math.min(1, u.misses / u.sent) : 0;
+  const others = Math.max(0, ...report.rows.flatMap((r) => (r.perRound ?? []).map((x) => x.other)));
+  const generator =
+    generatorOf(report) === 'wrk'
+      ? `wrk (${s.threads ?? 1} thread${(s.threads ?? 1) > 1 ? 's' : ''})`
+      : "autocannon, in the bench's own process (the ratios it gives flatter the service)";
   return [
     `## ${fmt(report.users)} users`,
     '',
     `${report.date} · ${report.cores} cores (${report.cpuModel}) · Node ${report.node} · MariaDB ${report.mariadb} · Redis ${report.redis}` +
-      (report.mysqlMemory ? ` · ${report.mysqlMemory}` : ''),
-    '',
-    `Seeded ${fmt(report.users)} users${report.seedSeconds === null ? '' : ` in ${report.seedSeconds.toFixed(1)} s`}` +
-      `${report.seedKept ? ' (by an earlier run; its rows were kept)' : ''}. ` +
-      `autocannon: ${s.connections} connections, pipelining ${s.pipelining}; every row was measured in each of ${report.rounds} interleaved rounds ` +
-      `(${s.warmup} s warm-up, then ${s.duration} s measured), and shows the median round. ` +
-      `Cached rows use a working set of ${fmt(report.workingSet)} users, warmed first; the uncached rounds sent ${fmt(u.sent)} openids, ` +
-      `each round's drawn without replacement across the ${fmt(report.users - report.workingSet)} users outside the working set, with the profile cache emptied just before; ` +
-      `they made ${fmt(u.misses)} cache fills, ` +
-      `a miss rate of ${(missRate * 100).toFixed(1)} %. ${report.workersNote}` +
-      (rowFor(report, CACHED_BURST)
-        ? ' The row after a burst started a fresh single-process service in each round and, before its warm-up, ' +
-          'sent it the surge of logins (any user) its note names: with allocation-site pretenuring on, such a surge ' +
-          "has V8 allocate each later request's objects in the old generation for the rest of the process's life " +
-          '(README, Scaling).'
-        : ''),
+      (report.mysqlMemory ? ` · ${report.mysqlMemory}` : '') +
+      `. Load: ${generator}, ${s.connections} connections; ${report.rounds} round${report.rounds === 1 ? '' : 's'} of ${s.warmup} s warm-up + ${s.duration} s. ` +
+      `Working set ${fmt(report.workingSet)}; uncached: ${fmt(u.sent)} openids sent, ${(missRate * 100).toFixed(1)} % misses. ` +
+      `Seeding: ${report.seedSeconds === null ? '?' : `${report.seedSeconds.toFixed(1)} s`}${report.seedKept ? ' (an earlier run)' : ''}. ` +
+      (others > DISTURBED
+        ? `**A disturbed run**: other processes used up to ${pct(others)} % of the machine in a round; its numbers are noise. `
+        : `Others' CPU: at most ${pct(others)} % of the machine in any round. `) +
+      report.workersNote,
     '',
     resultsTable(report),
     '',
-    `Service RSS: ${mib(report.rssIdle)} MiB idle after start, at most ${mib(report.rssMax)} MiB in one process (during ${report.rssMaxDuring})` +
-      (report.surge ? `; ${mib(report.surge.rssPeak)} MiB in a fresh process through its surge.` : '.'),
-    '',
-    '### Targets (reported, not enforced)',
-    '',
     targetsTable(report),
-    '',
-    resolutionNote(report),
     '',
     profileSection(report),
   ]
@@ -275,121 +323,114 @@ export function section(report: RunReport): string {
 
 const INTRO = `# Benchmarks
 
-Written by \`npm run bench\` (\`bench/\`); rerun it rather than editing this file. Options:
-\`npm run bench -- --help\`; \`--users 1000000\` writes its own section and the scale comparison.
+Written by \`npm run bench\` (\`bench/\`); do not edit by hand. \`npm run bench -- --help\` lists the options;
+\`--users 1000000\` replaces the 1M section, the default the 100k one. Each run's data is in
+\`bench/results/<users>.json\`; older runs are in git history.
 
-The service runs from the compiled build (\`dist/src/server.js\`) as a child process against the
-real MariaDB (its own database, \`user_service_bench_<users>\`) and Redis (its own key prefix,
-removed at the start and the end), with \`LOG_LEVEL=warn\` and **rate limits off**
-(\`RATE_LIMIT_IP=0\`, \`RATE_LIMIT_OPENID=0\`: the bench measures the service's path, not the
-limiter's refusals). autocannon drives it from the parent process over loopback.
+## Method
 
-**Read the ratios, not the absolute numbers.** The machine is small and shared: the load
-generator, the server, MariaDB and Redis compete for the same cores. Each service path is
-compared with its *floor*, a bare \`node:http\` server run the same way with the same client
-settings that does only the I/O the path cannot avoid. All servers stay up for the whole run;
-the scenarios are measured in rounds, each round running every floor next to its paths, and
-the table shows each scenario's median round (the req/s of every round beside it):
+The service runs from the build with the flags of \`npm start\`, as a child process, against the real
+MariaDB (database \`user_service_bench_<users>\`) and Redis (prefix \`bench:\`, removed at start and end),
+\`LOG_LEVEL=warn\`, rate limits off; \`/metrics\` and \`/readyz\` are read on its ops port (\`OPS_PORT\`,
+else the API port). **Load comes from wrk**, a C program in its own process (\`bench/wrk/post.lua\` builds
+the bodies and counts non-2xx answers and envelope codes ≠ 0 as errors, beside socket errors and
+timeouts); autocannon, in the bench's own process, is the fallback. A generator sharing the two cores
+caps a lean floor more than the service and flatters every ratio, so each row shows its CPU.
 
-- **node:http + ioredis** (\`bench/floors/redis-floor.ts\`), the floor of cached
-  \`loginByOpenid\` (and of \`get\`, which needs less): parses the same JSON body, makes the
-  same one Redis round trip as the service (its login script: read the cached profile, store
-  the session and its index entry) and answers the same envelope.
-- **node:http + mysql2** (\`bench/floors/mysql-floor.ts\`), the floor of uncached
-  \`loginByOpenid\` (and, loosely, of \`update\`): the same indexed \`SELECT … WHERE openid = ?\`
-  through a pool of the service's size (\`DB_POOL_MAX\`).
+**Read the ratios, not the absolute numbers.** Each path is compared with its *floor*, a bare
+\`node:http\` server (\`bench/floors/\`) doing only the I/O the path cannot avoid:
 
-Columns: req/s over the measured seconds (median round); p50/p99 of every response's latency; errors (socket
-errors and timeouts) / non-2xx answers / HTTP 200 answers whose envelope code is not 0; RSS max
-is the largest resident set of one service process during that row, sampled every 100 ms from
-\`/proc/<pid>/status\`; procs is how many processes the server had (node:cluster primary + workers).
-The ratios to the floor are the median over rounds of each round's own ratio (a path and its
-floor measured in the same round), so they need not equal the quotient of the two medians
-shown. Others' CPU is, per round, the share of the machine's CPU (all cores) used by processes
-other than the bench, its servers, MariaDB and Redis during the measurement: a round where it
-is high was disturbed by another tenant of the machine. Full GCs/s is, per round, how many
-mark-compacts the single-process service ran per second of the measurement (from its own
-/metrics): a cached round with several per second measured a process in the slow state the
-README's Scaling section describes.`;
+- **Redis floor** (cached \`loginByOpenid\`, \`get\`): the service's own login script (read the cached
+  profile, store the session and its index entry) in one round trip. The **pipeline floor** does that
+  work as one plain pipeline, to check it.
+- **MySQL floor** (uncached \`loginByOpenid\`): the same indexed \`SELECT … WHERE openid = ?\`.
+- **Transaction floor** (\`update\`): BEGIN, \`SELECT … FOR UPDATE\`, UPDATE, COMMIT on a random user
+  (the service also tombstones the cached profile in Redis inside it).
 
-const DATA = /<!-- bench-data (.*?) -->/;
-const SECTION = /<!-- bench:(\d+) -->\n([\s\S]*?)\n<!-- \/bench:\1 -->/g;
+Every scenario runs once per round; rounds alternate floors before and after their paths; the table
+shows the median round, and a ratio is the median of each round's own ratio. **Under attack** is the
+cached path while \`bench/attack.ts\` (its own process) holds half-open connections and streams bodies
+at the 16 KiB limit full of keys; its ratio is to the clean row of the same round. **After a burst**
+is a fresh process whose first load is a 1,500-connection surge (by autocannon). Errors = socket
+errors + timeouts + non-2xx + code ≠ 0. CPU: median round, % of one core (server: its process tree;
+generator: wrk, or the whole bench process for autocannon). RSS: largest service process, sampled
+every 100 ms. Full GCs/s: worst round, from the service's \`/metrics\`. Others' CPU: the machine's CPU
+used by anything but the bench, its servers, MariaDB and Redis.
 
-/**
- * 1,000,000 against 100,000 users. The two runs happen minutes or days apart on a shared
- * machine, so raw req/s compare two machines; the Redis floor does not depend on the number of
- * users at all (it reads the same 10,000 cached profiles), so each path is first divided by its
- * own run's Redis floor: what is left of the change is the path's, not the machine's. The
- * verdict is on that adjusted change.
- */
+## Targets
+
+Cached \`loginByOpenid\` ≥ 0.8 × its Redis floor, p99 no worse than the floor's, zero errors; uncached
+≥ 0.8 × the MySQL floor; \`update\` ≥ 0.7 × the transaction floor; one service process under 150 MB
+RSS; 1M users within 10 % of 100k (adjusted by each run's Redis floor). Reported, not enforced.`;
+
+const RESULTS = join(__dirname, 'results');
+/** A reader's budget for the whole file (issue 17). */
+const MAX_CHARS = 12_000;
+
+/** 1,000,000 against 100,000 users, each run divided by its own Redis floor (which no user count changes). */
 function scaleSection(reports: RunReport[]): string {
   const base = reports.find((r) => r.users === 100_000);
   const big = reports.find((r) => r.users === 1_000_000);
   if (!base || !big) return '';
+  if (generatorOf(base) !== generatorOf(big)) {
+    return (
+      '## Scale: 1,000,000 vs 100,000 users\n\n' +
+      `Not compared: the two runs had different load generators (${generatorOf(base)} at 100k, ${generatorOf(big)} at 1M). ` +
+      'Run both scales with the same one.'
+    );
+  }
   const floorA = rowFor(base, FLOOR_REDIS)?.result.rps;
   const floorB = rowFor(big, FLOOR_REDIS)?.result.rps;
   const lines = [
     '## Scale: 1,000,000 vs 100,000 users',
     '',
-    `From the two sections above (runs of ${base.date} and ${big.date}). Target: within 10 %. The runs are ` +
-      'minutes or days apart on a shared machine, so raw req/s also measure how fast the machine was that day. ' +
-      'The Redis floor does not depend on the number of users (it reads the same cached working set), so the ' +
-      '*adjusted* change divides each run by its own Redis floor first; the verdict is on it. The last column ' +
-      'divides each path by its own floor instead: for the uncached path, the MySQL floor runs the same indexed ' +
-      "SELECT on the same table, so what is left is the service's own change, whatever the database did " +
-      `(this MariaDB: ${base.mysqlMemory ?? '?'} at 100k, ${big.mysqlMemory ?? '?'} at 1M).`,
+    `The two sections above (${base.date}, ${generatorOf(base)}; ${big.date}, ${generatorOf(big)}). Target: within 10 %, ` +
+      "on the change adjusted by each run's Redis floor (runs apart in time measure different machines).",
     '',
-    '| scenario | req/s 100k | req/s 1M | raw 1M ÷ 100k | adjusted 1M ÷ 100k | | 1M ÷ 100k, each ÷ its own floor |',
-    '| --- | ---: | ---: | ---: | ---: | --- | ---: |',
+    '| scenario | req/s 100k | req/s 1M | raw 1M ÷ 100k | adjusted | |',
+    '| --- | ---: | ---: | ---: | ---: | --- |',
   ];
-  for (const name of [FLOOR_REDIS, CACHED_W1, UNCACHED, FLOOR_MYSQL]) {
+  for (const name of [CACHED_W1, UNCACHED, FLOOR_MYSQL]) {
     const a = rowFor(base, name);
     const b = rowFor(big, name);
     if (!a || !b) continue;
-    const raw = b.result.rps / a.result.rps;
     const adjusted = floorA && floorB ? b.result.rps / floorB / (a.result.rps / floorA) : undefined;
-    const judged = name === CACHED_W1 || name === UNCACHED;
-    const ownA = a.floor ? rowFor(base, a.floor)?.result.rps : undefined;
-    const ownB = b.floor ? rowFor(big, b.floor)?.result.rps : undefined;
-    const own = ownA && ownB ? (b.result.rps / ownB / (a.result.rps / ownA)).toFixed(2) : '—';
+    const judged = name !== FLOOR_MYSQL;
     lines.push(
-      `| ${name} | ${fmt(a.result.rps)} | ${fmt(b.result.rps)} | ${raw.toFixed(2)} | ${
-        name === FLOOR_REDIS ? '1 (by definition)' : (adjusted?.toFixed(2) ?? '—')
-      } | ${judged ? verdict(adjusted === undefined ? undefined : Math.abs(adjusted - 1) <= 0.1) : 'for reference'} | ${own} |`,
+      `| ${name} | ${fmt(a.result.rps)} | ${fmt(b.result.rps)} | ${(b.result.rps / a.result.rps).toFixed(2)} | ${adjusted?.toFixed(2) ?? '—'} | ${
+        judged ? verdict(adjusted === undefined ? undefined : Math.abs(adjusted - 1) <= 0.1) : 'reference'
+      } |`,
     );
   }
   return lines.join('\n');
 }
 
-/** Reads the reports stored in an existing BENCHMARKS.md (one per seed size). */
-export function storedReports(file: string): RunReport[] {
-  if (!existsSync(file)) return [];
-  const text = readFileSync(file, 'utf8');
-  const out: RunReport[] = [];
-  for (const m of text.matchAll(SECTION)) {
-    const data = DATA.exec(m[2]!);
-    if (data) out.push(JSON.parse(data[1]!.replace(/-\\->/g, '-->')) as RunReport);
-  }
-  return out;
+/** The reports stored in bench/results (one per seed size). */
+export function storedReports(dir = RESULTS): RunReport[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => /^\d+\.json$/.test(f))
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as RunReport)
+    .sort((a, b) => a.users - b.users);
 }
 
 /**
- * Rewrites BENCHMARKS.md: the intro, one section per seed size (this run's replaces the one of
- * the same size, the others are kept) and the scale comparison when both sizes are there.
+ * Stores `report` (replacing the run of the same size) and rewrites BENCHMARKS.md from every
+ * stored run: the method, one section per seed size, and the scale comparison.
  */
-export function writeBenchmarks(file: string, report?: RunReport): string {
-  const reports = storedReports(file).filter((r) => r.users !== report?.users);
-  if (report) reports.push(report);
-  reports.sort((a, b) => a.users - b.users);
-  const parts = [INTRO];
-  for (const r of reports) {
-    // The JSON rides along in a comment so a later run can compare with it.
-    const data = JSON.stringify(r).replace(/-->/g, '-\\->');
-    parts.push(`<!-- bench:${r.users} -->\n${section(r)}\n\n<!-- bench-data ${data} -->\n<!-- /bench:${r.users} -->`);
+export function writeBenchmarks(file: string, report?: RunReport, dir = RESULTS): string {
+  if (report) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `${report.users}.json`), `${JSON.stringify(report, null, 1)}\n`);
   }
+  const reports = storedReports(dir);
+  const parts = [INTRO, ...reports.map(section)];
   const scale = scaleSection(reports);
   if (scale) parts.push(scale);
   const text = `${parts.join('\n\n')}\n`;
+  if (text.length > MAX_CHARS) {
+    process.stderr.write(`BENCHMARKS.md: ${text.length} characters, over the ${MAX_CHARS} it is meant to stay under\n`);
+  }
   writeFileSync(file, text);
   return scale;
 }

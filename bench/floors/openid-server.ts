@@ -4,11 +4,13 @@ export const PREFIX = '{"code":0,"msg":"success","data":';
 export const NOT_FOUND = '{"code":-2,"msg":"no such user","data":null}';
 const BAD = '{"code":-1,"msg":"openid is required","data":null}';
 
+type Send = (body: string) => void;
+
 /**
- * What both floors share: a bare node:http server that reads and JSON.parses the body, takes
- * its openid (answering -1 without one) and lets `answer` do the I/O a path cannot avoid.
+ * What every floor shares: a bare node:http server that reads and JSON.parses the body
+ * (undefined when it is not JSON) and lets `answer` do the I/O a path cannot avoid.
  */
-export function openidServer(answer: (openid: string, send: (body: string) => void) => void): Server {
+export function bodyServer(answer: (body: unknown, send: Send) => void): Server {
   return createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -20,14 +22,22 @@ export function openidServer(answer: (openid: string, send: (body: string) => vo
         });
         res.end(body);
       };
-      let openid: unknown;
+      let body: unknown;
       try {
-        openid = (JSON.parse(Buffer.concat(chunks).toString()) as { openid?: unknown }).openid;
+        body = JSON.parse(Buffer.concat(chunks).toString());
       } catch {
-        openid = undefined;
+        body = undefined;
       }
-      if (typeof openid !== 'string' || !openid) return send(BAD);
-      answer(openid, send);
+      answer(body, send);
     });
+  });
+}
+
+/** A floor of an openid route: the body's openid (answering -1 without one). */
+export function openidServer(answer: (openid: string, send: Send) => void): Server {
+  return bodyServer((body, send) => {
+    const openid = (body as { openid?: unknown } | undefined)?.openid;
+    if (typeof openid !== 'string' || !openid) return send(BAD);
+    answer(openid, send);
   });
 }
