@@ -4,6 +4,7 @@ import type { Config } from './config';
 import { authGuard } from './http/auth';
 import { bodyParser } from './http/body';
 import { envelope } from './http/envelope';
+import { identityGuard } from './http/identity';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
@@ -14,7 +15,8 @@ import { opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
 
-export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 'trustProxy'>;
+export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'rateLimit' | 'trustProxy'> &
+  Partial<Pick<Config, 'env'>>;
 
 /** Builds the Koa app. The middleware order is the request's path, top to bottom. */
 export function createApp(config: AppConfig, services: Services, logger: Logger): Koa {
@@ -30,7 +32,24 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
+    identityGuard(
+      { authMode: config.authMode, ...config.identity },
+      { sessions: services.sessions, exchangeCode: (code) => services.users.proveCode(code) },
+    ),
   ];
+  if (config.env === 'production' && config.authMode === 'openid') {
+    logger.warn(
+      { AUTH_MODE: 'openid' },
+      'AUTH_MODE=openid: anyone who knows an openid can log in as its user, read its phone number and ' +
+        'change its profile; set AUTH_MODE=token once the mini-program sends a js_code or its session token',
+    );
+  }
+  if (config.identity.trustedOpenidHeader) {
+    logger.info(
+      { header: config.identity.trustedOpenidHeader },
+      'trusting the gateway header for the openid: only safe where the gateway overwrites the client copy',
+    );
+  }
   const router = buildRouter(prefix, routes, guards);
   // Generated from the same specs the router mounts and validates with: it cannot drift.
   const openapi = buildOpenApi(routes, {

@@ -1,6 +1,7 @@
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
 import {
   emptyListOutput,
+  identityInput,
   jsCodeInput,
   loginInput,
   nullOutput,
@@ -28,9 +29,10 @@ export function userRoutes(users: UserService): RouteSpec[] {
       summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
       output: userSessionOutput,
-      codes: { invalid: -1, other: -2 },
+      codes: { invalid: -1, upstream: -2, other: -2 },
       rateLimited: true,
-      handle: ({ openid, ...profile }) => users.register(openid, profile),
+      identifies: true,
+      handle: ({ openid, unionid, js_code: _, ...profile }) => users.register(openid!, profile, unionid),
     }),
     defineRoute({
       name: 'getOpenid',
@@ -43,12 +45,13 @@ export function userRoutes(users: UserService): RouteSpec[] {
     }),
     defineRoute({
       name: 'loginByOpenid',
-      summary: 'Log in by openid: the user (from the cache when it can) and a new session',
-      input: openidInput,
+      summary: 'Log in by openid (or js_code): the user (from the cache when it can) and a new session',
+      input: identityInput,
       output: userSessionOutput,
-      codes: { invalid: -1, notFound: -2, other: -2 },
+      codes: { invalid: -1, notFound: -2, upstream: -2, other: -2 },
       rateLimited: true,
-      handle: async ({ openid }) => new RawJson(await users.loginByOpenid(openid)),
+      identifies: true,
+      handle: async ({ openid, unionid }) => new RawJson(await users.loginByOpenid(openid!, unionid)),
     }),
     defineRoute({
       name: 'logout',

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createUsers from './20261126000000_create_users';
+import * as addUsersUnionid from './20261129000000_add_users_unionid';
 
 interface Migration {
   up(db: Knex): Promise<void>;
@@ -14,6 +15,7 @@ interface Migration {
  */
 const migrations: Record<string, Migration> = {
   '20261126000000_create_users': createUsers,
+  '20261129000000_add_users_unionid': addUsersUnionid,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
