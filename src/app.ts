@@ -1,34 +1,47 @@
 import Koa from 'koa';
+import type { RequestListener } from 'node:http';
 import pkg from '../package.json';
 import type { Config } from './config';
 import { authGuard } from './http/auth';
-import { bodyParser } from './http/body';
+import { parseBody, readBody } from './http/body';
+import { clientIp, clientIpRule } from './http/client-ip';
 import { envelope } from './http/envelope';
 import { identityGuard } from './http/identity';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
-import type { RouteState } from './http/route';
+import type { RouteSpec, RouteState } from './http/route';
 import { buildRouter } from './http/router';
+import { LoadShedder } from './http/shed';
 import type { Logger } from './logger';
-import { opsRouter } from './ops/routes';
+import { healthRouter, opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
 
-export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'rateLimit' | 'trustProxy'> &
+export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'rateLimit' | 'trustProxy' | 'http'> &
   Partial<Pick<Config, 'env'>>;
 
-/** Builds the Koa app. The middleware order is the request's path, top to bottom. */
+const PREFIX = '/service/user';
+
+function apiRoutes(services: Services): RouteSpec[] {
+  return userRoutes(services.users);
+}
+
+/**
+ * Builds the public API app. The middleware order is the request's path, top to bottom. The
+ * only GET it answers is /healthz; the operator's endpoints are createOpsApp's, on OPS_PORT.
+ */
 export function createApp(config: AppConfig, services: Services, logger: Logger): Koa {
-  const app = new Koa({ proxy: config.trustProxy });
+  // Koa's own proxy mode would take the left-most X-Forwarded-For entry, which the client writes.
+  const app = new Koa({ proxy: false });
+  const clientRule = clientIpRule(config.trustProxy);
+  logger.info(clientRule.description, 'client IP rule');
   // Programmer errors arrive here (from the envelope); operational ones are answers, not logs.
   app.on('error', (err: Error, ctx?: Koa.Context) => {
     const state = ctx?.state as RouteState | undefined;
     logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
-  const prefix = '/service/user';
-  const routes = userRoutes(services.users);
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
@@ -50,23 +63,51 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
       'trusting the gateway header for the openid: only safe where the gateway overwrites the client copy',
     );
   }
-  const router = buildRouter(prefix, routes, guards);
+  const router = buildRouter(PREFIX, apiRoutes(services), guards);
+  const shedder = new LoadShedder(config.http.maxInflight, () => services.metrics.shedRequests.inc());
+  services.metrics.inflightSource = () => shedder.inflight;
+  app.use(clientIp(clientRule, logger));
+  app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
+  // Liveness answers before the load shedder: a probe must not fail because the process is busy.
+  const healthRoutes = healthRouter().routes() as Koa.Middleware;
+  app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? healthRoutes(ctx, next) : next()));
+  app.use(envelope());
+  app.use(readBody(config.bodyLimit));
+  app.use(shedder.gate());
+  app.use(parseBody());
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
+
+/**
+ * The operator's app, for the OPS_PORT listener: /healthz, /readyz, /metrics, /openapi.json and
+ * /docs; no body parser, no envelope: probes and scrapers, never the mini-program. Given the
+ * API's handler, it passes the API's paths on to it untouched (same limits, same shedder), so
+ * that the console's "try it out" reaches this very process from the operator's side.
+ */
+export function createOpsApp(services: Services, logger: Logger, api?: RequestListener): Koa {
+  const app = new Koa();
+  if (api) {
+    app.use((ctx, next) => {
+      if (!ctx.path.startsWith(`${PREFIX}/`)) return next();
+      ctx.respond = false;
+      return api(ctx.req, ctx.res);
+    });
+  }
+  app.on('error', (err: Error, ctx?: Koa.Context) => {
+    logger.error({ err, route: (ctx?.state as RouteState | undefined)?.ops ?? ctx?.path }, 'unexpected error');
+  });
   // Generated from the same specs the router mounts and validates with: it cannot drift.
-  const openapi = buildOpenApi(routes, {
+  const openapi = buildOpenApi(apiRoutes(services), {
     title: 'WeChat mini-program user service',
     version: pkg.version,
     description: pkg.description,
-    prefix,
+    prefix: PREFIX,
   });
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
-  // Probes, metrics and docs answer for themselves; everything else goes through the envelope.
-  // They are all GET and the API is all POST: an API call does not pay for matching them.
-  const opsRoutes = ops.routes() as Koa.Middleware;
-  app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? opsRoutes(ctx, next) : next()));
-  app.use(envelope());
-  app.use(bodyParser(config.bodyLimit));
-  app.use(router.routes());
-  app.use(router.allowedMethods());
+  app.use(ops.routes());
+  app.use(ops.allowedMethods());
   return app;
 }

@@ -13,7 +13,7 @@ export type FailureKind =
   | 'upstream' // WeChat refused or could not be reached
   | 'unavailable' // a backing store failed
   | 'unauthenticated' // strict mode: no valid token, or a token of another user
-  | 'rateLimited'; // too many requests from this client or for this openid
+  | 'rateLimited'; // too many requests from this client, or from it on one user
 
 /**
  * What each kind means to a client, for the API page (src/http/openapi.ts). A Record, so a new
@@ -28,7 +28,7 @@ export const FAILURE_MEANINGS: Record<FailureKind, string> = {
   upstream: 'WeChat refused the code, timed out or could not be reached; `msg` says which',
   unavailable: 'MySQL or Redis is unavailable; try again',
   unauthenticated: 'no valid session token of this user (strict mode, AUTH_MODE=token)',
-  rateLimited: 'too many requests from this client IP or for this openid (HTTP 429, Retry-After)',
+  rateLimited: 'too many requests from this client, or from it on one user (HTTP 429, Retry-After)',
 };
 
 export class ServiceError extends Error {

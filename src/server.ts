@@ -1,10 +1,11 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import type { DestinationStream } from 'pino';
-import { createApp } from './app';
+import { createApp, createOpsApp } from './app';
 import { runPrimary } from './cluster';
 import { ConfigError, loadConfig, type Config } from './config';
 import { createKnex, ensureDatabase, migrateLatest } from './db/knex';
+import { createListener, listen } from './http/listener';
 import type { Logger } from './logger';
 import { createLogger } from './logger';
 import { createServices } from './services';
@@ -13,6 +14,9 @@ import { drainer } from './shutdown';
 export interface RunningServer {
   server: Server;
   url: string;
+  /** The operations listener (OPS_PORT): /metrics, /readyz, /docs, /openapi.json. */
+  opsServer: Server;
+  opsUrl: string;
   /**
    * Graceful stop: /readyz turns 503, the listener closes, requests in flight get up to
    * `graceMs` (SHUTDOWN_GRACE_MS) to finish, then Redis and the MySQL pool are closed.
@@ -45,21 +49,24 @@ export async function startServer(
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, env: config.env }, logTo);
   if (prepare) await prepareDatabase(config, logger);
   const services = await createServices(config, logger);
-  const app = createApp(config, services, logger);
-  const server = app.listen(config.port, config.host);
+  const api = createApp(config, services, logger).callback();
+  const server = createListener(api, config.http);
   const connections = drainer(server);
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
+  const opsServer = createListener(createOpsApp(services, logger, api).callback(), config.http);
+  const port = await listen(server, config.port, config.host);
+  const opsPort = await listen(opsServer, config.ops.port, config.ops.host).catch(async (err: Error) => {
+    server.close();
+    await services.close();
+    throw new Error(`OPS_PORT ${config.ops.port}: ${err.message}`);
   });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  logger.info({ port, host: config.host }, 'listening');
+  const local = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
+  logger.info({ port, host: config.host, opsPort, opsHost: config.ops.host }, 'listening');
 
   return {
     server,
-    url: `http://${host}:${port}`,
+    url: `http://${local(config.host)}:${port}`,
+    opsServer,
+    opsUrl: `http://${local(config.ops.host)}:${opsPort}`,
     async stop(graceMs = config.shutdownGraceMs) {
       const start = performance.now();
       services.readiness.draining = true;
@@ -75,6 +82,10 @@ export async function startServer(
       ]);
       clearTimeout(timer);
       if (!closed) logger.warn('Redis or the MySQL pool did not close in time');
+      // The ops listener outlives the drain, so that /readyz says "draining" meanwhile.
+      const opsClosed = new Promise((resolve) => opsServer.close(resolve));
+      opsServer.closeAllConnections();
+      await opsClosed;
       clean &&= closed;
       logger.info({ ms: Math.round(performance.now() - start), clean }, 'shutdown complete');
       return clean;

@@ -4,6 +4,8 @@ import defaults from '../../config/default.json';
 import development from '../../config/development.json';
 import production from '../../config/production.json';
 import test from '../../config/test.json';
+import { MAX_PROXY_HOPS } from '../http/client-ip';
+import { MAX_SESSIONS_PER_USER } from '../sessions/store';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -41,9 +43,10 @@ export interface Config {
   authMode: 'openid' | 'token';
   /** Headers a trusted gateway (WeChat Cloud Run) sets to the caller's ids; '' when none. */
   identity: { trustedOpenidHeader: string; trustedUnionidHeader: string };
-  sessions: { ttlSeconds: number; idleSeconds: number };
+  sessions: { ttlSeconds: number; idleSeconds: number; maxPerUser: number };
   rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
-  trustProxy: boolean;
+  /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
+  trustProxy: number;
   /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
   logFormat: 'json' | 'pretty' | 'auto';
   /** After SIGTERM, how long requests in flight may take before the process gives up on them. */
@@ -52,6 +55,17 @@ export interface Config {
   readyTimeoutMs: number;
   /** Service processes (node:cluster); 1 runs without a primary. */
   workers: number;
+  /** Bounds on what one process accepts from the network (docs/limits.md). */
+  http: {
+    maxInflight: number;
+    maxConnections: number;
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    maxHeaderSize: number;
+  };
+  /** The operations listener (/metrics, /readyz, /docs): never the public port. */
+  ops: { port: number; host: string };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -104,10 +118,11 @@ const schema = Joi.object({
   TRUSTED_UNIONID_HEADER: headerName.required(),
   SESSION_TTL_SECONDS: positiveInt.required(),
   SESSION_IDLE_SECONDS: positiveInt.required(),
+  SESSION_MAX_PER_USER: positiveInt.max(MAX_SESSIONS_PER_USER).required(),
   RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
-  TRUST_PROXY: Joi.boolean().required(),
+  TRUST_PROXY: Joi.alternatives(Joi.boolean(), Joi.number().integer().min(0).max(MAX_PROXY_HOPS)).required(),
   REDIS_CLUSTER_NODES: Joi.string()
     .allow('')
     .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
@@ -117,6 +132,15 @@ const schema = Joi.object({
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   READY_TIMEOUT_MS: positiveInt.required(),
   WORKERS: Joi.alternatives(Joi.number().integer().min(1).max(64), Joi.string().valid('auto')).required(),
+  MAX_INFLIGHT: positiveInt.required(),
+  MAX_CONNECTIONS: positiveInt.required(),
+  HTTP_HEADERS_TIMEOUT_MS: positiveInt.required(),
+  // Node refuses a headers timeout longer than the request timeout.
+  HTTP_REQUEST_TIMEOUT_MS: positiveInt.min(Joi.ref('HTTP_HEADERS_TIMEOUT_MS')).required(),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: positiveInt.required(),
+  HTTP_MAX_HEADER_SIZE: Joi.number().integer().min(1024).max(65536).required(),
+  OPS_PORT: Joi.number().integer().min(0).max(65535).required(),
+  OPS_HOST: Joi.string().allow('').required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -181,16 +205,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimit: v.BODY_LIMIT,
     authMode: v.AUTH_MODE,
     identity: { trustedOpenidHeader: v.TRUSTED_OPENID_HEADER, trustedUnionidHeader: v.TRUSTED_UNIONID_HEADER },
-    sessions: { ttlSeconds: v.SESSION_TTL_SECONDS, idleSeconds: v.SESSION_IDLE_SECONDS },
+    sessions: {
+      ttlSeconds: v.SESSION_TTL_SECONDS,
+      idleSeconds: v.SESSION_IDLE_SECONDS,
+      maxPerUser: v.SESSION_MAX_PER_USER,
+    },
     rateLimit: {
       windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS,
       ipPoints: v.RATE_LIMIT_IP,
       openidPoints: v.RATE_LIMIT_OPENID,
     },
-    trustProxy: v.TRUST_PROXY,
+    trustProxy: Number(v.TRUST_PROXY),
     logFormat: v.LOG_FORMAT,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     readyTimeoutMs: v.READY_TIMEOUT_MS,
     workers: v.WORKERS === 'auto' ? availableParallelism() : Number(v.WORKERS),
+    http: {
+      maxInflight: v.MAX_INFLIGHT,
+      maxConnections: v.MAX_CONNECTIONS,
+      headersTimeoutMs: v.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: v.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: v.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxHeaderSize: v.HTTP_MAX_HEADER_SIZE,
+    },
+    ops: { port: v.OPS_PORT, host: v.OPS_HOST || v.HOST },
   };
 }

@@ -1,8 +1,12 @@
 import type { IncomingMessage } from 'node:http';
+import { createUnzip } from 'node:zlib';
 import { parse as parseJsonSafely } from '@hapi/bourne';
-import type { HttpMethodEnum, KoaBodyMiddlewareOptions } from 'koa-body';
 import type Koa from 'koa';
-import type { Middleware } from 'koa';
+// koa-body is no longer the reader, but its declaration of ctx.request.body is still the one
+// this module fills (and the one a multipart reader built on koa-body would share).
+import type {} from 'koa-body';
+import type { Context, Middleware } from 'koa';
+import { parse as parseForm } from 'qs';
 
 /**
  * qs's own decoder keeps a malformed escape (`%FF`, `%E4%B8`, a bare `%`) as literal text, so
@@ -21,7 +25,7 @@ function strictFormDecoder(str: string): string {
 
 const UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 * 1024 };
 
-/** BODY_LIMIT (`<n>b`, `<n>kb` or `<n>mb`, as config checks it) in bytes, as koa-body reads it. */
+/** BODY_LIMIT (`<n>b`, `<n>kb` or `<n>mb`, as config checks it) in bytes (k = 1024). */
 export function limitInBytes(limit: string): number {
   const match = /^(\d+)(b|kb|mb)$/i.exec(limit);
   if (!match) throw new Error(`not a body size: ${limit}`);
@@ -30,72 +34,125 @@ export function limitInBytes(limit: string): number {
 
 /** What mini-programs send (wx.request's default): JSON in UTF-8. */
 const PLAIN_JSON = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
-// co-body's strict mode: a JSON body must be an object or an array.
+/** The other types read as JSON (koa-body's list, kept so that no client that worked breaks). */
+const JSON_TYPES = [
+  'application/json',
+  'application/json-patch+json',
+  'application/vnd.api+json',
+  'application/csp-report',
+  'application/reports+json',
+];
+// A JSON body must be an object or an array (co-body's strict mode).
 const OBJECT_OR_ARRAY = /^[ \t\n\r]*[[{]/;
 
-/** What koa-body's types say a parsed body is (the request.body koa-body declares). */
+/** What a parsed body is (the request.body koa-body's types declare). */
 type JsonBody = NonNullable<Koa.Request['body']>;
 
-// Named as raw-body's http-errors are, so either path fails alike.
-const tooLarge = () =>
-  Object.assign(new Error('request entity too large'), { name: 'PayloadTooLargeError', status: 413 });
-const aborted = () => Object.assign(new Error('request aborted'), { name: 'BadRequestError', status: 400 });
-
-/**
- * Reads and parses a plain JSON body by co-body's rules (koa-body's JSON parser): at most
- * `limit` bytes (else 413), lenient UTF-8 with a leading BOM dropped, an empty body is {},
- * anything but an object or array is a 400 SyntaxError, and so is a `__proto__` key (bourne).
- */
-async function readPlainJson(req: IncomingMessage, limit: number): Promise<JsonBody> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > limit) {
-    req.pause();
-    throw tooLarge();
-  }
-  // A small request arrives in one packet, but the middleware runs while the parser is still
-  // on its headers. One microtask later the parser has buffered the whole body: it is then
-  // taken at once, without listeners, a promise per chunk or a copy.
-  if (req.readableLength !== declared) await null;
-  if (req.readableLength === declared) {
-    const buffered = req.read() as Buffer | null;
-    return parsePlainJson(buffered ? buffered.toString('utf8') : '');
-  }
-  return readStreamed(req, limit);
+/** A body's bytes between readBody and parseBody: decoded, at most the limit, not yet parsed. */
+interface RawBody {
+  kind: 'json' | 'form';
+  bytes: Buffer;
+}
+interface BodyState {
+  rawBody?: RawBody;
 }
 
-/** A body that is chunked, or did not arrive with its headers: read as it comes. */
-function readStreamed(req: IncomingMessage, limit: number): Promise<JsonBody> {
+const httpError = (status: number, name: string, message: string) =>
+  Object.assign(new Error(message), { name, status });
+const tooLarge = () => httpError(413, 'PayloadTooLargeError', 'request entity too large');
+const aborted = () => httpError(400, 'BadRequestError', 'request aborted');
+const unreadable = () => httpError(400, 'BadRequestError', 'the compressed body cannot be decompressed');
+
+/**
+ * The one Content-Encoding of a body, lowercased: identity (or none), gzip or deflate. Anything
+ * else, a list included (`gzip, gzip` is a bomb inside a bomb), is refused with 415 before a
+ * byte is read; so is br, which inflation would have decoded.
+ */
+function contentCoding(header: string | undefined): 'identity' | 'gzip' | 'deflate' {
+  const coding = header === undefined ? 'identity' : header.trim().toLowerCase();
+  if (coding === 'identity' || coding === '') return 'identity';
+  if (coding === 'gzip' || coding === 'deflate') return coding;
+  throw httpError(415, 'UnsupportedMediaTypeError', 'unsupported Content-Encoding');
+}
+
+/**
+ * Reads a body as it arrives, at most `limit` bytes (else 413): a small request is in the
+ * parser's buffer when the middleware runs, and is then taken at once, without listeners, a
+ * promise per chunk or a copy.
+ */
+async function readIdentity(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) throw tooLarge();
+  // The middleware may run while the parser is still on the headers; one microtask later it
+  // has buffered a body that came in the same packet.
+  if (req.readableLength !== declared) await null;
+  if (req.readableLength === declared) return (req.read() as Buffer | null) ?? Buffer.alloc(0);
+  return readStreamed(req, limit, null);
+}
+
+/**
+ * A gzip or deflate body, inflated as it streams: both the compressed bytes received and the
+ * inflated bytes produced are counted, and the first to pass `limit` ends the read with 413.
+ * A 1 KB bomb therefore costs at most `limit` bytes of output and one zlib stream, which is
+ * destroyed at once, never the megabytes it would inflate to.
+ */
+function readInflated(req: IncomingMessage, limit: number): Promise<Buffer> {
+  if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
+  return readStreamed(req, limit, createUnzip());
+}
+
+function readStreamed(
+  req: IncomingMessage,
+  limit: number,
+  inflater: ReturnType<typeof createUnzip> | null,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let received = 0;
     let size = 0;
-    const stop = (err: Error) => {
+    let done = false;
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
       req.off('data', onData);
       req.off('end', onEnd);
-      req.pause();
-      reject(err);
+      if (err) req.pause();
+      inflater?.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks, size));
     };
-    const onData = (chunk: Buffer) => {
+    const onOutput = (chunk: Buffer) => {
+      if (done) return;
       size += chunk.length;
-      if (size > limit) return stop(tooLarge());
+      if (size > limit) return finish(tooLarge());
       chunks.push(chunk);
     };
-    const onEnd = () => {
-      try {
-        resolve(parsePlainJson(Buffer.concat(chunks, size).toString('utf8')));
-      } catch (err) {
-        reject(err as Error);
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limit) return finish(tooLarge());
+      if (!inflater) return onOutput(chunk);
+      if (!inflater.write(chunk)) {
+        req.pause();
+        inflater.once('drain', () => done || req.resume());
       }
     };
+    const onEnd = () => (inflater ? inflater.end() : finish(null));
+    if (inflater) {
+      inflater.on('data', onOutput);
+      inflater.once('end', () => finish(null));
+      inflater.once('error', () => finish(unreadable()));
+    }
     req.on('data', onData);
     req.once('end', onEnd);
-    req.once('error', (err) => stop(Object.assign(err, { status: 400 })));
+    req.once('error', (err) => finish(Object.assign(err, { status: 400 })));
     req.once('close', () => {
-      if (!req.complete) stop(aborted());
+      if (!req.complete) finish(aborted());
     });
   });
 }
 
-function parsePlainJson(decoded: string): JsonBody {
+function parseJson(bytes: Buffer): JsonBody {
+  const decoded = bytes.toString('utf8');
   const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;
   if (!text) return {};
   if (!OBJECT_OR_ARRAY.test(text)) {
@@ -108,55 +165,69 @@ function parsePlainJson(decoded: string): JsonBody {
   }
 }
 
+// allowDots as co-body set it; brackets two deep, 100 fields and 20 array items at most.
+const FORM_OPTIONS = { allowDots: true, depth: 2, parameterLimit: 100, arrayLimit: 20, decoder: strictFormDecoder };
+
+function parseUrlencoded(bytes: Buffer): JsonBody {
+  try {
+    return parseForm(bytes.toString('utf8'), FORM_OPTIONS) as JsonBody;
+  } catch (err) {
+    throw Object.assign(err as Error, { status: 400 });
+  }
+}
+
+function bodyKind(ctx: Context): RawBody['kind'] | null {
+  if (PLAIN_JSON.test(ctx.req.headers['content-type'] ?? '')) return 'json';
+  if (!ctx.request.is([...JSON_TYPES, 'urlencoded'])) return null;
+  return ctx.request.is(JSON_TYPES) ? 'json' : 'form';
+}
+
 /**
- * JSON and urlencoded forms (the document's update example is a form), nothing else: no
- * multipart, no files. One size limit for both; a larger body is refused with 413.
- *
- * A POST of plain JSON (application/json, UTF-8, not compressed: every mini-program launch) is
- * read here by the same rules as koa-body's JSON parser, without its general machinery: four
- * content-type matches, inflation and iconv streams and a limit parsed on every request were
- * the most expensive middleware of the cached loginByOpenid path, 20-30 us of about 140 (the
- * stack measured layer by layer). Every other body, forms, other charsets, gzip, takes koa-body.
+ * Reads the body of a POST, JSON or a urlencoded form, into bytes and nothing more: at most
+ * `limit` bytes after decompression (else 413), identity, gzip or deflate (else 415). Other
+ * types (text, multipart) are left unread for the router to refuse. Parsing waits for
+ * parseBody, after the load shedder, so a request refused for load costs no parse.
  */
-export function bodyParser(limit: string): Middleware {
+export function readBody(limit: string): Middleware {
   const limitBytes = limitInBytes(limit);
-  const general = koaBodyOnDemand({
-    json: true,
-    urlencoded: true,
-    text: false,
-    multipart: false,
-    jsonLimit: limit,
-    formLimit: limit,
-    jsonStrict: true,
-    // The enum's value, spelled out: importing it would load koa-body at start.
-    parsedMethods: ['POST' as HttpMethodEnum],
-    queryString: { depth: 2, parameterLimit: 100, arrayLimit: 20, decoder: strictFormDecoder },
-  });
   return async (ctx, next) => {
-    const { headers } = ctx.req;
-    const encoding = headers['content-encoding'];
-    if (
-      ctx.method !== 'POST' ||
-      !PLAIN_JSON.test(headers['content-type'] ?? '') ||
-      (encoding !== undefined && encoding.toLowerCase() !== 'identity')
-    ) {
-      return general()(ctx, next);
+    if (ctx.method !== 'POST') return next();
+    const { req } = ctx;
+    try {
+      const coding = contentCoding(req.headers['content-encoding']);
+      const kind = bodyKind(ctx);
+      if (kind) {
+        const bytes = coding === 'identity' ? await readIdentity(req, limitBytes) : await readInflated(req, limitBytes);
+        (ctx.state as BodyState).rawBody = { kind, bytes };
+      }
+    } catch (err) {
+      // What is left of a refused body is never read: the connection cannot carry another request.
+      if (!req.complete) ctx.set('Connection', 'close');
+      throw err;
     }
-    ctx.request.body = await readPlainJson(ctx.req, limitBytes);
+    return next();
+  };
+}
+
+/** Parses what readBody read into ctx.request.body, and lets go of the bytes. */
+export function parseBody(): Middleware {
+  return (ctx, next) => {
+    const state = ctx.state as BodyState;
+    const raw = state.rawBody;
+    if (raw) {
+      state.rawBody = undefined;
+      ctx.request.body = raw.kind === 'json' ? parseJson(raw.bytes) : parseUrlencoded(raw.bytes);
+    }
     return next();
   };
 }
 
 /**
- * koa-body's middleware, built by the first body that needs it. koa-body with zod, co-body and
- * formidable holds about 4 MiB of heap, and V8 lets the old space grow in proportion to what
- * lives in it; a process whose callers only send plain JSON, as mini-programs do, never needs
- * it. It is resolved at once, so a broken install still fails at start, not on the first form.
+ * JSON and urlencoded forms (the document's update example is a form), nothing else: no
+ * multipart, no files. readBody then parseBody; the service puts its load shedder between them.
  */
-function koaBodyOnDemand(options: Partial<KoaBodyMiddlewareOptions>): () => Middleware {
-  const path = require.resolve('koa-body');
-  let built: Middleware | undefined;
-  // A synchronous require, once: the first form waits for it instead of every request for a promise.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return () => (built ??= (require(path) as typeof import('koa-body')).koaBody(options));
+export function bodyParser(limit: string): Middleware {
+  const read = readBody(limit);
+  const parse = parseBody();
+  return (ctx, next) => read(ctx, () => parse(ctx, next));
 }

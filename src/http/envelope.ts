@@ -40,6 +40,7 @@ export function envelope(): Middleware {
       }
       const status = clientErrorStatus(err);
       if (status === 413) return answer(ctx, 413, 413, 'request body too large');
+      if (status === 415) return answer(ctx, 415, 415, 'unsupported Content-Encoding: send identity, gzip or deflate');
       if (status) {
         return answer(ctx, 200, -1, err instanceof SyntaxError ? 'malformed JSON body' : 'unreadable request body');
       }

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import { ServiceError } from '../errors';
 import type { Session, SessionReader } from '../sessions/store';
+import { OPENID_PATTERN } from '../wechat/openid';
 import { requestToken, type AuthMode } from './auth';
 import type { RouteGuard } from './route';
 
@@ -36,8 +37,8 @@ interface Proof {
   what: string;
 }
 
-// WeChat's alphabet (the schemas hold request fields to it; a gateway's header is held here).
-const ID_SHAPE = /^[A-Za-z0-9_-]{1,64}$/;
+// The schemas hold request fields to WeChat's shape; a gateway's headers are held to it here.
+const ID_SHAPE = new RegExp(OPENID_PATTERN);
 
 const refuse = (message: string) => new ServiceError('unauthenticated', message);
 

@@ -23,8 +23,8 @@ export interface ObserveOptions {
 
 /**
  * Outermost middleware: gives the request its id (X-Request-Id in and out) and, once the
- * answer is formatted, writes one log line and reports the request. The line carries method,
- * path, route, document code, HTTP status and duration, never a body or a header, so neither
+ * answer is formatted, writes one log line and reports the request. The line carries the client
+ * address, method, path, route, document code, HTTP status and duration, never a body or a header, so neither
  * secrets nor phone numbers can reach it. Operations endpoints (probes, scrapes) log at debug.
  */
 export function observe(options: ObserveOptions): Middleware {
@@ -54,6 +54,8 @@ export function observe(options: ObserveOptions): Middleware {
         logger[level](
           {
             reqId: state.requestId,
+            // Set by clientIp (http/client-ip.ts): a validated address, never a header's raw text.
+            ip: ctx.ip,
             method: ctx.method,
             path: ctx.path.slice(0, 200),
             route,

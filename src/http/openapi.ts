@@ -174,7 +174,9 @@ export interface OpenApiInfo {
 
 /** HTTP answers outside the document's codes that any route may give (see http/envelope.ts). */
 const COMMON_HTTP_ANSWERS: Record<string, { description: string; code: number }> = {
-  '413': { description: 'The body is larger than BODY_LIMIT', code: 413 },
+  '413': { description: 'The body is larger than BODY_LIMIT (after decompression)', code: 413 },
+  '415': { description: 'A Content-Encoding other than identity, gzip or deflate', code: 415 },
+  '503': { description: 'The process has MAX_INFLIGHT requests in flight: retry after Retry-After seconds', code: 503 },
 };
 
 /** One line per document code of a route: which failures it stands for. */
@@ -241,7 +243,7 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
     },
   };
   const httpAnswers = { ...COMMON_HTTP_ANSWERS };
-  if (route.rateLimited) {
+  if (route.rateLimited !== false) {
     httpAnswers['429'] = { description: FAILURE_MEANINGS.rateLimited, code: COMMON_CODES.rateLimited! };
   }
   for (const [status, answer] of Object.entries(httpAnswers)) {

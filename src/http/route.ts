@@ -20,8 +20,13 @@ export interface RouteSpec<In = unknown> {
   /** Validates (and converts) the body; compiled once. A failure is the route's `invalid` code. */
   input: Joi.ObjectSchema<In>;
   codes: CodeTable;
-  /** Counted by the rate limits (per client IP, and per openid when the input has one). */
+  /**
+   * Counted by the rate limits (http/rate-limit.ts) unless false: every route is, by default,
+   * so a new route cannot be forgotten. Opting out needs a reason beside it.
+   */
   rateLimited?: boolean;
+  /** What one call takes from the client's budget (RATE_LIMIT_IP); 1 unless said. */
+  rateCost?: number;
   /**
    * Whose data the call touches. In strict mode (AUTH_MODE=token) a route with an owner
    * demands a token of that very user.

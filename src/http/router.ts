@@ -11,6 +11,11 @@ const VALIDATION: Joi.ValidationOptions = {
   stripUnknown: true,
 };
 
+function keepToken(body: unknown): { token: string } | undefined {
+  const token = (body as { token?: unknown } | undefined)?.token;
+  return typeof token === 'string' ? { token } : undefined;
+}
+
 /** Mounts route specs as POST <prefix>/<name>: validate, guards, handle; the envelope renders. */
 export function buildRouter(prefix: string, routes: RouteSpec[], guards: RouteGuard[] = []): Router {
   const router = new Router({ prefix });
@@ -22,6 +27,10 @@ export function buildRouter(prefix: string, routes: RouteSpec[], guards: RouteGu
       const state = ctx.state as RouteState;
       state.route = route;
       const { error, value } = input.validate(ctx.request.body ?? {});
+      // The parsed body is let go before the first await (no local holds it): joi's value keeps
+      // only what the route reads, and 16 KiB of `{}` (5,000 objects) must not live while Redis
+      // answers. A token field stays, for clients that cannot set Authorization (http/auth.ts).
+      ctx.request.body = keepToken(ctx.request.body);
       if (error) throw new ServiceError('invalid', error.message);
       for (const check of checks) await check(ctx, value);
       state.data = await route.handle(value, ctx);

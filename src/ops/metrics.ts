@@ -84,7 +84,25 @@ export class Metrics {
     }),
   };
 
+  readonly shedRequests = new Counter({
+    name: `${PREFIX}http_shed_total`,
+    help: 'Requests answered 503 at once because MAX_INFLIGHT requests were in flight (load shedding)',
+    registers: [this.registry],
+  });
+
+  /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
+  inflightSource?: () => number;
+
   constructor(pool?: () => PoolStats | undefined) {
+    const inflight = () => this.inflightSource?.();
+    new Gauge({
+      name: `${PREFIX}http_inflight_requests`,
+      help: 'API requests of this process past their body and not yet answered (bounded by MAX_INFLIGHT)',
+      registers: [this.registry],
+      collect() {
+        this.set(inflight() ?? 0);
+      },
+    });
     if (pool) {
       new Gauge({
         name: `${PREFIX}db_pool_connections`,

@@ -12,23 +12,31 @@ export interface OpsDeps {
   openapi: object;
 }
 
-/**
- * The operator's endpoints, outside the {code,msg,data} envelope: they answer probes and
- * scrapers, not the mini-program. Each names itself in ctx.state.ops for the log and metrics.
- */
-export function opsRouter(deps: OpsDeps): Router {
-  const router = new Router();
-  const named = (name: string) => (ctx: Context, next: () => Promise<unknown>) => {
-    (ctx.state as RouteState).ops = name;
-    ctx.set('Cache-Control', 'no-store'); // static assets override this
-    return next();
-  };
+const named = (name: string) => (ctx: Context, next: () => Promise<unknown>) => {
+  (ctx.state as RouteState).ops = name;
+  ctx.set('Cache-Control', 'no-store'); // static assets override this
+  return next();
+};
 
-  // Liveness: the process runs its event loop. Deliberately checks nothing else, so that a
-  // database outage never gets a healthy process restarted.
+/**
+ * Liveness, GET /healthz: the process runs its event loop. Deliberately checks nothing else, so
+ * that a database outage never gets a healthy process restarted. The one operations endpoint
+ * the public port keeps (an orchestrator's probe may only reach that port).
+ */
+export function healthRouter(): Router {
+  const router = new Router();
   router.get('/healthz', named('healthz'), (ctx) => {
     ctx.body = { status: 'ok' };
   });
+  return router;
+}
+
+/**
+ * The operator's endpoints (OPS_PORT), outside the {code,msg,data} envelope: they answer probes and
+ * scrapers, not the mini-program. Each names itself in ctx.state.ops for the log and metrics.
+ */
+export function opsRouter(deps: OpsDeps): Router {
+  const router = healthRouter();
 
   router.get('/readyz', named('readyz'), async (ctx) => {
     const report = await deps.readiness.report();

@@ -27,6 +27,11 @@ export const SESSION_VERSION = 1;
 
 export type { RedisClient };
 
+/** SESSION_MAX_PER_USER's bounds; a capped index is ended by one REVOKE_BATCH. */
+export const MAX_SESSIONS_PER_USER = 1000;
+const REVOKE_BATCH = MAX_SESSIONS_PER_USER;
+const EVICT_BATCH = MAX_SESSIONS_PER_USER;
+
 // KEYS[1] session; ARGV[1] now (ms). Answers the session JSON and slides its TTL to
 // min(idle timeout, time left before the absolute expiry), in one atomic round trip.
 const VERIFY = `
@@ -45,17 +50,33 @@ redis.call('PEXPIRE', KEYS[1], math.floor(left))
 return raw`;
 
 /**
- * Lua that stores a session, for every script that issues one (here, and the login script of
+ * Lua that stores a session, for every script that issues one (here, and the login scripts of
  * users/cache.ts). KEYS `session` and `index` share a slot (tokens are minted into the slot of
  * their user's keys); ARGV from `at`: token, session key TTL (ms), absolute expiry (ms), now
- * (ms), index TTL (ms), as SessionDraft.args holds them. The index drops the tokens whose
- * absolute expiry has passed, so it stays as small as the live sessions.
+ * (ms), index TTL (ms), sessions per user, and the session key around a token (head, tail), as
+ * SessionDraft.args holds them.
+ *
+ * The index drops the tokens whose absolute expiry has passed, then ends the oldest sessions
+ * beyond the cap before the new one is added, so it never holds more than the cap and the new
+ * token is never the one ended (sessions of one millisecond tie on score: they go in token order).
+ * The ended sessions' keys are not among KEYS, but they are in the index's slot (their tokens
+ * were minted there), so the script stays on one node of a cluster. A token minted before that
+ * was so may live elsewhere: its DEL fails (pcall), and its key ends at its own TTL.
+ * EVICT_BATCH bounds one script's work even on an index grown before the cap existed.
  */
 export const WRITE_SESSION_LUA = `
 local function write_session(json, session, index, at)
   redis.call('SET', session, json, 'PX', ARGV[at + 1])
-  redis.call('ZADD', index, ARGV[at + 2], ARGV[at])
   redis.call('ZREMRANGEBYSCORE', index, 0, ARGV[at + 3])
+  local over = redis.call('ZCARD', index) - tonumber(ARGV[at + 5]) + 1
+  if over > 0 then
+    if over > ${EVICT_BATCH} then over = ${EVICT_BATCH} end
+    for _, t in ipairs(redis.call('ZRANGE', index, 0, over - 1)) do
+      redis.pcall('DEL', ARGV[at + 6] .. t .. ARGV[at + 7])
+    end
+    redis.call('ZREMRANGEBYRANK', index, 0, over - 1)
+  end
+  redis.call('ZADD', index, ARGV[at + 2], ARGV[at])
   redis.call('PEXPIRE', index, ARGV[at + 4])
 end
 `;
@@ -65,12 +86,31 @@ const ISSUE = `${WRITE_SESSION_LUA}
 write_session(ARGV[1], KEYS[1], KEYS[2], 2)
 return 1`;
 
+// KEYS[1] the user's index; ARGV: batch size, the session key around a token (head, tail).
+// Ends the oldest `batch` sessions of the index; answers how many were live, how many tokens
+// the index still holds, and the tokens whose keys live in another slot (see WRITE_SESSION_LUA),
+// for the caller to end one by one.
+const REVOKE = `
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+local ended, elsewhere = 0, {}
+for i = 1, #popped, 2 do
+  local n = redis.pcall('DEL', ARGV[2] .. popped[i] .. ARGV[3])
+  if type(n) == 'number' then ended = ended + n else elsewhere[#elsewhere + 1] = popped[i] end
+end
+return {ended, redis.call('ZCARD', KEYS[1]), elsewhere}`;
+
 interface VerifyCommand {
   sessionVerify(key: string, nowMs: number): Promise<string | null>;
 }
 
 interface IssueCommand {
   sessionIssue(key: string, index: string, json: string, ...args: SessionDraft['args']): Promise<number>;
+  sessionRevoke(
+    index: string,
+    batch: number,
+    keyHead: string,
+    keyTail: string,
+  ): Promise<[ended: number, left: number, elsewhere: string[]]>;
 }
 
 /** Reads and keeps alive sessions: all a sibling service needs (see sessions/middleware.ts). */
@@ -102,6 +142,8 @@ export class SessionReader {
 export interface SessionSettings {
   ttlSeconds: number;
   idleSeconds: number;
+  /** Live sessions per user (SESSION_MAX_PER_USER): issuing one more ends the oldest. */
+  maxPerUser: number;
 }
 
 export interface IssuedSession {
@@ -122,7 +164,16 @@ export interface SessionDraft extends IssuedSession {
    */
   head: string;
   tail: string;
-  args: [token: string, keyTtlMs: number, expiresAtMs: number, nowMs: number, indexTtlMs: number];
+  args: [
+    token: string,
+    keyTtlMs: number,
+    expiresAtMs: number,
+    nowMs: number,
+    indexTtlMs: number,
+    maxPerUser: number,
+    keyHead: string,
+    keyTail: string,
+  ];
 }
 
 const JSON_HEAD = `{"v":${SESSION_VERSION},"user_id":`;
@@ -132,6 +183,19 @@ export const UNIONID_FIELD = ',"unionid":';
 /** A unionid as the JSON literal the session JSON and the cache hold. */
 export const unionidLiteral = (unionid: string | null | undefined): string =>
   unionid ? JSON.stringify(unionid) : 'null';
+
+const keyParts = new WeakMap<object, [head: string, tail: string]>();
+
+/** The session key around a token, [head, tail], so that a script can name the key of a token it read. */
+export function sessionKeyParts(keys: Pick<KeyLayout, 'session'>): [head: string, tail: string] {
+  let parts = keyParts.get(keys);
+  if (!parts) {
+    const [head = '', tail = ''] = keys.session('\0').split('\0');
+    parts = [head, tail];
+    keyParts.set(keys, parts);
+  }
+  return parts;
+}
 
 /** A new session of `openid`, not yet stored; its token is minted into the slot of the user's keys. */
 export function draftSession(
@@ -144,7 +208,9 @@ export function draftSession(
   const token = newToken(slotOf(index));
   const issuedAt = Math.floor(nowMs / 1000);
   const expiresAt = issuedAt + settings.ttlSeconds;
+  const ttlMs = settings.ttlSeconds * 1000;
   const keyTtlMs = Math.min(settings.idleSeconds, settings.ttlSeconds) * 1000;
+  const [keyHead, keyTail] = sessionKeyParts(keys);
   return {
     token,
     expires_at: expiresAt,
@@ -154,7 +220,9 @@ export function draftSession(
     tail:
       `,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},` +
       `"expires_at":${expiresAt},"idle_timeout":${settings.idleSeconds}}`,
-    args: [token, keyTtlMs, expiresAt * 1000, nowMs, settings.ttlSeconds * 1000],
+    // The index's score is the expiry to the millisecond (expires_at is it in whole seconds), so
+    // that the cap ends sessions in the order they were issued.
+    args: [token, keyTtlMs, nowMs + ttlMs, nowMs, ttlMs, settings.maxPerUser, keyHead, keyTail],
   };
 }
 
@@ -170,13 +238,14 @@ export class SessionStore extends SessionReader {
   ) {
     super(redis, keys, breaker);
     redis.defineCommand('sessionIssue', { numberOfKeys: 2, lua: ISSUE });
+    redis.defineCommand('sessionRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.issuer = redis as RedisClient & IssueCommand;
     tailTable();
   }
 
   /** A session for `openid`, to be stored by issue() or by a script that ends in WRITE_SESSION_LUA. */
-  draft(openid: string): SessionDraft {
-    return draftSession(this.keys, this.settings, openid);
+  draft(openid: string, nowMs?: number): SessionDraft {
+    return draftSession(this.keys, this.settings, openid, nowMs);
   }
 
   /** Stores a new session in one round trip (one script: the session and its index entry). */
@@ -189,16 +258,27 @@ export class SessionStore extends SessionReader {
     await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
     return { token: d.token, expires_at: d.expires_at };
   }
-  /** Ends every session of the openid; answers how many were live. */
+  /**
+   * Ends every session of the openid; answers how many were live. The index holds at most
+   * SESSION_MAX_PER_USER tokens, so this is one script in the user's slot; only an index grown
+   * before the cap existed takes more, in batches of REVOKE_BATCH. A session issued meanwhile
+   * is ended too, or else issued after the logout.
+   */
   async revokeAll(openid: string): Promise<number> {
     const index = this.keys.userSessions(openid);
+    const [head, tail] = sessionKeyParts(this.keys);
     return this.guarded(async () => {
-      const tokens = await this.redis.zrange(index, 0, -1);
-      // One DEL per session key: in Redis Cluster they live in different slots.
-      const deleted = await Promise.all(tokens.map((t) => this.redis.del(this.keys.session(t))));
-      // Only the tokens read: one issued meanwhile stays indexed, so a later logout ends it.
-      if (tokens.length) await this.redis.zrem(index, ...tokens);
-      return deleted.reduce((a, b) => a + b, 0);
+      let total = 0;
+      let left: number;
+      do {
+        const [ended, remaining, elsewhere] = await this.issuer.sessionRevoke(index, REVOKE_BATCH, head, tail);
+        left = remaining;
+        total += ended;
+        // Each in its own slot: one DEL apiece.
+        const more = await Promise.all(elsewhere.map((t) => this.redis.del(this.keys.session(t))));
+        total += more.reduce((a, b) => a + b, 0);
+      } while (left > 0);
+      return total;
     });
   }
 }

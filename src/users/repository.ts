@@ -14,6 +14,17 @@ export type RowPatch = Partial<Profile & { unionid: string }>;
 /** Lookups batched into one query at most. */
 const MAX_BATCH = 100;
 
+/**
+ * The rows, or an error when an id is past 2^53. users.id is BIGINT UNSIGNED, and mysql2
+ * (supportBigNumbers) answers such an id as a string: user_id would leave as a JSON string,
+ * or as a number a JavaScript client rounds to another user's. AUTO_INCREMENT gets nowhere
+ * near it by itself; only a row written by hand can, and its lookups then fail, alone.
+ */
+function jsonSafe(rows: UserRow[]): UserRow[] | Error {
+  const unsafe = rows.find((row) => typeof row.id !== 'number');
+  return unsafe ? new Error(`users.id ${String(unsafe.id)} is past Number.MAX_SAFE_INTEGER`) : rows;
+}
+
 /** The users table, and nothing else: no cache, no business rules. */
 export class UserRepository {
   /**
@@ -39,8 +50,8 @@ export class UserRepository {
     return this.byOpenid.load(openid);
   }
 
-  private async findMany(openids: readonly string[]): Promise<UserRow[][]> {
-    if (openids.length === 1) return [await this.select(FIND_BY_OPENID, [openids[0]!])];
+  private async findMany(openids: readonly string[]): Promise<(UserRow[] | Error)[]> {
+    if (openids.length === 1) return [jsonSafe(await this.select(FIND_BY_OPENID, [openids[0]!]))];
     const rows = await this.select(findByOpenids(openids.length), openids as string[]);
     // Matched back as SQL matched them: openid's collation (utf8mb4_bin) is binary but PAD
     // SPACE, so a row imported as 'abc ' answers 'abc', as the lone SELECT does. A requested
@@ -52,7 +63,7 @@ export class UserRepository {
       if (list) list.push(row);
       else found.set(key, [row]);
     }
-    return openids.map((openid) => found.get(openid)?.slice(0, 2) ?? []);
+    return openids.map((openid) => jsonSafe(found.get(openid)?.slice(0, 2) ?? []));
   }
 
   private async select(sql: string, bindings: string[]): Promise<UserRow[]> {
@@ -62,7 +73,11 @@ export class UserRepository {
 
   /**
    * Inserts the user unless the openid exists. ON DUPLICATE KEY keeps the first row untouched
-   * and is atomic, so concurrent identical logins never make a second row nor fail.
+   * and is atomic, so concurrent identical logins never make a second row nor fail. It costs
+   * an AUTO_INCREMENT value even when it inserts nothing (innodb_autoinc_lock_mode 1 and 2
+   * reserve one per row before the duplicate is found), so callers look the openid up first
+   * and call this only when it is absent: an id is then spent only by a first login that
+   * raced another of the same openid.
    */
   async insertIfAbsent(user: Profile & { openid: string; unionid?: string | null }): Promise<void> {
     await this.db

@@ -1,5 +1,6 @@
 import Joi from 'joi';
 import { ServiceError } from '../errors';
+import { isOpenid, OPENID_PATTERN } from '../wechat/openid';
 import type { Profile } from './model';
 
 // Every schema is compiled once, at module load: a request only runs .validate().
@@ -51,8 +52,14 @@ function text(max: number, opts: { noSpaces?: boolean } = {}) {
 export const DATE_TIME = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
 
 export const fields = {
-  openid: text(64, { noSpaces: true })
-    .description("The user's openid: 1-64 characters, no white space, case-sensitive")
+  openid: Joi.string()
+    .min(1)
+    .max(64)
+    .custom((value: string, helpers) =>
+      isOpenid(value) ? value : helpers.message({ custom: '{{#label}} may hold only A-Z a-z 0-9 _ -' }),
+    )
+    .meta({ openapi: { pattern: OPENID_PATTERN } })
+    .description("The user's openid: 1-64 characters of A-Z a-z 0-9 _ - (WeChat's have 28), case-sensitive")
     .example('oAbCdEfGhIjKlMnOpQrStUvWxYz0'),
   nick_name: text(64).description('Display name: 1-64 characters (an emoji counts as one)').example('张三'),
   avatar: Joi.string()
@@ -64,7 +71,8 @@ export const fields = {
   phone: text(32)
     .description('Contact string, 1-32 characters (not necessarily a phone number)')
     .example('12312312312'),
-  user_id: Joi.number().integer().min(1).max(0xffffffff).description('Row id of the user').example(1),
+  // users.id is BIGINT UNSIGNED; past 2^53 it would not survive a JSON client (repository.ts).
+  user_id: Joi.number().integer().min(1).max(Number.MAX_SAFE_INTEGER).description('Row id of the user').example(1),
   js_code: text(128, { noSpaces: true })
     .description('The code wx.login gave the mini-program')
     .example('0a1B2c3D4e5F6g'),

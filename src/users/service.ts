@@ -1,7 +1,7 @@
 import { ServiceError } from '../errors';
 import type { Logger } from '../logger';
 import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
-import type { WechatClient, WechatSession } from '../wechat/client';
+import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
@@ -61,8 +61,12 @@ export class UserService {
     const { repository, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
-      await repository.insertIfAbsent({ openid, unionid, ...profile });
+      // Read first: the insert would spend an id even on an openid that exists.
       [row] = await repository.findByOpenid(openid);
+      if (!row) {
+        await repository.insertIfAbsent({ openid, unionid, ...profile });
+        [row] = await repository.findByOpenid(openid);
+      }
       if (row && unionid && row.unionid !== unionid && (await this.rememberUnionid(row.id, unionid))) {
         [row] = await repository.findByOpenid(openid);
       }
@@ -272,7 +276,7 @@ export class UserService {
    * answer carries a session, bound to the user when the openid is registered already.
    */
   async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
-    const wx = await this.deps.wechat.code2Session(jsCode);
+    const wx = await this.exchange(jsCode);
     // WeChat has spent the js_code by now: a failing lookup must not cost the user the code,
     // so the session is then issued without a user_id (as for an unregistered openid). A store
     // failure was already reported where it happened (load -> unavailable).
@@ -309,12 +313,22 @@ export class UserService {
    * failure there does not fail the login: only later decryption needs it.
    */
   async proveCode(jsCode: string): Promise<Pick<WechatSession, 'openid' | 'unionid'>> {
-    const wx = await this.deps.wechat.code2Session(jsCode);
+    const wx = await this.exchange(jsCode);
     try {
       await this.deps.sessionKeys.save(wx);
     } catch (err) {
       this.deps.onStoreError?.('redis', 'session_key_save', err);
     }
     return wx.unionid ? { openid: wx.openid, unionid: wx.unionid } : { openid: wx.openid };
+  }
+
+  /** jscode2session. WeChat's refusals are the caller's business; an answer that makes no sense is ours. */
+  private async exchange(jsCode: string): Promise<WechatSession> {
+    try {
+      return await this.deps.wechat.code2Session(jsCode);
+    } catch (err) {
+      if (isMalformedAnswer(err)) this.deps.logger.warn({ reason: (err as Error).message }, 'unusable WeChat answer');
+      throw err;
+    }
   }
 }

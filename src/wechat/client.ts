@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors';
+import { isOpenid } from './openid';
 
 export interface WechatSettings {
   appid: string;
@@ -23,6 +24,33 @@ const ERRCODES: Record<number, string> = {
 };
 
 const upstream = (message: string, cause?: unknown) => new ServiceError('upstream', `wechat: ${message}`, { cause });
+
+/** WeChat answered, but with nothing this client can use: the caller's cue to warn (once). */
+const MALFORMED = Symbol('malformed WeChat answer');
+const malformed = (message: string) => upstream(message, MALFORMED);
+
+/** True for the error of an answer that was not a usable jscode2session answer. */
+export function isMalformedAnswer(err: unknown): boolean {
+  return err instanceof ServiceError && err.cause === MALFORMED;
+}
+
+// A session_key is 24 base64 characters; it is stored in Redis, so its size has a bound.
+const MAX_SESSION_KEY = 256;
+// A jscode2session answer is a few hundred bytes; a longer one is not read into memory.
+const MAX_ANSWER_BYTES = 16 * 1024;
+
+async function readCapped(res: Response): Promise<string> {
+  if (!res.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += chunk.byteLength;
+    // Leaving the loop cancels the stream: the rest is never read.
+    if (size > MAX_ANSWER_BYTES) throw malformed(`answer is larger than ${MAX_ANSWER_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 /**
  * The jscode2session call. Its URL carries the app secret, so neither the URL nor WeChat's
@@ -56,7 +84,7 @@ export class WechatClient {
     let text: string;
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(this.settings.timeoutMs) });
-      text = await res.text();
+      text = await readCapped(res);
       if (!res.ok) throw upstream(`HTTP ${res.status} from WeChat`);
     } catch (err) {
       if (err instanceof ServiceError) throw err;
@@ -69,21 +97,32 @@ export class WechatClient {
     }
 
     // WeChat answers JSON labelled text/plain, so the content type is not trusted either way.
-    let body: Partial<WechatSession> & { errcode?: number; errmsg?: string };
+    // Nothing of an unusable answer is put in the message: it may hold a session_key.
+    let parsed: unknown;
     try {
-      body = JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch {
-      throw upstream('answer is not JSON');
+      throw malformed('answer is not JSON');
     }
-    if (body.errcode) {
-      const meaning = ERRCODES[body.errcode] ?? 'request refused';
-      throw upstream(`${meaning} (errcode ${body.errcode})`, { errcode: body.errcode });
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw malformed('answer is not a JSON object');
     }
-    if (typeof body.openid !== 'string' || typeof body.session_key !== 'string' || !body.openid) {
-      throw upstream('answer has no openid or session_key');
+    const body = parsed as Record<string, unknown>;
+    const errcode = body.errcode;
+    if (errcode !== undefined && errcode !== 0) {
+      if (typeof errcode !== 'number') throw malformed('answer has an errcode that is not a number');
+      const meaning = ERRCODES[errcode] ?? 'request refused';
+      throw upstream(`${meaning} (errcode ${errcode})`, { errcode });
+    }
+    if (!isOpenid(body.openid)) throw malformed('answer has no valid openid');
+    if (typeof body.session_key !== 'string' || !body.session_key || body.session_key.length > MAX_SESSION_KEY) {
+      throw malformed('answer has no valid session_key');
     }
     const session: WechatSession = { openid: body.openid, session_key: body.session_key };
-    if (typeof body.unionid === 'string' && body.unionid) session.unionid = body.unionid;
+    if (body.unionid !== undefined && body.unionid !== '') {
+      if (!isOpenid(body.unionid)) throw malformed('answer has an invalid unionid');
+      session.unionid = body.unionid;
+    }
     return session;
   }
 }

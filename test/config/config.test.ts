@@ -34,6 +34,26 @@ describe('configuration', () => {
     expect(config.wechat.apiBase).to.equal('http://127.0.0.1:9');
   });
 
+  it('reads TRUST_PROXY as a number of proxy hops: false 0, true 1, or the number', () => {
+    expect(loadConfig({ NODE_ENV: 'production' }).trustProxy).to.equal(0);
+    for (const [value, hops] of [
+      ['false', 0],
+      ['true', 1],
+      ['0', 0],
+      ['1', 1],
+      ['3', 3],
+      ['16', 16],
+    ] as const) {
+      expect(loadConfig({ NODE_ENV: 'production', TRUST_PROXY: value }).trustProxy, value).to.equal(hops);
+    }
+    for (const value of ['yes', '17', '-1', '1.5', 'loopback']) {
+      expect(() => loadConfig({ NODE_ENV: 'production', TRUST_PROXY: value }), value)
+        .to.throw(ConfigError)
+        .with.property('message')
+        .that.includes('TRUST_PROXY');
+    }
+  });
+
   const bad: Record<string, string> = {
     PORT: 'eighty',
     DATABASE_URL: 'postgres://x/y',

@@ -19,16 +19,16 @@ describe('GET /docs, in a real headless Chromium', function () {
   });
 
   it('serves the page from this service alone, with a CSP that allows nothing else', async () => {
-    const res = await fetch(`${svc.url}/docs`);
+    const res = await fetch(`${svc.opsUrl}/docs`);
     expect(res.status).to.equal(200);
     expect(res.headers.get('content-type')).to.match(/^text\/html/);
     expect(res.headers.get('content-security-policy')).to.include("default-src 'self'");
     const html = await res.text();
     expect(html).to.not.match(/https?:\/\//);
     // Only the listed assets are served: no path reaches the disk.
-    expect((await fetch(`${svc.url}/docs/package.json`)).status).to.equal(404);
-    expect((await fetch(`${svc.url}/docs/..%2Fpackage.json`)).status).to.equal(404);
-    const bundle = await fetch(`${svc.url}/docs/swagger-ui-bundle.js`);
+    expect((await fetch(`${svc.opsUrl}/docs/package.json`)).status).to.equal(404);
+    expect((await fetch(`${svc.opsUrl}/docs/..%2Fpackage.json`)).status).to.equal(404);
+    const bundle = await fetch(`${svc.opsUrl}/docs/swagger-ui-bundle.js`);
     expect(bundle.status).to.equal(200);
     expect(bundle.headers.get('content-type')).to.match(/javascript/);
     await bundle.arrayBuffer();
@@ -48,7 +48,7 @@ describe('GET /docs, in a real headless Chromium', function () {
     });
     page.on('pageerror', (e) => problems.push(e.message));
 
-    await page.goto(`${svc.url}/docs`);
+    await page.goto(`${svc.opsUrl}/docs`);
     await page.locator('.opblock').first().waitFor({ timeout: 20_000 });
     const listed = await page.locator('.opblock-summary-operation-id').allTextContents();
     expect(listed).to.include.members(['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session']);
@@ -72,7 +72,7 @@ describe('GET /docs, in a real headless Chromium', function () {
     expect(userPart(body.data)).to.deep.equal(userPart(login.body.data));
     expect(body.data.token).to.match(/^[A-Za-z0-9_-]{32}$/);
 
-    expect([...origins]).to.deep.equal([svc.url]);
+    expect([...origins]).to.deep.equal([svc.opsUrl]);
     expect(problems).to.deep.equal([]);
     await page.close();
   });

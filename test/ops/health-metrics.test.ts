@@ -37,7 +37,7 @@ describe('health, readiness and metrics', function () {
   });
 
   it('GET /readyz answers 200 when MySQL and Redis answer', async () => {
-    const res = await getJson(`${svc.url}/readyz`);
+    const res = await getJson(`${svc.opsUrl}/readyz`);
     expect(res.status).to.equal(200);
     expect(res.body.status).to.equal('ready');
     expect(res.body.checks.mysql.ok).to.equal(true);
@@ -45,7 +45,7 @@ describe('health, readiness and metrics', function () {
   });
 
   it('GET /metrics counts requests by route and document code, with a latency histogram', async () => {
-    const before = await scrape(svc.url);
+    const before = await scrape(svc.opsUrl);
     expect(before.contentType).to.match(/^text\/plain; version=0\.0\.4/);
     const openid = newOpenid();
     await svc.call('login', profile(openid));
@@ -53,7 +53,7 @@ describe('health, readiness and metrics', function () {
     await svc.call('get', {});
     await svc.call('get', { openid: newOpenid() });
     await svc.call('/service/user/nope', {});
-    const after = await scrape(svc.url);
+    const after = await scrape(svc.opsUrl);
     const delta = (name: string, labels: Record<string, string>) =>
       after.value(name, labels) - before.value(name, labels);
     expect(delta('user_service_http_requests_total', { route: 'login', code: '0', status: '200' })).to.equal(1);
@@ -75,11 +75,11 @@ describe('health, readiness and metrics', function () {
     const openid = newOpenid();
     await svc.call('login', profile(openid)); // fills the cache
     await svc.call('logout', { openid }); // drops it
-    const before = await scrape(svc.url);
+    const before = await scrape(svc.opsUrl);
     await svc.call('loginByOpenid', { openid }); // miss, then filled
     await svc.call('loginByOpenid', { openid }); // hit
     await svc.call('get', { openid }); // hit
-    const after = await scrape(svc.url);
+    const after = await scrape(svc.opsUrl);
     expect(after.value('user_service_cache_misses_total') - before.value('user_service_cache_misses_total')).to.equal(
       1,
     );
@@ -94,10 +94,10 @@ describe('health, readiness and metrics', function () {
     const openid = newOpenid();
     await svc.call('login', profile(openid));
     await svc.call('logout', { openid });
-    const before = await scrape(svc.url);
+    const before = await scrape(svc.opsUrl);
     await redisServer.kill();
     try {
-      const down = await getJson(`${svc.url}/readyz`);
+      const down = await getJson(`${svc.opsUrl}/readyz`);
       expect(down.status).to.equal(503);
       expect(down.body.status).to.equal('not ready');
       expect(down.body.checks.redis.ok).to.equal(false);
@@ -106,7 +106,7 @@ describe('health, readiness and metrics', function () {
 
       expect((await svc.call('loginByOpenid', { openid })).body.code).to.equal(0); // from MySQL
       expect((await svc.call('logout', { openid })).body.code).to.equal(-2);
-      const after = await scrape(svc.url);
+      const after = await scrape(svc.opsUrl);
       const delta = (name: string, labels: Record<string, string> = {}) =>
         after.value(name, labels) - before.value(name, labels);
       expect(delta('user_service_cache_errors_total', { op: 'get' })).to.equal(1);
@@ -116,12 +116,12 @@ describe('health, readiness and metrics', function () {
       expect(delta('user_service_mysql_errors_total', { op: 'find' })).to.equal(0);
       // ioredis reports each failed reconnection attempt (the first comes ~100 ms after the loss).
       const connectionErrors = async () =>
-        (await scrape(svc.url)).value('user_service_redis_errors_total', { op: 'connection' });
+        (await scrape(svc.opsUrl)).value('user_service_redis_errors_total', { op: 'connection' });
       const baseline = before.value('user_service_redis_errors_total', { op: 'connection' });
       await eventually(async () => (await connectionErrors()) > baseline);
     } finally {
       await redisServer.start();
     }
-    await eventually(async () => (await fetch(`${svc.url}/readyz`)).status === 200);
+    await eventually(async () => (await fetch(`${svc.opsUrl}/readyz`)).status === 200);
   });
 });

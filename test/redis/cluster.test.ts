@@ -67,6 +67,30 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     }
   });
 
+  it("caps a user's sessions and ends them on logout, each script on its user's master", async () => {
+    const prefix = `${testConfig().redis.keyPrefix}cluster-cap:`;
+    const svc = await startService({ REDIS_CLUSTER_NODES: cluster.nodes, REDIS_KEY_PREFIX: prefix });
+    const client = new Cluster(clusterNodes(cluster.nodes.split(',')));
+    try {
+      const keys = keyLayout(prefix);
+      const openid = newOpenid();
+      expect((await svc.call('login', loginBody(openid))).body.code).to.equal(0);
+      const tokens: string[] = [];
+      for (let i = 0; i < 60; i++) tokens.push((await svc.call('loginByOpenid', { openid })).body.data.token);
+      const index = await client.zrange(keys.userSessions(openid), 0, -1);
+      expect(index).to.have.length(20);
+      expect(index).to.include(tokens.at(-1));
+      expect(await client.exists(...tokens.slice(0, 40).map((t) => keys.session(t)))).to.equal(0);
+      expect((await svc.call('session', { token: tokens[0] })).body.code).to.equal(-10);
+
+      expect((await svc.call('logout', { openid })).body.code).to.equal(0);
+      expect(await client.exists(keys.userSessions(openid), ...index.map((t) => keys.session(t)))).to.equal(0);
+    } finally {
+      client.disconnect();
+      await svc.stop();
+    }
+  });
+
   it("coalesces each master's commands of one turn into one write", async () => {
     // The url only lends its password to the cluster's nodes: there is none here.
     const client = createRedis({

@@ -29,7 +29,7 @@ describe('session tokens', () => {
   });
 
   it("share the slot of their user's keys, whatever the openid and the key prefix", () => {
-    const settings = { ttlSeconds: 600, idleSeconds: 60 };
+    const settings = { ttlSeconds: 600, idleSeconds: 60, maxPerUser: 20 };
     for (const prefix of ['', 'svc:', 'a{b}:']) {
       const keys = keyLayout(prefix);
       for (const openid of ['o1', 'oAbC-123_x', '张三', 'has}brace', '{}', 'x{y}z', '😀'.repeat(20)]) {
@@ -43,7 +43,12 @@ describe('session tokens', () => {
   });
 
   it('draft the documented session JSON around the user_id', () => {
-    const d = draftSession(keyLayout('p:'), { ttlSeconds: 600, idleSeconds: 60 }, 'o"\\1', 1_700_000_000_123);
+    const d = draftSession(
+      keyLayout('p:'),
+      { ttlSeconds: 600, idleSeconds: 60, maxPerUser: 20 },
+      'o"\\1',
+      1_700_000_000_123,
+    );
     expect(JSON.parse(`${d.head}42${d.tail}`)).to.deep.equal({
       v: 1,
       user_id: 42,
@@ -53,6 +58,15 @@ describe('session tokens', () => {
       idle_timeout: 60,
     });
     expect(d.expires_at).to.equal(1_700_000_600);
-    expect(d.args).to.deep.equal([d.token, 60_000, 1_700_000_600_000, 1_700_000_000_123, 600_000]);
+    expect(d.args).to.deep.equal([
+      d.token,
+      60_000,
+      1_700_000_600_123,
+      1_700_000_000_123,
+      600_000,
+      20,
+      'p:session:{',
+      '}',
+    ]);
   });
 });

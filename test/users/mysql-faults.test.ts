@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Server } from 'node:http';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import { createApp } from '../../src/app';
+import { createApp, createOpsApp } from '../../src/app';
 import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
 import { newOpenid, testConfig } from '../helpers/env';
@@ -37,13 +37,17 @@ async function serviceWithDatabaseAt(port: number, env: Record<string, string> =
   const services: Services = await createServices(config, createLogger('silent'));
   const app = createApp(config, services, createLogger('silent'));
   const server: Server = app.listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const opsServer: Server = createOpsApp(services, createLogger('silent')).listen(0, '127.0.0.1');
+  await Promise.all([server, opsServer].map((s) => new Promise((r) => s.once('listening', r))));
+  const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as { port: number }).port}`;
+  const url = urlOf(server);
   return {
     url,
+    opsUrl: urlOf(opsServer),
     call: (route: string, body: unknown) => post(url, route, body),
     close: async () => {
       await new Promise((r) => server.close(r));
+      await new Promise((r) => opsServer.close(r));
       await services.close();
     },
   };
@@ -87,13 +91,13 @@ describe('MySQL unreachable', function () {
     wechat.on('code-db-down', { body: { openid, session_key: 'sk' } });
     const svc = await serviceWithDatabaseAt(await freePort(), { WECHAT_API_BASE: wechat.url });
     try {
-      const before = await scrape(svc.url);
+      const before = await scrape(svc.opsUrl);
       const res = await svc.call('getOpenid', { js_code: 'code-db-down' });
       expect(res.body.code).to.equal(0);
       expect(res.body.data.openid).to.equal(openid);
       expect(res.body.data.token).to.match(/^[A-Za-z0-9_-]{32}$/);
       // The failed lookup is counted once, where it failed.
-      const after = await scrape(svc.url);
+      const after = await scrape(svc.opsUrl);
       expect(
         after.value('user_service_mysql_errors_total', { op: 'find' }) -
           before.value('user_service_mysql_errors_total', { op: 'find' }),
@@ -131,7 +135,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
 
   const profile = (openid: string) => loginBody(openid);
   const readyz = async () => {
-    const res = await fetch(`${svc.url}/readyz`);
+    const res = await fetch(`${svc.opsUrl}/readyz`);
     return { status: res.status, body: (await res.json()) as any };
   };
 
@@ -157,7 +161,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
     const uncached = newOpenid();
     await svc.call('login', profile(uncached));
     await svc.call('logout', { openid: uncached }); // drops its cached profile
-    const before = await scrape(svc.url);
+    const before = await scrape(svc.opsUrl);
 
     const stop = await timed(() => mariadb.stop());
 
@@ -191,7 +195,7 @@ describe('MySQL stopped, paused and back (a mariadbd owned by this test)', funct
     );
     expect(burst.value.map((r) => r.body.code)).to.deep.equal(Array(30).fill(-3));
     expect(burst.ms).to.be.below(BOUND_MS);
-    const during = await scrape(svc.url);
+    const during = await scrape(svc.opsUrl);
     expect(
       during.value('user_service_mysql_errors_total', { op: 'find' }) -
         before.value('user_service_mysql_errors_total', { op: 'find' }),

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createUsers from './20261126000000_create_users';
+import * as usersIdBigint from './20261126230000_users_id_bigint';
 import * as addUsersUnionid from './20261129000000_add_users_unionid';
 
 interface Migration {
@@ -15,6 +16,7 @@ interface Migration {
  */
 const migrations: Record<string, Migration> = {
   '20261126000000_create_users': createUsers,
+  '20261126230000_users_id_bigint': usersIdBigint,
   '20261129000000_add_users_unionid': addUsersUnionid,
 };
 

@@ -1,0 +1,47 @@
+import type { Middleware } from 'koa';
+import type { RouteState } from './route';
+
+/** Seconds a shed client is told to wait: long enough for a burst to pass, short for a user. */
+const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * Load shedding: at most `max` requests of this process are past their body at once. One more
+ * is answered HTTP 503 with Retry-After at once, in the envelope, and never queued: a queue
+ * only turns a burst into latency for everyone and memory for the process.
+ *
+ * It sits after the body's bytes are read and before they are parsed: a request whose body is
+ * still arriving holds no slot (a client that stalls mid-body is the HTTP timeouts' business,
+ * and must not be able to fill this gate), and a shed request costs no parse, guard or store.
+ */
+export class LoadShedder {
+  private current = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly onShed: () => void,
+  ) {}
+
+  /** Requests admitted and not yet answered. */
+  get inflight(): number {
+    return this.current;
+  }
+
+  gate(): Middleware {
+    return async (ctx, next) => {
+      if (this.current >= this.max) {
+        this.onShed();
+        ctx.status = 503;
+        ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
+        ctx.body = { code: 503, msg: 'server busy, retry later', data: null };
+        (ctx.state as RouteState).code = 503;
+        return;
+      }
+      this.current += 1;
+      try {
+        await next();
+      } finally {
+        this.current -= 1;
+      }
+    };
+  }
+}
