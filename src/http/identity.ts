@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { ServiceError } from '../errors';
 import type { Session, SessionReader } from '../sessions/store';
-import { OPENID_PATTERN } from '../wechat/openid';
+import { isOpenid } from '../wechat/openid';
 import { requestToken, type AuthMode } from './auth';
 import type { RouteGuard } from './route';
 
@@ -36,9 +36,6 @@ interface Proof {
   /** For the answer's message: what proved it. */
   what: string;
 }
-
-// The schemas hold request fields to WeChat's shape; a gateway's headers are held to it here.
-const ID_SHAPE = new RegExp(OPENID_PATTERN);
 
 const refuse = (message: string) => new ServiceError('unauthenticated', message);
 
@@ -99,11 +96,12 @@ export function identityGuard(settings: IdentitySettings, provers: IdentityProve
     if (!openidHeader) return null;
     const openid = ctx.get(openidHeader);
     if (!openid) return null;
-    if (!ID_SHAPE.test(openid)) throw refuse(`the ${openidHeader} header is not an openid`);
+    // The schemas hold request fields to WeChat's shape; a gateway's headers are held to it here.
+    if (!isOpenid(openid)) throw refuse(`the ${openidHeader} header is not an openid`);
     const unionid = unionidHeader ? ctx.get(unionidHeader) : '';
     return {
       openid,
-      ...(unionid && ID_SHAPE.test(unionid) ? { unionid } : {}),
+      ...(isOpenid(unionid) ? { unionid } : {}),
       what: `${openidHeader} header`,
     };
   }
