@@ -6,6 +6,7 @@ import { authGuard } from './http/auth';
 import { parseBody, readBody } from './http/body';
 import { clientIp, clientIpRule } from './http/client-ip';
 import { envelope } from './http/envelope';
+import { identityGuard } from './http/identity';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
@@ -18,7 +19,8 @@ import { healthRouter, opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { userRoutes } from './users/routes';
 
-export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'rateLimit' | 'trustProxy' | 'http'>;
+export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'rateLimit' | 'trustProxy' | 'http'> &
+  Partial<Pick<Config, 'env'>>;
 
 /** Where the user routes are mounted: POST /service/user/<name>. */
 export const API_PREFIX = '/service/user';
@@ -56,7 +58,24 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   const guards = [
     rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
     authGuard(config.authMode, services.sessions),
+    identityGuard(
+      { authMode: config.authMode, ...config.identity },
+      { sessions: services.sessions, exchangeCode: (code) => services.users.proveCode(code) },
+    ),
   ];
+  if (config.env === 'production' && config.authMode === 'openid') {
+    logger.warn(
+      { AUTH_MODE: 'openid' },
+      'AUTH_MODE=openid: anyone who knows an openid can log in as its user, read its phone number and ' +
+        'change its profile; set AUTH_MODE=token once the mini-program sends a js_code or its session token',
+    );
+  }
+  if (config.identity.trustedOpenidHeader) {
+    logger.info(
+      { header: config.identity.trustedOpenidHeader },
+      'trusting the gateway header for the openid: only safe where the gateway overwrites the client copy',
+    );
+  }
   const router = buildRouter(API_PREFIX, apiRoutes(services), guards);
   const shedder = new LoadShedder(config.http.maxInflight, () => services.metrics.shedRequests.inc());
   services.metrics.inflightSource = () => shedder.inflight;

@@ -41,6 +41,8 @@ export interface Config {
   logLevel: string;
   bodyLimit: string;
   authMode: 'openid' | 'token';
+  /** Headers a trusted gateway (WeChat Cloud Run) sets to the caller's ids; '' when none. */
+  identity: { trustedOpenidHeader: string; trustedUnionidHeader: string };
   sessions: { ttlSeconds: number; idleSeconds: number; maxPerUser: number };
   rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
   /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
@@ -87,6 +89,12 @@ const timeZone = Joi.string().custom((value: string) => {
 
 const positiveInt = Joi.number().integer().min(1);
 
+// An HTTP header name (RFC 9110 token), or '' for none.
+const headerName = Joi.string()
+  .allow('')
+  .pattern(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/)
+  .messages({ 'string.pattern.base': '{{#label}} must be an HTTP header name' });
+
 const schema = Joi.object({
   PORT: Joi.number().integer().min(0).max(65535).required(),
   HOST: Joi.string().required(),
@@ -117,6 +125,8 @@ const schema = Joi.object({
     .required(),
   REDIS_BREAKER_COOLDOWN_MS: positiveInt.required(),
   AUTH_MODE: Joi.string().valid('openid', 'token').required(),
+  TRUSTED_OPENID_HEADER: headerName.required(),
+  TRUSTED_UNIONID_HEADER: headerName.required(),
   SESSION_TTL_SECONDS: positiveInt.required(),
   SESSION_IDLE_SECONDS: positiveInt.required(),
   SESSION_MAX_PER_USER: positiveInt.max(MAX_SESSIONS_PER_USER).required(),
@@ -172,7 +182,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (value !== undefined && value !== '') merged[key] = value;
   }
   // Empty strings are meaningful for secrets an operator deliberately blanks out.
-  for (const key of ['WECHAT_APPID', 'WECHAT_SECRET', 'REDIS_KEY_PREFIX', 'REDIS_CLUSTER_NODES']) {
+  for (const key of [
+    'WECHAT_APPID',
+    'WECHAT_SECRET',
+    'REDIS_KEY_PREFIX',
+    'REDIS_CLUSTER_NODES',
+    'TRUSTED_OPENID_HEADER',
+    'TRUSTED_UNIONID_HEADER',
+  ]) {
     if (env[key] === '') merged[key] = '';
   }
   const { error, value } = schema.validate(merged, { abortEarly: true, convert: true });
@@ -213,6 +230,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: v.LOG_LEVEL,
     bodyLimit: v.BODY_LIMIT,
     authMode: v.AUTH_MODE,
+    identity: { trustedOpenidHeader: v.TRUSTED_OPENID_HEADER, trustedUnionidHeader: v.TRUSTED_UNIONID_HEADER },
     sessions: {
       ttlSeconds: v.SESSION_TTL_SECONDS,
       idleSeconds: v.SESSION_IDLE_SECONDS,

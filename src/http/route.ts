@@ -50,6 +50,12 @@ export interface RouteSpec<In = unknown> {
     maxBytes: number;
   };
   /**
+   * The call acts for the caller's own openid (login, loginByOpenid): the identity guard
+   * (http/identity.ts) settles which, from a js_code, a session token, a trusted gateway's
+   * header or, in openid mode only, the body's bare openid, and leaves it in the input.
+   */
+  identifies?: boolean;
+  /**
    * What `data` holds on success (code 0). Not checked at run time: it is the API page's source
    * (src/http/openapi.ts), and the tests hold real answers to it.
    */

@@ -9,6 +9,11 @@ export interface Session {
   v: 1;
   /** null while the openid has no registered user (a session issued by getOpenid). */
   user_id: number | null;
+  /**
+   * WeChat's unionid of the user, null when unknown. Added within version 1: a field a reader
+   * does not know changes nothing for it, so no reader had to change.
+   */
+  unionid?: string | null;
   openid: string;
   /** Unix seconds. */
   issued_at: number;
@@ -153,7 +158,10 @@ export interface IssuedSession {
 export interface SessionDraft extends IssuedSession {
   key: string;
   index: string;
-  /** The session JSON is `head + user_id + tail` (JSON.stringify of a Session, key order kept). */
+  /**
+   * The session JSON is `head + user_id + UNIONID_FIELD + unionid + tail`, unionid as a JSON
+   * literal (a string or null): what JSON.stringify of a Session gives, key order kept.
+   */
   head: string;
   tail: string;
   args: [
@@ -169,6 +177,12 @@ export interface SessionDraft extends IssuedSession {
 }
 
 const JSON_HEAD = `{"v":${SESSION_VERSION},"user_id":`;
+/** Between the user_id and the unionid literal, in the session JSON; the Lua scripts splice it too. */
+export const UNIONID_FIELD = ',"unionid":';
+
+/** A unionid as the JSON literal the session JSON and the cache hold. */
+export const unionidLiteral = (unionid: string | null | undefined): string =>
+  unionid ? JSON.stringify(unionid) : 'null';
 
 const keyParts = new WeakMap<object, [head: string, tail: string]>();
 
@@ -236,10 +250,11 @@ export class SessionStore extends SessionReader {
 
   /** Stores a new session in one round trip (one script: the session and its index entry). */
   async issue(
-    user: { user_id: number | null; openid: string },
+    user: { user_id: number | null; openid: string; unionid?: string | null },
     d: SessionDraft = this.draft(user.openid),
   ): Promise<IssuedSession> {
-    const json = `${d.head}${user.user_id === null ? 'null' : user.user_id}${d.tail}`;
+    const id = user.user_id === null ? 'null' : user.user_id;
+    const json = `${d.head}${id}${UNIONID_FIELD}${unionidLiteral(user.unionid)}${d.tail}`;
     await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
     return { token: d.token, expires_at: d.expires_at };
   }

@@ -1,11 +1,12 @@
 import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
 import type { RedisClient } from '../redis/client';
-import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
+import { UNIONID_FIELD, unionidLiteral, WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
 
 /**
- * The Redis profile cache. Each profile key is a hash {v, id, user}: `user` is the JSON served
- * to clients, `id` its user_id, `v` the row version it was read at. A key holding only `v` is a tombstone: "no
+ * The Redis profile cache. Each profile key is a hash {v, id, user, u}: `user` is the JSON served
+ * to clients, `id` its user_id, `u` its unionid as a JSON literal (for the session JSON), `v`
+ * the row version it was read at. A key holding only `v` is a tombstone: "no
  * profile cached, and none older than v may be stored".
  *
  * That closes the classic cache-aside race. A reader that missed, read row v1 from MySQL and
@@ -27,27 +28,28 @@ export const NO_USER = Symbol('no such user');
 // Stores a profile unless the key already holds a newer version (or this very version with a
 // profile). Shared by FILL and FILL_WITH_SESSION.
 const FILL_FUNCTION = `
-local function fill(key, version, id, json, ttl)
+local function fill(key, version, id, json, ttl, unionid)
   redis.call('HDEL', key, 'absent')
   local cur = tonumber(redis.call('HGET', key, 'v'))
   local v = tonumber(version)
   if cur and (cur > v or (cur == v and redis.call('HEXISTS', key, 'user') == 1)) then return 0 end
-  redis.call('HSET', key, 'v', version, 'id', id, 'user', json)
+  redis.call('HSET', key, 'v', version, 'id', id, 'user', json, 'u', unionid)
   redis.call('PEXPIRE', key, ttl)
   return 1
 end
 `;
 
-// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms.
+// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms, unionid literal.
 const FILL = `${FILL_FUNCTION}
-return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`;
+return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])`;
 
 // A miss, once its row is read: the fill and the caller's session in one round trip. KEYS as
-// LOGIN_LUA's; ARGV: version, user_id, user JSON, ttl ms, the session JSON's head and tail,
-// then WRITE_SESSION_LUA's. The session is stored even when a newer version refuses the fill.
+// LOGIN_LUA's; ARGV: version, user_id, user JSON, ttl ms, unionid literal, the session JSON's
+// head and tail, then WRITE_SESSION_LUA's. The session is stored even when a newer version
+// refuses the fill.
 const FILL_WITH_SESSION = `${FILL_FUNCTION}${WRITE_SESSION_LUA}
-fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-write_session(ARGV[5] .. ARGV[2] .. ARGV[6], KEYS[2], KEYS[3], 7)
+fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+write_session(ARGV[6] .. ARGV[2] .. '${UNIONID_FIELD}' .. ARGV[5] .. ARGV[7], KEYS[2], KEYS[3], 8)
 return 1`;
 
 // KEYS[1] profile; ARGV: version, ttl ms. Replaces the key with a tombstone at
@@ -82,12 +84,12 @@ return 0`;
 // and the user's JSON answered; on a miss (or a tombstone) nothing is written and nil answered;
 // for an openid known to have no user, 0.
 export const LOGIN_LUA = `${WRITE_SESSION_LUA}
-local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent', 'v')
+local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent', 'v', 'u')
 if not found[1] or not found[2] then
   if found[3] and not found[4] then return 0 end
   return false
 end
-write_session(ARGV[1] .. found[1] .. ARGV[2], KEYS[2], KEYS[3], 3)
+write_session(ARGV[1] .. found[1] .. '${UNIONID_FIELD}' .. (found[5] or 'null') .. ARGV[2], KEYS[2], KEYS[3], 3)
 return found[2]`;
 
 /** LOGIN_LUA as an ioredis command (defineCommand with numberOfKeys 3): the user's JSON, 0 or null. */
@@ -102,7 +104,14 @@ export type LoginCommand = (
 
 interface CacheCommands {
   userCacheLogin: LoginCommand;
-  userCacheFill(key: string, version: number, userId: number, json: string, ttlMs: number): Promise<number>;
+  userCacheFill(
+    key: string,
+    version: number,
+    userId: number,
+    json: string,
+    ttlMs: number,
+    unionid: string,
+  ): Promise<number>;
   userCacheFillWithSession(
     profile: string,
     session: string,
@@ -111,6 +120,7 @@ interface CacheCommands {
     userId: number,
     json: string,
     ttlMs: number,
+    unionid: string,
     head: string,
     tail: string,
     ...args: SessionDraft['args']
@@ -126,9 +136,13 @@ export interface CacheEvents {
   error?(op: string, err: unknown): void;
 }
 
-/** A cached user: its JSON as served, and its user_id (so the hot path never parses the JSON). */
+/**
+ * A cached user: its JSON as served, its user_id and unionid (so the hot path never parses the
+ * JSON).
+ */
 export interface CachedUser {
   userId: number;
+  unionid: string | null;
   json: string;
 }
 
@@ -179,8 +193,8 @@ export class UserCache {
    */
   async get(openid: string): Promise<CachedUser | typeof NO_USER | null> {
     try {
-      const [id, json, absent, version] = await this.breaker.run(() =>
-        this.redis.hmget(this.keys.profile(openid), 'id', 'user', 'absent', 'v'),
+      const [id, json, absent, version, unionid] = await this.breaker.run(() =>
+        this.redis.hmget(this.keys.profile(openid), 'id', 'user', 'absent', 'v', 'u'),
       );
       if (json === null || id === null) {
         if (absent !== null && version === null) {
@@ -191,7 +205,7 @@ export class UserCache {
         return null;
       }
       this.events.hit?.();
-      return { userId: Number(id), json };
+      return { userId: Number(id), unionid: unionid ? (JSON.parse(unionid) as string | null) : null, json };
     } catch (err) {
       this.events.error?.('get', err);
       return null;
@@ -222,7 +236,9 @@ export class UserCache {
   async fill(openid: string, version: number, user: CachedUser): Promise<void> {
     try {
       const key = this.keys.profile(openid);
-      await this.breaker.run(() => this.redis.userCacheFill(key, version, user.userId, user.json, this.ttlMs));
+      await this.breaker.run(() =>
+        this.redis.userCacheFill(key, version, user.userId, user.json, this.ttlMs, unionidLiteral(user.unionid)),
+      );
     } catch (err) {
       this.events.error?.('fill', err);
     }
@@ -245,6 +261,7 @@ export class UserCache {
           user.userId,
           user.json,
           this.ttlMs,
+          unionidLiteral(user.unionid),
           head,
           tail,
           ...args,
@@ -291,6 +308,6 @@ export class UserCache {
    */
   async drop(openid: string): Promise<void> {
     const key = this.keys.profile(openid);
-    await this.breaker.run(() => this.redis.hdel(key, 'user', 'id', 'absent'));
+    await this.breaker.run(() => this.redis.hdel(key, 'user', 'id', 'u', 'absent'));
   }
 }

@@ -2,6 +2,8 @@
 export interface User {
   user_id: number;
   openid: string;
+  /** WeChat's unionid, null until WeChat or the gateway has told it. */
+  unionid: string | null;
   nick_name: string;
   avatar: string;
   gender: number;
@@ -13,6 +15,7 @@ export interface User {
 export interface UserRow {
   id: number;
   openid: string;
+  unionid: string | null;
   nick_name: string;
   avatar: string;
   gender: number;
@@ -81,6 +84,7 @@ export function toUser(row: UserRow, formatDate: DateFormatter): User {
   return {
     user_id: row.id,
     openid: row.openid,
+    unionid: row.unionid ?? null,
     nick_name: row.nick_name,
     avatar: row.avatar,
     gender: row.gender,

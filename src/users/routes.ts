@@ -3,6 +3,7 @@ import { defineRoute, RawJson, type RouteSpec } from '../http/route';
 import type { ProfileFlows } from './flows';
 import {
   emptyListOutput,
+  identityInput,
   jsCodeInput,
   loginInput,
   noInput,
@@ -34,8 +35,9 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
       summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
       output: userSessionOutput,
-      codes: { invalid: -1, other: -2 },
-      handle: ({ openid, ...profile }) => users.register(openid, profile),
+      codes: { invalid: -1, upstream: -2, other: -2 },
+      identifies: true,
+      handle: ({ openid, unionid, js_code: _, ...profile }) => users.register(openid!, profile, unionid),
     }),
     defineRoute({
       name: 'getOpenid',
@@ -47,11 +49,12 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
     }),
     defineRoute({
       name: 'loginByOpenid',
-      summary: 'Log in by openid: the user (from the cache when it can) and a new session',
-      input: openidInput,
+      summary: 'Log in by openid (or js_code): the user (from the cache when it can) and a new session',
+      input: identityInput,
       output: userSessionOutput,
-      codes: { invalid: -1, notFound: -2, other: -2 },
-      handle: async ({ openid }) => new RawJson(await users.loginByOpenid(openid)),
+      codes: { invalid: -1, notFound: -2, upstream: -2, other: -2 },
+      identifies: true,
+      handle: async ({ openid, unionid }) => new RawJson(await users.loginByOpenid(openid!, unionid)),
     }),
     defineRoute({
       name: 'logout',

@@ -76,14 +76,26 @@ export const fields = {
   js_code: text(128, { noSpaces: true })
     .description('The code wx.login gave the mini-program')
     .example('0a1B2c3D4e5F6g'),
+  unionid: Joi.string()
+    .allow(null)
+    .description("WeChat's unionid of the user; null until WeChat (or the gateway) has told it")
+    .example('oUnIoNiD0123456789abcdefghij'),
 };
 
 export interface OpenidInput {
   openid: string;
 }
-export interface LoginInput extends Profile {
-  openid: string;
+/**
+ * Who a login is for: an openid, a js_code, or neither when a trusted gateway says it. The
+ * identity guard (http/identity.ts) leaves the openid it settled on in `openid`, and the
+ * unionid the proof carried, if any, in `unionid` (never read from the body).
+ */
+export interface IdentityInput {
+  openid?: string;
+  js_code?: string;
+  unionid?: string;
 }
+export type LoginInput = Profile & IdentityInput;
 export interface UpdateInput {
   user_id: number;
   update: unknown;
@@ -94,8 +106,20 @@ export interface JsCodeInput {
 
 export const openidInput = Joi.object<OpenidInput>({ openid: fields.openid.required() });
 
+const identityFields = {
+  openid: fields.openid.description(
+    "The user's openid. Alone it proves nothing: in strict mode (AUTH_MODE=token) send a js_code, " +
+      'a session token getOpenid issued for it, or call through the trusted gateway',
+  ),
+  js_code: fields.js_code.description(
+    'A wx.login code, in place of (or beside) openid: the service asks WeChat whose it is',
+  ),
+};
+
+export const identityInput = Joi.object<IdentityInput>(identityFields);
+
 export const loginInput = Joi.object<LoginInput>({
-  openid: fields.openid.required(),
+  ...identityFields,
   nick_name: fields.nick_name.required(),
   avatar: fields.avatar.required(),
   gender: fields.gender.required(),
@@ -171,6 +195,7 @@ const dateTime = (what: string) =>
 export const userOutput = Joi.object({
   user_id: fields.user_id.required(),
   openid: fields.openid.required(),
+  unionid: fields.unionid,
   nick_name: fields.nick_name.required(),
   avatar: fields.avatar.required(),
   gender: fields.gender.required(),

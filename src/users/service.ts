@@ -5,7 +5,7 @@ import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wec
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
-import type { UserRepository } from './repository';
+import type { RowPatch, UserRepository } from './repository';
 
 /** The session fields added to a login answer, beside the document's user fields. */
 export type SessionFields = {
@@ -53,15 +53,21 @@ export class UserService {
     return new ServiceError('unavailable', `${what} is unavailable, try again`, { cause });
   }
 
-  /** Registers the user unless the openid exists; either way answers the stored user and a session. */
-  async register(openid: string, profile: Profile): Promise<User & Partial<SessionFields>> {
+  /**
+   * Registers the user unless the openid exists; either way answers the stored user and a
+   * session. `unionid` is WeChat's (or the gateway's), when the call proved one.
+   */
+  async register(openid: string, profile: Profile, unionid?: string): Promise<User & Partial<SessionFields>> {
     const { repository, formatDate } = this.deps;
     let row: UserRow | undefined;
     try {
       // Read first: the insert would spend an id even on an openid that exists.
       [row] = await repository.findByOpenid(openid);
       if (!row) {
-        await repository.insertIfAbsent({ openid, ...profile });
+        await repository.insertIfAbsent({ openid, unionid, ...profile });
+        [row] = await repository.findByOpenid(openid);
+      }
+      if (row && unionid && row.unionid !== unionid && (await this.rememberUnionid(row.id, unionid))) {
         [row] = await repository.findByOpenid(openid);
       }
     } catch (err) {
@@ -74,16 +80,38 @@ export class UserService {
     const user = toUser(row, formatDate);
     const session = await this.tryIssue(openid, row.id, {
       version: row.version,
-      user: { userId: row.id, json: JSON.stringify(user) },
+      user: { userId: row.id, unionid: user.unionid, json: JSON.stringify(user) },
     });
     return session ? { ...user, ...sessionFields(session) } : user;
+  }
+
+  /**
+   * Stores the unionid WeChat told for a user whose row has another (or none), through the
+   * same path as `update`, so no reader is served the row without it afterwards. Best effort:
+   * a login is not refused because the unionid could not be kept; the next proven login tries
+   * again. Answers whether it was stored.
+   */
+  private async rememberUnionid(userId: number, unionid: string): Promise<boolean> {
+    try {
+      await this.update(userId, { unionid });
+      return true;
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error)?.message, userId }, 'unionid not stored');
+      return false;
+    }
   }
 
   /**
    * The hot path of every mini-program launch: the user as JSON (from the cache when it can)
    * with a new session. Without Redis the answer has no token rather than no user.
    */
-  async loginByOpenid(openid: string): Promise<string> {
+  async loginByOpenid(openid: string, unionid?: string): Promise<string> {
+    if (unionid) {
+      // A proven login (js_code, gateway) may bring a unionid the row does not have yet: one
+      // more read, paid only by such logins, keeps the plain launch at one round trip.
+      const known = await this.find(openid);
+      if (known.unionid !== unionid) await this.rememberUnionid(known.userId, unionid);
+    }
     // A hit costs one Redis round trip: the script that reads the profile stores the session.
     const draft = this.deps.sessions.draft(openid);
     const cached = await this.deps.cache.getWithSession(openid, draft);
@@ -178,7 +206,8 @@ export class UserService {
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
     if (!row) return null;
-    return { version: row.version, user: { userId: row.id, json: JSON.stringify(toUser(row, this.deps.formatDate)) } };
+    const user = toUser(row, this.deps.formatDate);
+    return { version: row.version, user: { userId: row.id, unionid: user.unionid, json: JSON.stringify(user) } };
   }
 
   /**
@@ -208,7 +237,7 @@ export class UserService {
    * nothing changes, so an acknowledged update can never be followed by a stale read.
    * Sessions are left alone.
    */
-  async update(userId: number, patch: Partial<Profile>): Promise<void> {
+  async update(userId: number, patch: RowPatch): Promise<void> {
     const { repository, cache } = this.deps;
     let found: boolean;
     let changed: string | undefined;
@@ -247,28 +276,26 @@ export class UserService {
    * answer carries a session, bound to the user when the openid is registered already.
    */
   async openidFromCode(jsCode: string): Promise<{ openid: string; unionid?: string } & SessionFields> {
-    let wx: WechatSession;
-    try {
-      wx = await this.deps.wechat.code2Session(jsCode);
-    } catch (err) {
-      // WeChat's refusals are the caller's business; an answer that makes no sense is ours.
-      if (isMalformedAnswer(err)) this.deps.logger.warn({ reason: (err as Error).message }, 'unusable WeChat answer');
-      throw err;
-    }
+    const wx = await this.exchange(jsCode);
     // WeChat has spent the js_code by now: a failing lookup must not cost the user the code,
     // so the session is then issued without a user_id (as for an unregistered openid). A store
     // failure was already reported where it happened (load -> unavailable).
-    let userId: number | null = null;
+    let user: CachedUser | null = null;
     try {
-      userId = (await this.find(wx.openid)).userId;
+      user = await this.find(wx.openid);
     } catch {
-      // userId stays null.
+      // No user (yet), or none readable now.
     }
+    if (user && wx.unionid && user.unionid !== wx.unionid) await this.rememberUnionid(user.userId, wx.unionid);
     let session: IssuedSession;
     try {
       [, session] = await Promise.all([
         this.deps.sessionKeys.save(wx),
-        this.deps.sessions.issue({ user_id: userId, openid: wx.openid }),
+        this.deps.sessions.issue({
+          user_id: user?.userId ?? null,
+          openid: wx.openid,
+          unionid: wx.unionid ?? user?.unionid ?? null,
+        }),
       ]);
     } catch (err) {
       throw this.unavailable('redis', 'session_save', err, 'the session store');
@@ -278,5 +305,30 @@ export class UserService {
       ...(wx.unionid ? { unionid: wx.unionid } : {}),
       ...sessionFields(session),
     };
+  }
+
+  /**
+   * Proof of identity from a wx.login code, for login and loginByOpenid: the openid (and
+   * unionid) WeChat answers for it. session_key is kept as getOpenid keeps it, but a Redis
+   * failure there does not fail the login: only later decryption needs it.
+   */
+  async proveCode(jsCode: string): Promise<Pick<WechatSession, 'openid' | 'unionid'>> {
+    const wx = await this.exchange(jsCode);
+    try {
+      await this.deps.sessionKeys.save(wx);
+    } catch (err) {
+      this.deps.onStoreError?.('redis', 'session_key_save', err);
+    }
+    return wx.unionid ? { openid: wx.openid, unionid: wx.unionid } : { openid: wx.openid };
+  }
+
+  /** jscode2session. WeChat's refusals are the caller's business; an answer that makes no sense is ours. */
+  private async exchange(jsCode: string): Promise<WechatSession> {
+    try {
+      return await this.deps.wechat.code2Session(jsCode);
+    } catch (err) {
+      if (isMalformedAnswer(err)) this.deps.logger.warn({ reason: (err as Error).message }, 'unusable WeChat answer');
+      throw err;
+    }
   }
 }

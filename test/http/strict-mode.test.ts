@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { newOpenid } from '../helpers/env';
+import { FakeWechat } from '../helpers/fake-wechat';
 import { loginBody } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
@@ -8,27 +9,39 @@ import { testDb } from '../helpers/stores';
 describe('strict mode (AUTH_MODE=token)', () => {
   let svc: TestService;
   let db: Knex;
+  let wechat: FakeWechat;
 
   before(async () => {
-    svc = await startService({ AUTH_MODE: 'token' });
+    wechat = await new FakeWechat().start();
+    svc = await startService({ AUTH_MODE: 'token', WECHAT_API_BASE: wechat.url });
     db = testDb();
   });
   after(async () => {
     await db.destroy();
     await svc.stop();
+    await wechat.stop();
   });
 
+  /** A user registered the strict way: wx.login's code proves the openid. */
   async function user() {
     const openid = newOpenid();
-    const data = (await svc.call('login', loginBody(openid))).body.data;
+    const { js_code } = proveWith(openid);
+    const { openid: _, ...profile } = loginBody(openid);
+    const data = (await svc.call('login', { js_code, ...profile })).body.data;
     return { openid, user_id: data.user_id as number, token: data.token as string };
+  }
+  let codes = 0;
+  function proveWith(openid: string) {
+    const js_code = `strict-code-${++codes}`;
+    wechat.on(js_code, { body: { openid, session_key: 'k' } });
+    return { js_code };
   }
   const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
-  it('still lets login and loginByOpenid through without a token (they issue it)', async () => {
+  it('lets login and loginByOpenid through with a js_code (they issue the token)', async () => {
     const me = await user();
     expect(me.token).to.be.a('string');
-    expect((await svc.call('loginByOpenid', { openid: me.openid })).body.code).to.equal(0);
+    expect((await svc.call('loginByOpenid', proveWith(me.openid))).body.code).to.equal(0);
   });
 
   it("answers get with -10 without a token, with a bad one, or with another user's", async () => {

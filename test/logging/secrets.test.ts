@@ -41,9 +41,13 @@ describe('secrets stay out of logs and messages', function () {
     const first = (await call('getOpenid', { js_code: 'code-1' })).body.data;
     await call('getOpenid', { js_code: 'code-used' });
     const login = (
-      await call('login', { openid, nick_name: '测试', avatar: 'https://e.com/a', gender: 1, phone: PHONE })
+      await call(
+        'login',
+        { openid, nick_name: '测试', avatar: 'https://e.com/a', gender: 1, phone: PHONE },
+        first.token,
+      )
     ).body.data;
-    const again = (await call('loginByOpenid', { openid })).body.data;
+    const again = (await call('loginByOpenid', { openid }, first.token)).body.data;
     await call('get', { openid }, again.token);
     await call('update', { user_id: login.user_id, update: { phone: NEW_PHONE } }, again.token);
     await call('update', { user_id: login.user_id, update: `{"phone":"${NEW_PHONE}"` }, again.token); // -3

@@ -63,6 +63,7 @@ describe('sessions', function () {
     expect(session).to.deep.equal({
       v: 1,
       user_id,
+      unionid: null,
       openid,
       issued_at: session.issued_at,
       expires_at: token_expires_at,

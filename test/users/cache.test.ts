@@ -122,7 +122,7 @@ describe('profile cache', () => {
     // As a process without "no such user" leaves it: its fill kept the field, logout keeps `v`.
     const leftBehind = async () => {
       await redis.hset(key, 'absent', '1');
-      await redis.hdel(key, 'user', 'id');
+      await redis.hdel(key, 'user', 'id', 'u');
       expect(Object.keys(await redis.hgetall(key)).sort()).to.deep.equal(['absent', 'v']);
     };
     await leftBehind();
