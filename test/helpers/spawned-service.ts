@@ -44,7 +44,11 @@ export async function spawnService(
   );
   createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
   const { url, opsUrl } = await new Promise<{ url: string; opsUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`)), 20_000);
+    // A process that never says it listens is killed: the caller has nothing to stop it with.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`no "listening" within 20 s: ${stderr.join('\n')}`));
+    }, 20_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
