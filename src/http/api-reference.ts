@@ -139,8 +139,6 @@ function fieldRows(doc: Document, raw: Schema, prefix = ''): string[][] {
 function exampleOf(doc: Document, raw: Schema, where: string): unknown {
   const schema = resolve(doc, raw);
   if ('example' in schema) return schema.example;
-  // A file part has no value to show: the request example names it instead (requestExample).
-  if (schema.format === 'binary') return '<file>';
   if (schema.enum?.length === 1) return schema.enum[0];
   const alternatives = schema.anyOf ?? schema.oneOf;
   if (alternatives?.length) return exampleOf(doc, alternatives[0]!, where);
@@ -148,8 +146,9 @@ function exampleOf(doc: Document, raw: Schema, where: string): unknown {
     const out: Record<string, unknown> = {};
     for (const [name, child] of Object.entries(schema.properties)) {
       const field = resolve(doc, child);
-      const known =
-        'example' in field || field.properties || field.anyOf || field.enum?.length === 1 || field.format === 'binary';
+      // A file part has no value to show: the request example names it (requestExample).
+      if (field.format === 'binary') continue;
+      const known = 'example' in field || field.properties || field.anyOf || field.enum?.length === 1;
       if (known) out[name] = exampleOf(doc, field, `${where}.${name}`);
       else if (schema.required?.includes(name)) {
         throw new Error(`docs: ${where}.${name} has no example: give its joi schema an .example()`);

@@ -5,10 +5,13 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createKnex, dropDatabase, type Knex } from '../../src/db/knex';
+import { migrationNames } from '../../src/db/migrations';
 import { DEMO_USERS } from '../../src/db/seeds/demo-users';
 import { RUN_ID, TEST_ENV, testConfig } from '../helpers/env';
 
 const ROOT = join(__dirname, '..', '..');
+/** The repository's migrations, as knex records them. */
+const existing = migrationNames();
 
 describe('knex CLI: npm run migrate, seed, migrate:rollback', function () {
   this.timeout(60_000);
@@ -126,7 +129,7 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
 
   it('records the same names from the CLI (TypeScript), npm start and the production build (JavaScript)', async () => {
     // No --knexfile: knex finds knexfile.ts and loads it through ts-node; the database is created.
-    expect(knex('migrate:latest')).to.include('Batch 1 run: 1 migrations');
+    expect(knex('migrate:latest')).to.include(`Batch 1 run: ${existing.length} migrations`);
 
     const made = /Created Migration: (\S+)/.exec(knex('migrate:make', 'probe'))?.[1];
     expect(made && dirname(made)).to.equal(join(clone, 'src', 'db', 'migrations'));
@@ -138,7 +141,7 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
 
     const pending = knex('migrate:list', '--knexfile', 'knexfile.ts');
     expect(pending).to.match(new RegExp(`Found 1 Pending Migration file/files.\\s+${probe}\\s`));
-    expect(await recorded()).to.deep.equal(['1 20261126000000_create_users']);
+    expect(await recorded()).to.deep.equal(existing.map((name) => `1 ${name}`));
 
     // npm start compiles the new migration with the rest and applies it before listening.
     const service = spawn('npm', ['start'], { cwd: clone, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -171,14 +174,16 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
       await exited;
     }
     expect(logs.find((l) => l.msg === 'migrations applied')?.migrations).to.deep.equal([probe]);
-    expect(await recorded()).to.deep.equal(['1 20261126000000_create_users', `2 ${probe}`]);
+    expect(await recorded()).to.deep.equal([...existing.map((name) => `1 ${name}`), `2 ${probe}`]);
     expect(knex('migrate:list'))
       .to.match(/Found 2 Completed Migration/)
       .and.match(/No Pending Migration files Found/);
 
     expect(knex('migrate:rollback')).to.include('Batch 2 rolled back: 1 migrations');
-    expect(await recorded()).to.deep.equal(['1 20261126000000_create_users']);
-    expect(knex('migrate:rollback', '--knexfile', 'knexfile.ts')).to.include('Batch 1 rolled back: 1 migrations');
+    expect(await recorded()).to.deep.equal(existing.map((name) => `1 ${name}`));
+    expect(knex('migrate:rollback', '--knexfile', 'knexfile.ts')).to.include(
+      `Batch 1 rolled back: ${existing.length} migrations`,
+    );
     expect(await tables()).to.not.include('users');
 
     // Production: the build (dist/ from npm start) and package.json, production dependencies only.
@@ -195,12 +200,12 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
     const cli = ['--preserve-symlinks', '--preserve-symlinks-main', join('node_modules', 'knex', 'bin', 'cli.js')];
     const prodEnv = { NODE_OPTIONS: '', NODE_ENV: 'test' };
     expect(run(prod, process.execPath, [...cli, ...script.split(' ').slice(1)], prodEnv)).to.include(
-      'Batch 1 run: 2 migrations',
+      `Batch 1 run: ${existing.length + 1} migrations`,
     );
-    expect(await recorded()).to.deep.equal(['1 20261126000000_create_users', `1 ${probe}`]);
+    expect(await recorded()).to.deep.equal([...existing.map((name) => `1 ${name}`), `1 ${probe}`]);
     expect(
       run(prod, process.execPath, [...cli, 'migrate:rollback', '--knexfile', 'dist/knexfile.js'], prodEnv),
-    ).to.include('Batch 1 rolled back: 2 migrations');
+    ).to.include(`Batch 1 rolled back: ${existing.length + 1} migrations`);
     expect(await tables()).to.not.include('users');
   });
 });

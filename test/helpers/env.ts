@@ -13,6 +13,8 @@ export const TEST_ENV: Record<string, string> = {
   NODE_ENV: 'test',
   HOST: '127.0.0.1',
   PORT: '0',
+  // Here too, not only in config/test.json: a test may run the service as NODE_ENV=production.
+  OPS_PORT: '0',
   DATABASE_URL: `${MYSQL_BASE}/user_service_test_${RUN_ID}`,
   REDIS_URL,
   REDIS_KEY_PREFIX: `test:${RUN_ID}:`,

@@ -125,10 +125,15 @@ describe('SIGHUP with WORKERS=2: rolling reload (the real process)', function ()
     // The primary, like a single process, takes a repeated SIGTERM as the echo it is.
     svc.proc.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 100));
+    // Idle workers may all have drained within those 100 ms: then there is no primary left to
+    // hear the echo, and nothing to log.
+    const aliveAtEcho = svc.proc.exitCode === null && svc.proc.signalCode === null;
     svc.proc.kill('SIGTERM');
     const { code } = await svc.exited;
     expect(code).to.equal(0);
-    expect(count(svc, 'shutdown signal repeated: ignored (a group-delivered signal arrives twice)')).to.equal(1);
+    expect(count(svc, 'shutdown signal repeated: ignored (a group-delivered signal arrives twice)')).to.equal(
+      aliveAtEcho ? 1 : 0,
+    );
     expect(count(svc, 'all workers stopped')).to.equal(1);
   });
 

@@ -25,6 +25,9 @@ async function nextId(db: Knex): Promise<number> {
   });
 }
 
+/** Later migrations stay applied: this one is moved down and up alone. */
+const BIGINT = '20261126230000_users_id_bigint';
+
 const idColumn = async (db: Knex) =>
   (
     await db.raw(
@@ -108,12 +111,12 @@ describe('user ids', function () {
         { id: 0xffffffff - 1, openid: 'b', ...user },
       ]);
 
-      await db.migrate.down({ migrationSource });
+      await db.migrate.down({ migrationSource, name: BIGINT });
       expect(await idColumn(db)).to.deep.equal({ type: 'int(10) unsigned', extra: 'auto_increment' });
       expect(await db('users').orderBy('id').pluck('id')).to.deep.equal([1, 0xffffffff - 1]);
       expect(await nextId(db)).to.equal(0xffffffff);
 
-      await db.migrate.up({ migrationSource });
+      await db.migrate.up({ migrationSource, name: BIGINT });
       expect(await idColumn(db)).to.deep.equal({ type: 'bigint(20) unsigned', extra: 'auto_increment' });
       expect(await nextId(db)).to.equal(0xffffffff);
       // Past where INT UNSIGNED ends.
@@ -126,7 +129,7 @@ describe('user ids', function () {
 
     it('refuses to go down while an id does not fit INT UNSIGNED, changing nothing', async () => {
       await migrateLatest(db);
-      const refused = await db.migrate.down({ migrationSource }).then(
+      const refused = await db.migrate.down({ migrationSource, name: BIGINT }).then(
         () => null,
         (err: Error) => err,
       );

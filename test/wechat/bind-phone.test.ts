@@ -215,7 +215,10 @@ describe('bindPhone in strict mode (AUTH_MODE=token)', function () {
 
   it('needs the session too, and serves its user', async () => {
     const openid = newOpenid('bps');
-    const login = await svc.call('login', loginBody(openid));
+    // Strict mode registers only a proven openid: a wx.login code here.
+    wechat.on('bps-login', { body: { openid, session_key: 'k' } });
+    const { openid: _, ...profile } = loginBody(openid);
+    const login = await svc.call('login', { js_code: 'bps-login', ...profile });
     wechat.phoneCode('strict-code', '13700000001');
     expect((await svc.call('bindPhone', { code: 'strict-code' })).body.code).to.equal(-10);
     const res = await svc.call('bindPhone', { code: 'strict-code' }, bearer(login.body.data.token));

@@ -19,7 +19,7 @@ export const MIGRATION_EXTENSION = extname(__filename).slice(1);
  * own directory source records `x.ts` in one and `x.js` in the other and then refuses to run
  * ("migration directory is corrupt").
  */
-function migrationNames(): string[] {
+export function migrationNames(): string[] {
   const suffix = `.${MIGRATION_EXTENSION}`;
   return readdirSync(MIGRATIONS_DIRECTORY)
     .filter((file) => file.endsWith(suffix) && !file.endsWith(`.d${suffix}`))
