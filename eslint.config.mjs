@@ -20,7 +20,7 @@ export default defineConfig(
     },
   },
   {
-    files: ['test/**/*.ts'],
+    files: ['test/**/*.ts', 'packages/*/test/**/*.ts'],
     rules: {
       // Test doubles and parsed answers are loosely typed on purpose.
       '@typescript-eslint/no-explicit-any': 'off',
