@@ -5,7 +5,7 @@ import development from '../../config/development.json';
 import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
-import { MAX_SESSIONS_PER_USER } from '../sessions/store';
+import { MAX_SESSIONS_PER_USER } from '../sessions/limits';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,

@@ -1,3 +1,5 @@
+import { sessionKeys, type SessionKeys } from 'wechat-user-sessions';
+
 /**
  * The one place that knows the Redis key layout; sibling services read these keys, so the
  * README documents every one of them. User and session keys are hash-tagged ({...}): all of
@@ -5,16 +7,12 @@
  * script or a multi-key command never crosses Redis Cluster slots. Rate-limit counters are
  * single keys touched by one command each, and need no tag.
  */
-export interface KeyLayout {
-  readonly prefix: string;
+/** The session keys (`session`, `userSessions`) are the wechat-user-sessions package's. */
+export interface KeyLayout extends SessionKeys {
   /** Hash {v: row version, id: user_id, user: JSON of the user as served}; a tombstone has only v. */
   profile(openid: string): string;
   /** Hash {session_key, unionid?}: WeChat's session_key, never sent to a client. */
   wechatSession(openid: string): string;
-  /** String: the session JSON (see sessions/store.ts), keyed by its bearer token. */
-  session(token: string): string;
-  /** Sorted set of a user's tokens, scored by absolute expiry (ms): what logout ends. */
-  userSessions(openid: string): string;
   /** Prefix of the rate limiter's counters (rate-limiter-flexible appends `:<key>`). */
   rateLimit(scope: string): string;
   /**
@@ -28,11 +26,9 @@ export interface KeyLayout {
 
 export function keyLayout(prefix: string): KeyLayout {
   return {
-    prefix,
+    ...sessionKeys(prefix),
     profile: (openid) => `${prefix}user:{${openid}}:profile`,
     wechatSession: (openid) => `${prefix}user:{${openid}}:wx`,
-    session: (token) => `${prefix}session:{${token}}`,
-    userSessions: (openid) => `${prefix}user:{${openid}}:sessions`,
     rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
     wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
     wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,

@@ -1,53 +1,25 @@
+import {
+  SESSION_JSON_HEAD,
+  SessionReader,
+  sessionJsonTail,
+  UNIONID_FIELD,
+  unionidLiteral,
+  type SessionKeys,
+} from 'wechat-user-sessions';
 import type { RedisBreaker } from '../redis/breaker';
 import type { RedisClient } from '../redis/client';
 import type { KeyLayout } from '../redis/keys';
-import { isTokenShaped, newToken, slotOf, tailTable } from './token';
+import { MAX_SESSIONS_PER_USER } from './limits';
+import { newToken, slotOf, tailTable } from './token';
 
-/** The session JSON stored at `<prefix>session:{<token>}`: a contract with sibling services. */
-export interface Session {
-  /** Layout version of this JSON; readers ignore versions they do not know. */
-  v: 1;
-  /** null while the openid has no registered user (a session issued by getOpenid). */
-  user_id: number | null;
-  /**
-   * WeChat's unionid of the user, null when unknown. Added within version 1: a field a reader
-   * does not know changes nothing for it, so no reader had to change.
-   */
-  unionid?: string | null;
-  openid: string;
-  /** Unix seconds. */
-  issued_at: number;
-  /** Unix seconds: the absolute end, whatever the activity. */
-  expires_at: number;
-  /** Seconds without use after which the session ends before expires_at. */
-  idle_timeout: number;
-}
-
-export const SESSION_VERSION = 1;
-
+// The reading side of sessions, their JSON and their keys are the wechat-user-sessions package
+// (packages/sessions), which sibling services install: what this service writes is what it reads.
+export { SessionReader, SESSION_VERSION, type Session } from 'wechat-user-sessions';
 export type { RedisClient };
+export { MAX_SESSIONS_PER_USER };
 
-/** SESSION_MAX_PER_USER's bounds; a capped index is ended by one REVOKE_BATCH. */
-export const MAX_SESSIONS_PER_USER = 1000;
 const REVOKE_BATCH = MAX_SESSIONS_PER_USER;
 const EVICT_BATCH = MAX_SESSIONS_PER_USER;
-
-// KEYS[1] session; ARGV[1] now (ms). Answers the session JSON and slides its TTL to
-// min(idle timeout, time left before the absolute expiry), in one atomic round trip.
-const VERIFY = `
-local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
-local ok, s = pcall(cjson.decode, raw)
-if not ok or type(s) ~= 'table' or s.v ~= 1 then return false end
-local left = s.expires_at * 1000 - tonumber(ARGV[1])
-if left <= 0 then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-local idle = s.idle_timeout * 1000
-if idle < left then left = idle end
-redis.call('PEXPIRE', KEYS[1], math.floor(left))
-return raw`;
 
 /**
  * Lua that stores a session, for every script that issues one (here, and the login scripts of
@@ -99,10 +71,6 @@ for i = 1, #popped, 2 do
 end
 return {ended, redis.call('ZCARD', KEYS[1]), elsewhere}`;
 
-interface VerifyCommand {
-  sessionVerify(key: string, nowMs: number): Promise<string | null>;
-}
-
 interface IssueCommand {
   sessionIssue(key: string, index: string, json: string, ...args: SessionDraft['args']): Promise<number>;
   sessionRevoke(
@@ -111,32 +79,6 @@ interface IssueCommand {
     keyHead: string,
     keyTail: string,
   ): Promise<[ended: number, left: number, elsewhere: string[]]>;
-}
-
-/** Reads and keeps alive sessions: all a sibling service needs (see sessions/middleware.ts). */
-export class SessionReader {
-  protected readonly redis: RedisClient & VerifyCommand;
-
-  constructor(
-    redis: RedisClient,
-    protected readonly keys: Pick<KeyLayout, 'session'>,
-    private readonly breaker?: RedisBreaker,
-  ) {
-    redis.defineCommand('sessionVerify', { numberOfKeys: 1, lua: VERIFY });
-    this.redis = redis as RedisClient & VerifyCommand;
-  }
-
-  protected guarded<T>(call: () => Promise<T>): Promise<T> {
-    return this.breaker ? this.breaker.run(call) : call();
-  }
-
-  /** The live session of a token, or null when it is unknown, expired or idle too long. */
-  async verify(token: unknown): Promise<Session | null> {
-    if (!isTokenShaped(token)) return null;
-    const key = this.keys.session(token);
-    const raw = await this.guarded(() => this.redis.sessionVerify(key, Date.now()));
-    return raw ? (JSON.parse(raw) as Session) : null;
-  }
 }
 
 export interface SessionSettings {
@@ -176,18 +118,10 @@ export interface SessionDraft extends IssuedSession {
   ];
 }
 
-const JSON_HEAD = `{"v":${SESSION_VERSION},"user_id":`;
-/** Between the user_id and the unionid literal, in the session JSON; the Lua scripts splice it too. */
-export const UNIONID_FIELD = ',"unionid":';
-
-/** A unionid as the JSON literal the session JSON and the cache hold. */
-export const unionidLiteral = (unionid: string | null | undefined): string =>
-  unionid ? JSON.stringify(unionid) : 'null';
-
 const keyParts = new WeakMap<object, [head: string, tail: string]>();
 
 /** The session key around a token, [head, tail], so that a script can name the key of a token it read. */
-export function sessionKeyParts(keys: Pick<KeyLayout, 'session'>): [head: string, tail: string] {
+export function sessionKeyParts(keys: Pick<SessionKeys, 'session'>): [head: string, tail: string] {
   let parts = keyParts.get(keys);
   if (!parts) {
     const [head = '', tail = ''] = keys.session('\0').split('\0');
@@ -199,7 +133,7 @@ export function sessionKeyParts(keys: Pick<KeyLayout, 'session'>): [head: string
 
 /** A new session of `openid`, not yet stored; its token is minted into the slot of the user's keys. */
 export function draftSession(
-  keys: Pick<KeyLayout, 'session' | 'userSessions'>,
+  keys: SessionKeys,
   settings: SessionSettings,
   openid: string,
   nowMs = Date.now(),
@@ -216,10 +150,8 @@ export function draftSession(
     expires_at: expiresAt,
     key: keys.session(token),
     index,
-    head: JSON_HEAD,
-    tail:
-      `,"openid":${JSON.stringify(openid)},"issued_at":${issuedAt},` +
-      `"expires_at":${expiresAt},"idle_timeout":${settings.idleSeconds}}`,
+    head: SESSION_JSON_HEAD,
+    tail: sessionJsonTail({ openid, issued_at: issuedAt, expires_at: expiresAt, idle_timeout: settings.idleSeconds }),
     // The index's score is the expiry to the millisecond (expires_at is it in whole seconds), so
     // that the cap ends sessions in the order they were issued.
     args: [token, keyTtlMs, nowMs + ttlMs, nowMs, ttlMs, settings.maxPerUser, keyHead, keyTail],
@@ -236,7 +168,7 @@ export class SessionStore extends SessionReader {
     private readonly settings: SessionSettings,
     breaker?: RedisBreaker,
   ) {
-    super(redis, keys, breaker);
+    super(redis, { keyPrefix: keys.prefix, guard: breaker && ((call) => breaker.run(call)) });
     redis.defineCommand('sessionIssue', { numberOfKeys: 2, lua: ISSUE });
     redis.defineCommand('sessionRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.issuer = redis as RedisClient & IssueCommand;
@@ -275,7 +207,7 @@ export class SessionStore extends SessionReader {
         left = remaining;
         total += ended;
         // Each in its own slot: one DEL apiece.
-        const more = await Promise.all(elsewhere.map((t) => this.redis.del(this.keys.session(t))));
+        const more = await Promise.all(elsewhere.map((t) => this.issuer.del(this.keys.session(t))));
         total += more.reduce((a, b) => a + b, 0);
       } while (left > 0);
       return total;

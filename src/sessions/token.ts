@@ -9,7 +9,6 @@ import keySlot from 'cluster-key-slot';
  * single node and in a cluster alike. Readers need not know: the key is still the token's.
  */
 const RANDOM_CHARS = 29;
-const TOKEN_SHAPE = /^[A-Za-z0-9_-]{32}$/;
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 const SLOTS = 16384;
 
@@ -87,14 +86,5 @@ export function slotOf(key: string): number {
   return keySlot(keyBytes.subarray(0, n));
 }
 
-/** Rejects anything that cannot be one of our tokens before it reaches Redis. */
-export function isTokenShaped(value: unknown): value is string {
-  return typeof value === 'string' && TOKEN_SHAPE.test(value);
-}
-
-/** The token of `Authorization: Bearer <token>`, if the header has that form. */
-export function bearerToken(header: string | undefined): string | undefined {
-  if (!header) return undefined;
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return match?.[1];
-}
+// The token's shape is part of the contract readers check: the package holds it.
+export { bearerToken, isTokenShaped } from 'wechat-user-sessions';

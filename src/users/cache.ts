@@ -1,7 +1,8 @@
 import type { RedisBreaker } from '../redis/breaker';
 import type { KeyLayout } from '../redis/keys';
 import type { RedisClient } from '../redis/client';
-import { UNIONID_FIELD, unionidLiteral, WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
+import { UNIONID_FIELD, unionidLiteral } from 'wechat-user-sessions';
+import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
 
 /**
  * The Redis profile cache. Each profile key is a hash {v, id, user, u}: `user` is the JSON served

@@ -1,6 +1,16 @@
 import { expect } from 'chai';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -69,8 +79,26 @@ function copyRepository(to: string): void {
     mkdirSync(dirname(join(to, file)), { recursive: true });
     copyFileSync(join(ROOT, file), join(to, file));
   }
-  // What `npm ci` would install; a link keeps the copy cheap.
-  symlinkSync(join(ROOT, 'node_modules'), join(to, 'node_modules'));
+  // What `npm ci` would install; links keep the copy cheap. The workspace packages are the
+  // copy's own (as npm links them), so the copy builds and runs its own packages/.
+  mkdirSync(join(to, 'node_modules'));
+  const workspaces = workspaceLinks();
+  for (const entry of readdirSync(join(ROOT, 'node_modules'))) {
+    const target = workspaces.get(entry);
+    symlinkSync(target ? join(to, target) : join(ROOT, 'node_modules', entry), join(to, 'node_modules', entry));
+  }
+}
+
+/** The lockfile's workspace links: package name to its folder (packages/...). */
+function workspaceLinks(): Map<string, string> {
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { link?: boolean; resolved?: string }>;
+  };
+  const links = new Map<string, string>();
+  for (const [path, entry] of Object.entries(lock.packages)) {
+    if (entry.link && entry.resolved) links.set(path.replace(/^node_modules\//, ''), entry.resolved);
+  }
+  return links;
 }
 
 /**
@@ -79,13 +107,20 @@ function copyRepository(to: string): void {
  * through these links resolves its own imports here too, so nothing can reach tsx, ts-node or
  * typescript through the real node_modules beside them.
  */
-function productionModules(to: string): void {
+function productionModules(to: string, from: string): void {
   const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
+    packages: Record<string, { dev?: boolean; devOptional?: boolean; link?: boolean; resolved?: string }>;
   };
   for (const [path, entry] of Object.entries(lock.packages)) {
     const name = path.replace(/^node_modules\//, '');
     if (!path.startsWith('node_modules/') || name.includes('/node_modules/')) continue;
+    // A workspace package, as the deployed tree has it: its folder, built (package.json, dist).
+    if (entry.link && entry.resolved) {
+      for (const part of ['package.json', 'dist'])
+        cpSync(join(from, entry.resolved, part), join(to, entry.resolved, part), { recursive: true });
+      symlinkSync(join(to, entry.resolved), join(to, path));
+      continue;
+    }
     if (entry.dev || entry.devOptional || !existsSync(join(ROOT, path))) continue;
     mkdirSync(dirname(join(to, path)), { recursive: true });
     symlinkSync(join(ROOT, path), join(to, path));
@@ -190,7 +225,7 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
     mkdirSync(join(prod, 'node_modules'));
     cpSync(join(clone, 'dist'), join(prod, 'dist'), { recursive: true });
     copyFileSync(join(clone, 'package.json'), join(prod, 'package.json'));
-    productionModules(prod);
+    productionModules(prod, clone);
     for (const dev of ['tsx', 'ts-node', 'typescript'])
       expect(existsSync(join(prod, 'node_modules', dev)), dev).to.equal(false);
     const script = (JSON.parse(readFileSync(join(prod, 'package.json'), 'utf8')) as { scripts: Record<string, string> })
@@ -199,6 +234,9 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
     // What `npm run migrate:prod` runs (node_modules/.bin/knex is knex's bin/cli.js).
     const cli = ['--preserve-symlinks', '--preserve-symlinks-main', join('node_modules', 'knex', 'bin', 'cli.js')];
     const prodEnv = { NODE_OPTIONS: '', NODE_ENV: 'test' };
+    // The service's build finds the sessions package through its workspace link, built.
+    const load = "console.log(typeof require('./dist/src/sessions/store.js').SessionStore)";
+    expect(run(prod, process.execPath, ['--preserve-symlinks', '-e', load], prodEnv).trim()).to.equal('function');
     expect(run(prod, process.execPath, [...cli, ...script.split(' ').slice(1)], prodEnv)).to.include(
       `Batch 1 run: ${existing.length + 1} migrations`,
     );

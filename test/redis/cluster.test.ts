@@ -18,6 +18,8 @@ const SUITES = [
   'test/sessions/sessions.test.ts',
   'test/sessions/middleware.test.ts',
   'test/http/strict-mode.test.ts',
+  'packages/sessions/test/reader.test.ts',
+  'packages/sessions/test/koa.test.ts',
 ];
 
 describe('Redis Cluster (3 masters owned by this test)', function () {

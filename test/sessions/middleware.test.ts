@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import type { Server } from 'node:http';
 import Redis from 'ioredis';
 import Koa from 'koa';
-// What a sibling service imports: the public module only.
-import { requireSession, type SessionState } from '../../src/sessions';
+// What a sibling service imports: the package, against this service's Redis.
+import { requireSession, type SessionState } from 'wechat-user-sessions';
 import { newOpenid, testConfig } from '../helpers/env';
 import { loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';

@@ -1,7 +1,5 @@
-import type { Middleware } from 'koa';
-import type { RedisClient, Session } from './store';
-import { SessionReader } from './store';
-import { keyLayout } from '../redis/keys';
+import { SessionReader, type RedisClient } from './reader';
+import type { Session } from './session';
 import { bearerToken } from './token';
 
 /** The document-style code for a missing, unknown or expired token. */
@@ -12,7 +10,7 @@ export interface RequireSessionOptions {
   redis: RedisClient;
   /** The user service's REDIS_KEY_PREFIX. */
   keyPrefix: string;
-  /** HTTP status of a refusal; the body is always {code: -10, msg, data: null}. */
+  /** HTTP status of a refusal (401 unless given); the body is always {code: -10, msg, data: null}. */
   status?: number;
 }
 
@@ -22,12 +20,26 @@ export interface SessionState {
 }
 
 /**
- * Koa middleware for sibling services: checks `Authorization: Bearer <token>` against the
- * user service's Redis, puts the session and its user on ctx.state, or answers the
- * {code, msg, data} envelope with code -10. Reading a session also slides its idle timeout.
+ * What the middleware uses of a Koa context. Structural, so that the package needs no koa types
+ * at all and fits koa 2 and 3, @koa/router, and any state type.
  */
-export function requireSession(options: RequireSessionOptions): Middleware {
-  const reader = new SessionReader(options.redis, keyLayout(options.keyPrefix));
+export interface KoaContextLike {
+  get(field: string): string;
+  status: number;
+  body: unknown;
+  state: object;
+}
+
+export type SessionMiddleware = (ctx: KoaContextLike, next: () => Promise<unknown>) => Promise<void>;
+
+/**
+ * Koa middleware: checks `Authorization: Bearer <token>` against the user service's Redis, puts
+ * the session and its user on ctx.state (SessionState), or answers the {code, msg, data}
+ * envelope with code -10. Reading a session also slides its idle timeout. When Redis does not
+ * answer: 503 with code -2.
+ */
+export function requireSession(options: RequireSessionOptions): SessionMiddleware {
+  const reader = new SessionReader(options.redis, { keyPrefix: options.keyPrefix });
   const status = options.status ?? 401;
   return async (ctx, next) => {
     const token = bearerToken(ctx.get('authorization'));
