@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors';
+import { fetchText, MAX_ANSWER_BYTES } from './http';
 import { isOpenid } from './openid';
 
 export interface WechatSettings {
@@ -36,22 +37,6 @@ export function isMalformedAnswer(err: unknown): boolean {
 
 // A session_key is 24 base64 characters; it is stored in Redis, so its size has a bound.
 const MAX_SESSION_KEY = 256;
-// A jscode2session answer is a few hundred bytes; a longer one is not read into memory.
-const MAX_ANSWER_BYTES = 16 * 1024;
-
-async function readCapped(res: Response): Promise<string> {
-  if (!res.body) return '';
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    size += chunk.byteLength;
-    // Leaving the loop cancels the stream: the rest is never read.
-    if (size > MAX_ANSWER_BYTES) throw malformed(`answer is larger than ${MAX_ANSWER_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /**
  * The jscode2session call. Its URL carries the app secret, so neither the URL nor WeChat's
  * answer (which holds session_key) is ever put into an error message or a log line.
@@ -81,20 +66,9 @@ export class WechatClient {
     url.searchParams.set('js_code', jsCode);
     url.searchParams.set('grant_type', 'authorization_code');
 
-    let text: string;
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(this.settings.timeoutMs) });
-      text = await readCapped(res);
-      if (!res.ok) throw upstream(`HTTP ${res.status} from WeChat`);
-    } catch (err) {
-      if (err instanceof ServiceError) throw err;
-      const name = (err as Error)?.name;
-      if (name === 'TimeoutError' || name === 'AbortError') {
-        throw upstream(`no answer within ${this.settings.timeoutMs} ms`);
-      }
-      const code = ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code;
-      throw upstream(`unreachable${code ? ` (${code})` : ''}`);
-    }
+    const text = await fetchText(url, {}, this.settings.timeoutMs, () =>
+      malformed(`answer is larger than ${MAX_ANSWER_BYTES} bytes`),
+    );
 
     // WeChat answers JSON labelled text/plain, so the content type is not trusted either way.
     // Nothing of an unusable answer is put in the message: it may hold a session_key.

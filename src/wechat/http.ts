@@ -12,22 +12,39 @@ export class WechatApiError extends ServiceError {
 
 export const upstream = (message: string) => new ServiceError('upstream', `wechat: ${message}`);
 
+/** A WeChat answer is a few hundred bytes; a longer one is not read into memory. */
+export const MAX_ANSWER_BYTES = 16 * 1024;
+
+async function readCapped(res: Response, tooLarge: () => Error): Promise<string> {
+  if (!res.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += chunk.byteLength;
+    // Leaving the loop cancels the stream: the rest is never read.
+    if (size > MAX_ANSWER_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 /**
- * POSTs JSON to a WeChat server API and answers its JSON. The URL may carry the access token,
- * so neither the URL nor the request or answer bodies (codes, phone numbers, tokens) ever go
- * into an error message: only what kind of failure it was.
+ * Calls a WeChat API and answers the text of its answer, at most MAX_ANSWER_BYTES of it. The URL
+ * may carry the app secret or the access token, so neither it nor anything of the request or
+ * the answer (codes, phone numbers, tokens) ever goes into an error message: only what kind of
+ * failure it was.
  */
-export async function postJson(url: URL, body: unknown, timeoutMs: number): Promise<Record<string, unknown>> {
-  let text: string;
+export async function fetchText(
+  url: URL,
+  init: RequestInit,
+  timeoutMs: number,
+  tooLarge: () => Error = () => upstream(`answer is larger than ${MAX_ANSWER_BYTES} bytes`),
+): Promise<string> {
   try {
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    text = await res.text();
+    const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+    const text = await readCapped(res, tooLarge);
     if (!res.ok) throw upstream(`HTTP ${res.status} from WeChat`);
+    return text;
   } catch (err) {
     if (err instanceof ServiceError) throw err;
     const name = (err as Error)?.name;
@@ -35,6 +52,15 @@ export async function postJson(url: URL, body: unknown, timeoutMs: number): Prom
     const code = ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code;
     throw upstream(`unreachable${code ? ` (${code})` : ''}`);
   }
+}
+
+/** POSTs JSON to a WeChat server API and answers its JSON object (see fetchText). */
+export async function postJson(url: URL, body: unknown, timeoutMs: number): Promise<Record<string, unknown>> {
+  const text = await fetchText(
+    url,
+    { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) },
+    timeoutMs,
+  );
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

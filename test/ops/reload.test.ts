@@ -1,24 +1,14 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { newOpenid } from '../helpers/env';
 import { loginBody, post } from '../helpers/http';
 import { freePort } from '../helpers/redis-server';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
+import { pgrep } from '../helpers/processes';
 
 /** The pids of a process's node children (the workers of a WORKERS primary; not tsx's esbuild). */
-function children(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid), '-x', 'node'], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return []; // pgrep exits 1 when there are none
-  }
-}
+const children = (pid: number): number[] => pgrep('-P', String(pid), '-x', 'node');
 
 /** One loginByOpenid on a connection of its own (no keep-alive): resolves an error text or undefined. */
 function freshConnectionCall(url: string, openid: string): Promise<string | undefined> {

@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import pkg from '../../package.json';
 import { SignalLadder } from '../../src/signals';
@@ -8,6 +7,7 @@ import { FakeWechat } from '../helpers/fake-wechat';
 import { loginBody, post, userPart } from '../helpers/http';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
+import { pgrep } from '../helpers/processes';
 
 /** Whether a brand-new TCP connection to the service's port is accepted. */
 function accepts(url: string): Promise<boolean> {
@@ -23,17 +23,7 @@ function accepts(url: string): Promise<boolean> {
 }
 
 /** The pids in a process group (empty once all of them exited). */
-function group(pgid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return []; // pgrep exits 1 when there are none
-  }
-}
+const group = (pgid: number): number[] => pgrep('-g', String(pgid));
 
 const count = (svc: SpawnedService, msg: string) => svc.logs.filter((l) => l.msg === msg).length;
 

@@ -1,23 +1,10 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import { newOpenid } from '../helpers/env';
 import { post, loginBody } from '../helpers/http';
 import { freePort } from '../helpers/redis-server';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
-
-/** The pids of a process's children (the workers of a WORKERS primary). */
-function children(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return []; // pgrep exits 1 when there are none
-  }
-}
+import { children } from '../helpers/processes';
 
 describe('WORKERS=2 (node:cluster, the real process)', function () {
   this.timeout(60_000);

@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { createLogger } from '../../src/logger';
 import { RedisBreaker } from '../../src/redis/breaker';
 import type { RedisClient } from '../../src/redis/client';
@@ -13,6 +12,7 @@ import { freePort } from '../helpers/redis-server';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { testKeys, testRedis } from '../helpers/stores';
 import { eventually } from '../helpers/wait';
+import { children } from '../helpers/processes';
 
 const keys = testKeys();
 const silent = createLogger(process.env.DBG ? 'debug' : 'silent');
@@ -164,19 +164,6 @@ describe('the shared WeChat access token (src/wechat/access-token.ts)', function
     expect(await redis.exists(keys.wechatAccessToken(appid), keys.wechatAccessTokenLock(appid))).to.equal(0);
   });
 });
-
-/** The pids of a process's children (the workers of a WORKERS primary). */
-function children(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
 
 describe('bindPhone with WORKERS=2 (the real processes)', function () {
   this.timeout(90_000);
