@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import type { Profile } from '../../src/users/model';
 
 export interface Answer<T = unknown> {
@@ -47,4 +48,17 @@ export function userPart<T extends Record<string, unknown>>(data: T): Omit<T, 't
 /** A valid login body; a test overrides only the fields it asserts on. */
 export function loginBody(openid: string, fields: Partial<Profile> = {}): Profile & { openid: string } {
   return { openid, nick_name: 'n', avatar: 'https://example.com/a.png', gender: 1, phone: '1', ...fields };
+}
+
+/** Whether a brand-new TCP connection to the service's port is accepted. */
+export function accepts(url: string): Promise<boolean> {
+  const { port, hostname } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }

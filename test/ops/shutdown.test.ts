@@ -1,24 +1,12 @@
 import { expect } from 'chai';
 import { Agent, createServer, request, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { drainer } from '../../src/shutdown';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { post, userPart } from '../helpers/http';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
-
-/** Whether a brand-new TCP connection to the service's port is accepted. */
-function accepts(url: string): Promise<boolean> {
-  const { port, hostname } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), hostname);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
+import { accepts } from '../helpers/http';
 
 describe('SIGTERM (the real process)', function () {
   this.timeout(60_000);

@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { connect } from 'node:net';
 import pkg from '../../package.json';
 import { SignalLadder } from '../../src/signals';
 import { newOpenid } from '../helpers/env';
@@ -8,19 +7,7 @@ import { loginBody, post, userPart } from '../helpers/http';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
 import { pgrep } from '../helpers/processes';
-
-/** Whether a brand-new TCP connection to the service's port is accepted. */
-function accepts(url: string): Promise<boolean> {
-  const { port, hostname } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), hostname);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
+import { accepts } from '../helpers/http';
 
 /** The pids in a process group (empty once all of them exited). */
 const group = (pgid: number): number[] => pgrep('-g', String(pgid));
