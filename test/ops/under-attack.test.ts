@@ -1,6 +1,7 @@
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import pkg from '../../package.json';
 import { bomb, keysBody, rawPost, stalledConnection, type Stall } from '../helpers/attacks';
@@ -11,6 +12,7 @@ import { scrape } from '../helpers/metrics';
 import { eventually } from '../helpers/wait';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 
+const ROOT = join(__dirname, '..', '..');
 const RSS_TARGET = 150e6;
 const JSON_TYPE = { 'content-type': 'application/json' };
 
@@ -46,6 +48,13 @@ describe('the real service under attack (production node flags)', function () {
   let svc: SpawnedService | undefined;
   let wechat: FakeWechat | undefined;
 
+  // The bound is the deployed service's: the build `npm start` runs, not TypeScript compiled on
+  // the fly (tsx keeps every module's source and map alive, several MB of the 150).
+  before(function () {
+    this.timeout(180_000);
+    execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });
+  });
+
   afterEach(async () => {
     if (svc && svc.proc.exitCode === null) {
       svc.proc.kill('SIGTERM');
@@ -61,7 +70,7 @@ describe('the real service under attack (production node flags)', function () {
     wechat.on('slow', { delayMs: 500, body: { openid: 'slow-openid', session_key: 'k' } });
     svc = await spawnService(
       { WECHAT_API_BASE: wechat.url, MAX_INFLIGHT: 32, HTTP_HEADERS_TIMEOUT_MS: 2000, HTTP_REQUEST_TIMEOUT_MS: 3000 },
-      { nodeFlags: pkg.config.node_flags.split(' '), loader: ['-r', 'tsx/cjs'] },
+      { command: [process.execPath, ...pkg.config.node_flags.split(' '), 'dist/src/server.js'] },
     );
     const { url, opsUrl, proc } = svc;
     const openid = newOpenid('attack');
