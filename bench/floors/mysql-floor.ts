@@ -7,7 +7,7 @@
 import mysql from 'mysql2';
 import { loadConfig } from '../../src/config';
 import { parseDatabaseUrl } from '../../src/db/connection';
-import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
+import { mysqlStore, NOT_FOUND, openidServer, PREFIX, runFloor } from './openid-server';
 
 const config = loadConfig();
 const pool = mysql.createPool({
@@ -31,16 +31,4 @@ const server = openidServer((openid, send) => {
   });
 });
 
-// One query first, so the pool has a connection (and the table exists) before we listen.
-pool.query('SELECT 1 FROM users LIMIT 1', (err) => {
-  if (err) {
-    process.stderr.write(`mysql floor: ${err.message}\n`);
-    process.exit(1);
-  }
-  server.listen(config.port, config.host);
-});
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeIdleConnections();
-  pool.end(() => process.exit(0));
-});
+runFloor(server, config, mysqlStore(pool, 'mysql floor'));

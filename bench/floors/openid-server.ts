@@ -41,3 +41,50 @@ export function openidServer(answer: (openid: string, send: Send) => void): Serv
     answer(openid, send);
   });
 }
+
+/**
+ * Every floor's life: listen once `ready` calls back (its store answers), and on SIGTERM stop
+ * accepting, drop idle connections and `close` the store before exiting.
+ */
+export function runFloor(
+  server: Server,
+  at: { port: number; host: string },
+  store: { ready(listen: () => void): void; close(done: () => void): void },
+): void {
+  store.ready(() => server.listen(at.port, at.host));
+  process.on('SIGTERM', () => {
+    server.close();
+    server.closeIdleConnections();
+    store.close(() => process.exit(0));
+  });
+}
+
+/** A mysql2 pool as a floor's store: one query first, so it has a connection (and the table exists). */
+export function mysqlStore(
+  pool: { query(sql: string, cb: (err: Error | null) => void): unknown; end(cb: () => void): void },
+  name: string,
+): { ready(listen: () => void): void; close(done: () => void): void } {
+  return {
+    ready: (listen) =>
+      pool.query('SELECT 1 FROM users LIMIT 1', (err) => {
+        if (!err) return listen();
+        process.stderr.write(`${name}: ${err.message}\n`);
+        process.exit(1);
+      }),
+    close: (done) => pool.end(done),
+  };
+}
+
+/** An ioredis client as a floor's store. */
+export function redisStore(redis: { once(event: 'ready', cb: () => void): unknown; disconnect(): void }): {
+  ready(listen: () => void): void;
+  close(done: () => void): void;
+} {
+  return {
+    ready: (listen) => redis.once('ready', listen),
+    close: (done) => {
+      redis.disconnect();
+      done();
+    },
+  };
+}

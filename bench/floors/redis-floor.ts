@@ -14,7 +14,7 @@ import { loadConfig } from '../../src/config';
 import { keyLayout } from '../../src/redis/keys';
 import { draftSession } from '../../src/sessions/store';
 import { LOGIN_LUA, type LoginCommand } from '../../src/users/cache';
-import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
+import { NOT_FOUND, openidServer, PREFIX, redisStore, runFloor } from './openid-server';
 
 const config = loadConfig();
 const keys = keyLayout(config.redis.keyPrefix);
@@ -35,10 +35,4 @@ const server = openidServer((openid, send) => {
   );
 });
 
-redis.once('ready', () => server.listen(config.port, config.host));
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeIdleConnections();
-  redis.disconnect();
-  process.exit(0);
-});
+runFloor(server, config, redisStore(redis));

@@ -9,7 +9,7 @@ import Redis from 'ioredis';
 import { loadConfig } from '../../src/config';
 import { keyLayout } from '../../src/redis/keys';
 import { draftSession } from '../../src/sessions/store';
-import { NOT_FOUND, openidServer, PREFIX } from './openid-server';
+import { NOT_FOUND, openidServer, PREFIX, redisStore, runFloor } from './openid-server';
 
 const config = loadConfig();
 const keys = keyLayout(config.redis.keyPrefix);
@@ -39,10 +39,4 @@ const server = openidServer((openid, send) => {
     );
 });
 
-redis.once('ready', () => server.listen(config.port, config.host));
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeIdleConnections();
-  redis.disconnect();
-  process.exit(0);
-});
+runFloor(server, config, redisStore(redis));

@@ -9,7 +9,7 @@
 import mysql from 'mysql2';
 import { loadConfig } from '../../src/config';
 import { parseDatabaseUrl } from '../../src/db/connection';
-import { bodyServer } from './openid-server';
+import { bodyServer, mysqlStore, runFloor } from './openid-server';
 
 const config = loadConfig();
 const pool = mysql.createPool({
@@ -54,15 +54,4 @@ const server = bodyServer((body, send) => {
   });
 });
 
-pool.query('SELECT 1 FROM users LIMIT 1', (err) => {
-  if (err) {
-    process.stderr.write(`update floor: ${err.message}\n`);
-    process.exit(1);
-  }
-  server.listen(config.port, config.host);
-});
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeIdleConnections();
-  pool.end(() => process.exit(0));
-});
+runFloor(server, config, mysqlStore(pool, 'update floor'));
