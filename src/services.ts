@@ -107,13 +107,14 @@ export async function createServices(
     },
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
+  const formatDate = dateFormatter(config.timeZone);
   const users = new UserService({
     repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),
     sessionKeys: new SessionKeyStore(redis, keys, config.wechat.sessionKeyTtlSeconds, breaker),
-    formatDate: dateFormatter(config.timeZone),
+    formatDate,
     logger,
     onStoreError: (store, op, err) => {
       metrics.storeError(store, op);
@@ -134,7 +135,7 @@ export async function createServices(
     phones: new PhoneNumberApi(config.wechat, accessTokens),
     media,
     avatarMaxBytes: config.media.avatarMaxBytes,
-    formatDate: dateFormatter(config.timeZone),
+    formatDate,
     logger,
   });
   const readiness = new Readiness(

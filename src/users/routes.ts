@@ -108,7 +108,6 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
       input: phoneCodeInput,
       output: userOutput,
       codes: { invalid: -1, upstream: -2, other: -3, notFound: -4, unauthenticated: -10 },
-      rateLimited: true,
       session: 'required',
       handle: async ({ code }, ctx) => new RawJson(await flows.bindPhone(sessionOf(ctx), code)),
     }),
@@ -120,7 +119,6 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
       input: noInput,
       output: userOutput,
       codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
-      rateLimited: true,
       session: 'required',
       multipart: {
         file: 'file',
