@@ -118,6 +118,29 @@ const identityFields = {
 
 export const identityInput = Joi.object<IdentityInput>(identityFields);
 
+/**
+ * The body a mini-program sends on nearly every launch, `{"openid": "..."}`, checked without
+ * joi: joi's validate() costs more CPU than the rest of the cached login's own code (measured
+ * in the benchmark, docs/performance.md). It answers only when the body holds an openid and
+ * none of the schema's other keys, and then exactly what the schema would answer; for anything
+ * else it answers undefined and joi decides, so every error message is still joi's.
+ * test/users/fast-input.test.ts holds it to the schema on generated bodies.
+ */
+export function openidShortcut(schema: Joi.ObjectSchema): (body: unknown) => OpenidInput | undefined {
+  const known = new Set(Object.keys((schema.describe() as { keys?: object }).keys ?? {}));
+  if (!known.has('openid')) throw new Error('openidShortcut: the schema has no openid');
+  return (body) => {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+    let openid: unknown;
+    for (const key of Object.keys(body)) {
+      if (key === 'openid') openid = (body as { openid?: unknown }).openid;
+      // Unknown keys are ignored by the schema too (allowUnknown); a known one needs joi.
+      else if (known.has(key)) return undefined;
+    }
+    return isOpenid(openid) ? { openid } : undefined;
+  };
+}
+
 export const loginInput = Joi.object<LoginInput>({
   ...identityFields,
   nick_name: fields.nick_name.required(),
