@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest, type Knex } from '../../src/db/knex';
-import { UserRepository } from '../../src/users/repository';
+import type { UserRow } from '../../src/users/model';
+import { UserRepository, type RowPatch } from '../../src/users/repository';
 import { newOpenid, testConfig } from '../helpers/env';
 import { watchUserSelects } from '../helpers/stores';
 
@@ -127,5 +128,108 @@ describe('UserRepository lookups by openid (one query per event-loop turn)', () 
       expect(batched.map((rows) => rows.length)).to.deep.equal([2, 2, 1]);
       expect((await repository.findByOpenid(thrice)).length).to.equal(2);
     });
+  });
+});
+
+describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => {
+  let db: Knex;
+  let repo: UserRepository;
+  const used = () => (db.client as { pool: { numUsed(): number } }).pool.numUsed();
+  const newUser = async () => {
+    const openid = newOpenid('upd');
+    await db('users').insert(user(openid));
+    return (await db('users').where({ openid }).first()) as UserRow;
+  };
+  const read = async (id: number) => (await db('users').where({ id }).first()) as UserRow;
+
+  before(async () => {
+    db = createKnex(testConfig().db);
+    await migrateLatest(db);
+    repo = new UserRepository(db, 5000);
+  });
+  after(async () => {
+    await db.destroy();
+  });
+
+  it('sets the patched columns only, bumps the version and moves mtime forward by at least a second', async () => {
+    const before = await newUser();
+    const seen: unknown[] = [];
+    const found = await repo.updateProfile(
+      before.id,
+      { phone: '2', unionid: 'u1', nick_name: undefined },
+      async (c) => {
+        seen.push({ ...c });
+      },
+    );
+    expect(found).to.equal(true);
+    expect(seen).to.deep.equal([{ openid: before.openid, version: 1 }]);
+    const after = await read(before.id);
+    expect(after).to.include({
+      phone: '2',
+      unionid: 'u1',
+      nick_name: 'n',
+      avatar: before.avatar,
+      gender: 1,
+      version: 2,
+    });
+    expect(after.mtime.getTime() - before.mtime.getTime()).to.be.at.least(1000);
+
+    await repo.updateProfile(before.id, { nick_name: 'N', avatar: 'https://e.com/b', gender: 2 }, async () => {});
+    expect(await read(before.id)).to.include({ nick_name: 'N', avatar: 'https://e.com/b', gender: 2, phone: '2' });
+    expect(used()).to.equal(0);
+  });
+
+  it('answers false for no such user, without calling beforeWrite', async () => {
+    let called = false;
+    expect(await repo.updateProfile(2 ** 40, { phone: '2' }, async () => void (called = true))).to.equal(false);
+    expect(called).to.equal(false);
+    expect(used()).to.equal(0);
+  });
+
+  it('writes nothing when beforeWrite throws, and rethrows its error', async () => {
+    const before = await newUser();
+    const refused = new Error('cache not invalidated');
+    const err = await repo
+      .updateProfile(before.id, { phone: '2' }, async () => {
+        throw refused;
+      })
+      .catch((e: unknown) => e);
+    expect(err).to.equal(refused);
+    expect(await read(before.id)).to.include({ phone: '1', version: 1 });
+    expect(used()).to.equal(0);
+  });
+
+  it('refuses a column outside the whitelist before reaching MySQL', async () => {
+    const before = await newUser();
+    const patch = { phone: '2', version: 99 } as unknown as RowPatch;
+    const err = (await repo.updateProfile(before.id, patch, async () => {}).catch((e: unknown) => e)) as Error;
+    expect(err.message).to.match(/users\.version cannot be patched/);
+    expect(await read(before.id)).to.include({ phone: '1', version: 1 });
+  });
+
+  it("keeps the phone number out of a failed UPDATE's error message", async () => {
+    const before = await newUser();
+    const phone = '1'.repeat(40); // longer than users.phone (32): refused in strict mode
+    const err = (await repo.updateProfile(before.id, { phone }, async () => {}).catch((e: unknown) => e)) as Error;
+    expect((err as Error & { code?: string }).code).to.equal('ER_DATA_TOO_LONG');
+    expect(err.message).to.not.include(phone);
+    expect(await read(before.id)).to.include({ phone: '1', version: 1 });
+    expect(used()).to.equal(0);
+  });
+
+  it('serialises 20 concurrent updates of one user: each sees the version the previous one wrote', async () => {
+    const before = await newUser();
+    const versions: number[] = [];
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        repo.updateProfile(before.id, { nick_name: `n${i}` }, async ({ version }) => {
+          versions.push(version);
+          await new Promise((r) => setImmediate(r)); // a Redis round trip, held under the lock
+        }),
+      ),
+    );
+    expect(versions.slice().sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect((await read(before.id)).version).to.equal(21);
+    expect(used()).to.equal(0);
   });
 });

@@ -1,0 +1,187 @@
+import { expect } from 'chai';
+import { createKnex, migrateLatest, type Knex } from '../../src/db/knex';
+import { inTransaction } from '../../src/db/transaction';
+import { ServiceError } from '../../src/errors';
+import { newOpenid, testConfig } from '../helpers/env';
+import { eventually, timed } from '../helpers/wait';
+
+type Row = { id: number; nick_name: string; phone: string; version: number };
+
+/** How a rejected promise failed (and that it did). */
+async function failure(promise: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () {
+  this.timeout(30_000);
+  let db: Knex;
+  const used = (k: Knex = db): number => (k.client as { pool: { numUsed(): number } }).pool.numUsed();
+
+  const newRow = async (): Promise<number> => {
+    const openid = newOpenid('txn');
+    await db('users').insert({ openid, nick_name: 'before', avatar: 'https://e.com/a', gender: 1, phone: '1' });
+    return ((await db('users').where({ openid }).first('id')) as { id: number }).id;
+  };
+  const row = async (id: number): Promise<Row> =>
+    (await db('users').where({ id }).first('id', 'nick_name', 'phone', 'version')) as Row;
+  const rename = (id: number, nick: string) => (query: Parameters<Parameters<typeof inTransaction>[2]>[0]) =>
+    query('UPDATE users SET nick_name = ? WHERE id = ?', [nick, id]);
+
+  before(async () => {
+    db = createKnex(testConfig().db);
+    await migrateLatest(db);
+  });
+  after(async () => {
+    await db.destroy();
+  });
+
+  it("commits what the function wrote and answers the function's value", async () => {
+    const id = await newRow();
+    const answer = await inTransaction(db, 5000, async (query) => {
+      const header = await rename(id, 'after')(query);
+      const rows = await query<{ nick_name: string }[]>('SELECT nick_name FROM users WHERE id = ?', [id]);
+      return { affected: header.affectedRows, seen: rows[0]!.nick_name };
+    });
+    expect(answer).to.deep.equal({ affected: 1, seen: 'after' });
+    expect((await row(id)).nick_name).to.equal('after');
+    expect(used()).to.equal(0);
+  });
+
+  it('rolls back, and rethrows the very error, when the function throws', async () => {
+    const id = await newRow();
+    const thrown = new ServiceError('unavailable', 'the cache is unavailable, try again');
+    const err = await failure(
+      inTransaction(db, 5000, async (query) => {
+        await rename(id, 'after')(query);
+        throw thrown;
+      }),
+    );
+    expect(err).to.equal(thrown);
+    expect((await row(id)).nick_name).to.equal('before');
+    expect(used()).to.equal(0);
+  });
+
+  it("rolls back and rejects with the driver's error when a statement fails, with no value in its message", async () => {
+    const id = await newRow();
+    const phone = '13912345678';
+    const err = await failure(
+      inTransaction(db, 5000, async (query) => {
+        await rename(id, 'after')(query);
+        await query('UPDATE users SET phone = ? WHERE no_such_column = ?', [phone, id]);
+      }),
+    );
+    expect(err.code).to.equal('ER_BAD_FIELD_ERROR');
+    expect(err.message).to.match(/no_such_column/);
+    expect(err.message).to.not.include(phone);
+    expect(await row(id)).to.include({ nick_name: 'before', phone: '1' });
+    expect(used()).to.equal(0);
+    // The connection went back healthy: the next transaction on the pool commits.
+    await inTransaction(db, 5000, rename(id, 'later'));
+    expect((await row(id)).nick_name).to.equal('later');
+  });
+
+  it('refuses a statement sent after the transaction ended', async () => {
+    const id = await newRow();
+    let leaked: Parameters<Parameters<typeof inTransaction>[2]>[0] | undefined;
+    await inTransaction(db, 5000, async (query) => {
+      leaked = query;
+    });
+    const err = await failure(rename(id, 'late')(leaked!));
+    expect(err.message).to.match(/already ended/);
+    expect((await row(id)).nick_name).to.equal('before');
+  });
+
+  describe('statement timeout', () => {
+    // One connection: a timed-out connection handed out again would hold up the next caller.
+    let one: Knex;
+    before(() => {
+      one = createKnex({ ...testConfig().db, poolMax: 1 });
+    });
+    after(async () => {
+      await one.destroy();
+    });
+
+    it('rejects within about the timeout, closes that connection, and the pool serves the next call at once', async () => {
+      const { value: sleeper, ms } = await timed(async () => {
+        let thread = 0;
+        const err = await failure(
+          inTransaction(one, 200, async (query) => {
+            thread = (await query<{ id: number }[]>('SELECT CONNECTION_ID() AS id'))[0]!.id;
+            await query('SELECT SLEEP(2)');
+          }),
+        );
+        return { thread, err };
+      });
+      expect(sleeper.err.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
+      expect(ms).to.be.within(190, 1000);
+      expect(used(one)).to.equal(0);
+
+      // Not queued behind the SLEEP still running on the old connection: a new one.
+      const next = await timed(() =>
+        inTransaction(
+          one,
+          200,
+          async (query) => (await query<{ id: number }[]>('SELECT CONNECTION_ID() AS id'))[0]!.id,
+        ),
+      );
+      expect(next.value).to.not.equal(sleeper.thread);
+      expect(next.ms).to.be.below(1000);
+      expect(used(one)).to.equal(0);
+
+      // And the server lets the old one go once its statement ends.
+      const threads = async () =>
+        ((await db.raw('SELECT ID AS id FROM information_schema.PROCESSLIST'))[0] as { id: number }[]).map((r) => r.id);
+      await eventually(async () => !(await threads()).includes(sleeper.thread), 10_000, 100);
+    });
+
+    it('gives up on a row lock held elsewhere, writes nothing, and the row is free once the holder commits', async () => {
+      const id = await newRow();
+      const holder = createKnex(testConfig().db);
+      try {
+        const trx = await holder.transaction();
+        await trx.raw('SELECT id FROM users WHERE id = ? FOR UPDATE', [id]);
+        const waiting = await timed(() =>
+          failure(
+            inTransaction(one, 300, async (query) => {
+              await rename(id, 'blocked')(query);
+            }),
+          ),
+        );
+        expect(waiting.value.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
+        expect(waiting.ms).to.be.within(290, 1500);
+        expect(used(one)).to.equal(0);
+        await trx.commit();
+      } finally {
+        await holder.destroy();
+      }
+      // The abandoned UPDATE may get the lock for a moment before the server notices its
+      // client is gone; it must never commit.
+      const later = await timed(() => inTransaction(one, 5000, rename(id, 'after')));
+      expect(later.ms).to.be.below(3000);
+      expect(await row(id)).to.include({ nick_name: 'after', version: 1 });
+      expect(used(one)).to.equal(0);
+    });
+  });
+
+  it('serialises concurrent read-modify-writes of one row under SELECT ... FOR UPDATE (no lost write)', async () => {
+    const id = await newRow();
+    await Promise.all(
+      Array.from({ length: 20 }, () =>
+        inTransaction(db, 5000, async (query) => {
+          const [current] = await query<{ version: number }[]>('SELECT version FROM users WHERE id = ? FOR UPDATE', [
+            id,
+          ]);
+          // Read here, written there: without the lock two callers would write the same value.
+          await query('UPDATE users SET version = ? WHERE id = ?', [current!.version + 1, id]);
+        }),
+      ),
+    );
+    expect((await row(id)).version).to.equal(21);
+    expect(used()).to.equal(0);
+  });
+});
