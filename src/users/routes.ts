@@ -16,6 +16,7 @@ import {
   sessionUserOutput,
   tokenInput,
   updateInput,
+  updateShortcut,
   userOutput,
   userSessionOutput,
 } from './schemas';
@@ -84,6 +85,7 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
       name: 'update',
       summary: "Change a user's nick_name, avatar, gender or phone",
       input: updateInput,
+      fastInput: updateShortcut,
       output: emptyListOutput,
       codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
       owner: ({ user_id }) => ({ user_id }),
