@@ -24,12 +24,6 @@ function codePoints(value: string): number {
 }
 
 /**
- * A string of 1..max characters counted as Unicode code points, the way MySQL counts a
- * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS. JSON Schema
- * counts code points too, so the API page gets `max` as its maxLength (the joi max of 2*max
- * UTF-16 units is only a cheap first cut).
- */
-/**
  * What text() refuses beyond joi's own string rules: the reason, 'max' for too many code
  * points, or null for a good value. One function for the schema and for the patch shortcut.
  */
@@ -47,6 +41,12 @@ function isText(value: unknown, max: number): value is string {
   return typeof value === 'string' && value.length >= 1 && value.length <= max * 2 && textFault(value, max) === null;
 }
 
+/**
+ * A string of 1..max characters counted as Unicode code points, the way MySQL counts a
+ * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS. JSON Schema
+ * counts code points too, so the API page gets `max` as its maxLength (the joi max of 2*max
+ * UTF-16 units is only a cheap first cut).
+ */
 function text(max: number, opts: { noSpaces?: boolean } = {}) {
   // helpers.message() compiles its template only when it fails. A .messages() on the schema
   // would instead make joi merge and recompile preferences on every validate() of the field.
