@@ -99,70 +99,84 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
   describe('statement timeout', () => {
     // One connection: a timed-out connection handed out again would hold up the next caller.
     let one: Knex;
+    // For calls meant to succeed: far from anything a loaded CI machine takes.
+    const ample = 5000;
+    const threads = async () =>
+      ((await db.raw('SELECT ID AS id FROM information_schema.PROCESSLIST'))[0] as { id: number }[]).map((r) => r.id);
+    const threadOf = (query: Parameters<Parameters<typeof inTransaction>[2]>[0]) =>
+      query<{ id: number }[]>('SELECT CONNECTION_ID() AS id').then((rows) => rows[0]!.id);
+
     before(() => {
       one = createKnex({ ...testConfig().db, poolMax: 1 });
+    });
+    // A connection ready before each test, so that what a test times is the statement, not a
+    // connect; the test before may have left the pool empty by timing out.
+    beforeEach(async () => {
+      await inTransaction(one, ample, async (query) => query('SELECT 1'));
     });
     after(async () => {
       await one.destroy();
     });
 
     it('rejects within about the timeout, closes that connection, and the pool serves the next call at once', async () => {
+      const timeout = 1000;
       const { value: sleeper, ms } = await timed(async () => {
         let thread = 0;
         const err = await failure(
-          inTransaction(one, 200, async (query) => {
-            thread = (await query<{ id: number }[]>('SELECT CONNECTION_ID() AS id'))[0]!.id;
-            await query('SELECT SLEEP(2)');
+          inTransaction(one, timeout, async (query) => {
+            thread = await threadOf(query);
+            // Longer than the bound below: waiting the statement out would fail it.
+            await query('SELECT SLEEP(4)');
           }),
         );
         return { thread, err };
       });
       expect(sleeper.err.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
-      expect(ms).to.be.within(190, 1000);
+      expect(sleeper.thread).to.be.above(0);
+      expect(ms).to.be.within(timeout - 10, timeout + 2500);
       expect(used(one)).to.equal(0);
 
       // Not queued behind the SLEEP still running on the old connection: a new one.
-      const next = await timed(() =>
-        inTransaction(
-          one,
-          200,
-          async (query) => (await query<{ id: number }[]>('SELECT CONNECTION_ID() AS id'))[0]!.id,
-        ),
-      );
-      expect(next.value).to.not.equal(sleeper.thread);
-      expect(next.ms).to.be.below(1000);
+      const next = await timed(() => inTransaction(one, ample, threadOf));
+      expect(next.value).to.be.above(0).and.not.equal(sleeper.thread);
+      expect(next.ms).to.be.below(ample);
       expect(used(one)).to.equal(0);
 
       // And the server lets the old one go once its statement ends.
-      const threads = async () =>
-        ((await db.raw('SELECT ID AS id FROM information_schema.PROCESSLIST'))[0] as { id: number }[]).map((r) => r.id);
       await eventually(async () => !(await threads()).includes(sleeper.thread), 10_000, 100);
     });
 
     it('gives up on a row lock held elsewhere, writes nothing, and the row is free once the holder commits', async () => {
       const id = await newRow();
       const holder = createKnex(testConfig().db);
+      const timeout = 600;
+      let thread = 0;
       try {
         const trx = await holder.transaction();
         await trx.raw('SELECT id FROM users WHERE id = ? FOR UPDATE', [id]);
         const waiting = await timed(() =>
           failure(
-            inTransaction(one, 300, async (query) => {
+            inTransaction(one, timeout, async (query) => {
+              thread = await threadOf(query);
               await rename(id, 'blocked')(query);
             }),
           ),
         );
         expect(waiting.value.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
-        expect(waiting.ms).to.be.within(290, 1500);
+        expect(thread).to.be.above(0);
+        expect(waiting.ms).to.be.within(timeout - 10, timeout + 2500);
         expect(used(one)).to.equal(0);
         await trx.commit();
       } finally {
         await holder.destroy();
       }
-      // The abandoned UPDATE may get the lock for a moment before the server notices its
-      // client is gone; it must never commit.
-      const later = await timed(() => inTransaction(one, 5000, rename(id, 'after')));
-      expect(later.ms).to.be.below(3000);
+      // The abandoned UPDATE may now get the lock and run before the server finds its client
+      // gone; it must never commit. Once its thread has ended, the row shows what it left.
+      await eventually(async () => !(await threads()).includes(thread), 10_000, 100);
+      expect(await row(id)).to.include({ nick_name: 'before', version: 1 });
+
+      const later = await timed(() => inTransaction(one, ample, rename(id, 'after')));
+      expect(later.ms).to.be.below(ample);
       expect(await row(id)).to.include({ nick_name: 'after', version: 1 });
       expect(used(one)).to.equal(0);
     });
