@@ -13,8 +13,33 @@ interface PoolClient {
   releaseConnection(conn: PooledConnection): Promise<void>;
 }
 
+/**
+ * The innodb_lock_wait_timeout (seconds) inTransaction has set on a connection's session.
+ *
+ * mysql2's timeout only stops the client waiting (see `dispose`): a statement stuck on a row
+ * lock goes on waiting in the server for innodb_lock_wait_timeout (50 s by default) after its
+ * socket is gone, while the pool opens a replacement. On a hot row that is up to DB_POOL_MAX
+ * orphaned server connections per round of timeouts, which can exhaust max_connections. The
+ * session variable bounds that wait by the query timeout, rounded up to whole seconds: the
+ * client gives up first or at about the same time (when the server's lock wait error wins,
+ * the call fails all the same and keeps its connection). Unlike the statement-time limits
+ * (MySQL's max_execution_time covers only SELECT; max_statement_time is MariaDB's), it means
+ * the same on MySQL and MariaDB.
+ *
+ * Set once per connection: the setting stays on the pooled connection, and there it also
+ * bounds the lock waits of the service's other statements run on it (the repository's knex
+ * queries, whose client-side timeout is the same value): acceptable and intended. It is not
+ * set in knexConfig's afterCreate because that config is shared with the knex CLI, whose
+ * migrations may rightly wait longer for a lock.
+ */
+const lockWaitSet = Symbol('innodb_lock_wait_timeout set');
+
 /** `__knex__disposed`: knex's mark on a connection its pool must destroy rather than hand out again. */
-type PooledConnection = Connection & { __knex__disposed?: unknown; stream?: { destroy(): void } };
+type PooledConnection = Connection & {
+  __knex__disposed?: unknown;
+  stream?: { destroy(): void };
+  [lockWaitSet]?: number;
+};
 
 /**
  * Runs `work` inside BEGIN ... COMMIT on one connection of the knex instance's pool.
@@ -28,7 +53,8 @@ type PooledConnection = Connection & { __knex__disposed?: unknown; stream?: { de
  * ServiceError thrown by `work` stays one). The connection goes back to the pool in every
  * case, except one that may still be busy or broken: see `dispose`. Each statement, BEGIN,
  * COMMIT and ROLLBACK included, fails after `timeoutMs`, as knex's `.timeout()` did, so a
- * paused server fails the call rather than hanging it; acquiring waits at most the pool's
+ * paused server fails the call rather than hanging it; a row lock wait it leaves behind in
+ * the server ends about as soon (see `lockWaitSet`). Acquiring waits at most the pool's
  * acquire timeout. `work` must not use `query` after it has settled.
  */
 export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
@@ -40,6 +66,11 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
       ? (run(conn, sql, values, timeoutMs) as Promise<R>)
       : Promise.reject(new Error('the transaction has already ended'));
   try {
+    const lockWait = Math.max(1, Math.ceil(timeoutMs / 1000));
+    if (conn[lockWaitSet] !== lockWait) {
+      await run(conn, `SET SESSION innodb_lock_wait_timeout = ${lockWait}`, undefined, timeoutMs);
+      conn[lockWaitSet] = lockWait;
+    }
     await run(conn, 'BEGIN', undefined, timeoutMs);
     const result = await work(query);
     await run(conn, 'COMMIT', undefined, timeoutMs);

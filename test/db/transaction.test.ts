@@ -106,6 +106,25 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
     const threadOf = (query: Parameters<Parameters<typeof inTransaction>[2]>[0]) =>
       query<{ id: number }[]>('SELECT CONNECTION_ID() AS id').then((rows) => rows[0]!.id);
 
+    /**
+     * Runs fn while another connection holds row id's lock, and lets the lock go after it even
+     * when fn fails (an open transaction would hold up the pool's destroy and the run's DROP).
+     */
+    const whileLocked = async <T>(id: number, fn: () => Promise<T>): Promise<T> => {
+      const holder = createKnex(testConfig().db);
+      try {
+        const trx = await holder.transaction();
+        try {
+          await trx.raw('SELECT id FROM users WHERE id = ? FOR UPDATE', [id]);
+          return await fn();
+        } finally {
+          await trx.commit();
+        }
+      } finally {
+        await holder.destroy();
+      }
+    };
+
     before(() => {
       one = createKnex({ ...testConfig().db, poolMax: 1 });
     });
@@ -148,12 +167,9 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
 
     it('gives up on a row lock held elsewhere, writes nothing, and the row is free once the holder commits', async () => {
       const id = await newRow();
-      const holder = createKnex(testConfig().db);
       const timeout = 600;
       let thread = 0;
-      try {
-        const trx = await holder.transaction();
-        await trx.raw('SELECT id FROM users WHERE id = ? FOR UPDATE', [id]);
+      await whileLocked(id, async () => {
         const waiting = await timed(() =>
           failure(
             inTransaction(one, timeout, async (query) => {
@@ -166,10 +182,7 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
         expect(thread).to.be.above(0);
         expect(waiting.ms).to.be.within(timeout - 10, timeout + 2500);
         expect(used(one)).to.equal(0);
-        await trx.commit();
-      } finally {
-        await holder.destroy();
-      }
+      });
       // The abandoned UPDATE may now get the lock and run before the server finds its client
       // gone; it must never commit. Once its thread has ended, the row shows what it left.
       await eventually(async () => !(await threads()).includes(thread), 10_000, 100);
@@ -179,6 +192,42 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
       expect(later.ms).to.be.below(ample);
       expect(await row(id)).to.include({ nick_name: 'after', version: 1 });
       expect(used(one)).to.equal(0);
+    });
+
+    it('bounds in the server, too, the wait of a statement abandoned on a row lock', async () => {
+      const id = await newRow();
+      // Under a second, so that the client gives up before the server's lock wait (1 s) ends.
+      const timeout = 600;
+      await whileLocked(id, async () => {
+        let thread = 0;
+        const err = await failure(
+          inTransaction(one, timeout, async (query) => {
+            thread = await threadOf(query);
+            await query('SELECT id FROM users WHERE id = ? FOR UPDATE', [id]);
+          }),
+        );
+        expect(err.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
+        expect(thread).to.be.above(0);
+        // The lock is still held: only the lock wait timeout can end the orphaned statement,
+        // which would otherwise keep its server connection for the default 50 s.
+        await eventually(async () => !(await threads()).includes(thread), 4000, 100);
+      });
+      expect(used(one)).to.equal(0);
+    });
+
+    it('sets the lock wait timeout once per connection, not once per transaction', async () => {
+      type Query = Parameters<Parameters<typeof inTransaction>[2]>[0];
+      // Com_set_option counts the session's SET statements.
+      const setsAndWait = async (query: Query) => {
+        const [sets] = await query<{ Value: string }[]>('SHOW SESSION STATUS LIKE ?', ['Com_set_option']);
+        const [wait] = await query<{ wait: number }[]>('SELECT @@SESSION.innodb_lock_wait_timeout AS wait');
+        return { sets: Number(sets!.Value), wait: Number(wait!.wait) };
+      };
+      const first = await inTransaction(one, 2500, setsAndWait);
+      const second = await inTransaction(one, 2500, setsAndWait);
+      expect(first.wait).to.equal(3);
+      expect(second).to.deep.equal(first);
+      expect((await inTransaction(one, ample, setsAndWait)).wait).to.equal(5);
     });
   });
 
