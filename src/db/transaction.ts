@@ -4,7 +4,10 @@ import type { Connection, QueryError, ResultSetHeader } from 'mysql2';
 /** A statement's answer: the rows of a SELECT, or the result header of a write. */
 export type QueryResult = object[] | ResultSetHeader;
 
-/** Runs one statement of the transaction. Values are sent as `?` placeholders, never in an error message. */
+/**
+ * Runs one statement of the transaction. mysql2 escapes the values into the `?` placeholders
+ * before sending; a failed statement's error carries the template, never the values.
+ */
 export type TxQuery = <R extends QueryResult = ResultSetHeader>(sql: string, values?: readonly unknown[]) => Promise<R>;
 
 /** What of knex's client this module uses: its pool, whose connections are mysql2's. */
@@ -93,6 +96,12 @@ function run(conn: PooledConnection, sql: string, values: readonly unknown[] | u
     conn.query({ sql, values: values as unknown[] | undefined, timeout }, (err: QueryError | null, result: unknown) => {
       if (err) {
         if (err.fatal || err.code === 'PROTOCOL_SEQUENCE_TIMEOUT') dispose(conn, err);
+        // mysql2 fills the values into the SQL itself and puts that on a server error's `sql`:
+        // a phone number would reach the log with the error (a ServiceError's cause). The
+        // template says which statement failed all the same. Its other fields (message,
+        // sqlMessage, code, errno, sqlState) are the server's and carry no value sent here.
+        const sqlError = err as QueryError & { sql?: string };
+        if (sqlError.sql !== undefined) sqlError.sql = sql;
         reject(err);
       } else {
         resolve(result);

@@ -207,12 +207,13 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
     expect(await read(before.id)).to.include({ phone: '1', version: 1 });
   });
 
-  it("keeps the phone number out of a failed UPDATE's error message", async () => {
+  it("keeps the phone number out of a failed UPDATE's error, its sql included", async () => {
     const before = await newUser();
     const phone = '1'.repeat(40); // longer than users.phone (32): refused in strict mode
     const err = (await repo.updateProfile(before.id, { phone }, async () => {}).catch((e: unknown) => e)) as Error;
     expect((err as Error & { code?: string }).code).to.equal('ER_DATA_TOO_LONG');
-    expect(err.message).to.not.include(phone);
+    expect((err as Error & { sql?: string }).sql).to.match(/^UPDATE users SET `phone` = \?, /);
+    expect(JSON.stringify(err, Object.getOwnPropertyNames(err))).to.not.include(phone);
     expect(await read(before.id)).to.include({ phone: '1', version: 1 });
     expect(used()).to.equal(0);
   });
