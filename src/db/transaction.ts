@@ -75,7 +75,15 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
       conn[lockWaitSet] = lockWait;
     }
     await run(conn, 'BEGIN', undefined, timeoutMs);
-    const result = await work(query);
+    let result: T;
+    try {
+      result = await work(query);
+    } finally {
+      // Closed before COMMIT or ROLLBACK is sent: a statement `work` started late (unawaited,
+      // or after it settled) would queue behind them and run in autocommit, perhaps once the
+      // connection is back in the pool.
+      open = false;
+    }
     await run(conn, 'COMMIT', undefined, timeoutMs);
     return result;
   } catch (err) {

@@ -98,6 +98,27 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
     expect((await row(id)).nick_name).to.equal('before');
   });
 
+  it('refuses a statement started once the function has settled, before COMMIT or ROLLBACK is answered', async () => {
+    for (const outcome of ['commit', 'rollback'] as const) {
+      const id = await newRow();
+      // failure() takes the rejection at once: one left unhandled until later would warn.
+      let late: ReturnType<typeof failure> | undefined;
+      const done = inTransaction(db, 5000, async (query) => {
+        // Not awaited: its answer comes after the function has settled, before COMMIT's or
+        // ROLLBACK's, and only then is the late UPDATE started.
+        void query('SELECT 1').then(() => {
+          late = failure(rename(id, 'late')(query));
+        });
+        if (outcome === 'rollback') throw new Error('refused');
+      });
+      await done.catch(() => undefined);
+      expect(late, `${outcome}: the late statement was started`).to.not.equal(undefined);
+      expect((await late!).message).to.match(/already ended/);
+      expect((await row(id)).nick_name).to.equal('before');
+      expect(used()).to.equal(0);
+    }
+  });
+
   describe('statement timeout', () => {
     // One connection: a timed-out connection handed out again would hold up the next caller.
     let one: Knex;
