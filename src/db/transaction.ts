@@ -59,6 +59,18 @@ type PooledConnection = Connection & {
  * paused server fails the call rather than hanging it; a row lock wait it leaves behind in
  * the server ends about as soon (see `lockWaitSet`). Acquiring waits at most the pool's
  * acquire timeout. `work` must not use `query` after it has settled.
+ *
+ * A failed COMMIT does not mean nothing was written. When COMMIT times out (or its
+ * connection breaks), it may have reached the server: a paused server holds it in its socket
+ * buffer and applies it once resumed; a slow one may have applied it already. The outcome is
+ * unknown, and the call fails all the same. For UserService.update the client gets
+ * -2 (try again) for an update that may or may not have been applied. Readers are kept off a
+ * stale profile either way by the tombstone at the new version that update writes before the
+ * UPDATE and does not revert on a MySQL failure: while it lives (tombstoneMs, a minute or
+ * more) the cache can only be filled at the new version, so readers get the row from MySQL as
+ * it is, and once the COMMIT lands, the new one. Only a COMMIT applied after the tombstone has
+ * expired (a server stalled for longer than that) could let a reader who read the old row
+ * just before cache it.
  */
 export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
   const client = db.client as PoolClient;
@@ -87,7 +99,8 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
     await run(conn, 'COMMIT', undefined, timeoutMs);
     return result;
   } catch (err) {
-    // A disposed connection is closed: the server rolls its transaction back itself.
+    // A disposed connection is closed and gets no ROLLBACK: the server rolls back whatever was
+    // not committed once it finds the client gone, but a COMMIT already sent may still apply.
     if (!conn.__knex__disposed) {
       await run(conn, 'ROLLBACK', undefined, timeoutMs).catch((rollbackErr: unknown) => dispose(conn, rollbackErr));
     }
@@ -124,8 +137,10 @@ function run(conn: PooledConnection, sql: string, values: readonly unknown[] | u
  * stays the connection's current command (in the server too), every later statement queues
  * behind it, and the pool's check (`validateConnection`) still finds the connection healthy.
  * The socket is destroyed, not just ended: a paused or hung server never answers the FIN, and
- * the half-closed socket would stay open until it did. The server rolls the transaction back
- * once it notices the client is gone, as for any client that goes away.
+ * the half-closed socket would stay open until it did. The server mostly finds the client
+ * gone only when the statement it is running ends (a lock wait: see `lockWaitSet`), and then
+ * rolls back the uncommitted transaction, as for any client that goes away. Not so when the
+ * statement was COMMIT: once the server has read it, it applies it, socket gone or not.
  */
 function dispose(conn: PooledConnection, err: unknown): void {
   if (conn.__knex__disposed) return;
