@@ -71,6 +71,7 @@ export interface RunReport {
 
 export const FLOOR_REDIS = 'floor: node:http + ioredis';
 export const FLOOR_REDIS_PIPELINE = 'floor: node:http + ioredis pipeline';
+export const FLOOR_KOA = 'floor: Koa + @koa/router + ioredis';
 export const FLOOR_MYSQL = 'floor: node:http + mysql2';
 export const FLOOR_UPDATE = 'floor: node:http + mysql2 transaction';
 export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
@@ -89,6 +90,7 @@ export const UPDATE = 'update nick_name';
 export const ORDER = [
   FLOOR_REDIS,
   FLOOR_REDIS_PIPELINE,
+  FLOOR_KOA,
   CACHED_W1,
   CACHED_ATTACK,
   CACHED_BURST,
@@ -191,6 +193,7 @@ export function targetsTable(report: RunReport): string {
   const update = rowFor(report, UPDATE);
   const w2 = rowFor(report, CACHED_W2);
   const pipeline = rowFor(report, FLOOR_REDIS_PIPELINE);
+  const koa = rowFor(report, FLOOR_KOA);
   const lines = ['| target | measured | |', '| --- | --- | --- |'];
   const errors = (row: Row) => row.result.errors + row.result.notOk;
   if (cached) {
@@ -256,6 +259,18 @@ export function targetsTable(report: RunReport): string {
   }
   if (pipeline) {
     lines.push(`| pipeline floor ÷ Redis floor | ${x2(ratios(report, pipeline).rps)} | reported |`);
+  }
+  if (koa) {
+    lines.push(`| Koa floor ÷ Redis floor (the framework's ceiling) | ${x2(ratios(report, koa).rps)} | reported |`);
+    if (cached) {
+      const a = koa.perRound;
+      const b = cached.perRound;
+      const share =
+        a && b && a.length === b.length && a.length
+          ? median(b.map((r, i) => r.rps / a[i]!.rps))
+          : cached.result.rps / koa.result.rps;
+      lines.push(`| cached loginByOpenid ÷ Koa floor (the service's own cost) | ${x2(share)} | reported |`);
+    }
   }
   const gens = report.rows
     .flatMap((r) => (r.perRound ?? []).map((x) => x.gen))
@@ -342,7 +357,8 @@ caps a lean floor more than the service and flatters every ratio, so each row sh
 
 - **Redis floor** (cached \`loginByOpenid\`, \`get\`): the service's own login script (read the cached
   profile, store the session and its index entry) in one round trip. The **pipeline floor** does that
-  work as one plain pipeline, to check it.
+  work as one plain pipeline, to check it. The **Koa floor** does it in a Koa app with @koa/router
+  and one route, nothing else: the framework's ceiling, for reference.
 - **MySQL floor** (uncached \`loginByOpenid\`): the same indexed \`SELECT … WHERE openid = ?\`.
 - **Transaction floor** (\`update\`): BEGIN, \`SELECT … FOR UPDATE\`, UPDATE, COMMIT on a random user
   (the service also tombstones the cached profile in Redis inside it).

@@ -35,6 +35,7 @@ import {
   FLOOR_MYSQL,
   FLOOR_REDIS,
   FLOOR_REDIS_PIPELINE,
+  FLOOR_KOA,
   FLOOR_UPDATE,
   GET,
   ORDER,
@@ -524,6 +525,7 @@ async function main(): Promise<void> {
     services.push(service2);
     const redisFloor = await start('redis floor', floorArgs('redis-floor.ts'));
     const pipelineFloor = await start('redis pipeline floor', floorArgs('redis-pipeline-floor.ts'));
+    const koaFloor = await start('koa floor', floorArgs('koa-floor.ts'));
     const mysqlFloor = await start('mysql floor', floorArgs('mysql-floor.ts'));
     const updateFloor = await start('update floor', floorArgs('update-floor.ts'));
 
@@ -551,6 +553,14 @@ async function main(): Promise<void> {
           pipelineFloor,
           { url: login(pipelineFloor), bodies: randomCached },
           { floor: FLOOR_REDIS, note: 'for reference' },
+          false,
+        );
+        await cleanSessions();
+        await run(
+          FLOOR_KOA,
+          koaFloor,
+          { url: login(koaFloor), bodies: randomCached },
+          { floor: FLOOR_REDIS, note: "for reference: the framework's ceiling" },
           false,
         );
         await cleanSessions();
@@ -661,7 +671,7 @@ async function main(): Promise<void> {
         await mysqlFloorRun();
       }
     }
-    for (const proc of [service2, redisFloor, pipelineFloor, mysqlFloor, updateFloor]) await stop(proc);
+    for (const proc of [service2, redisFloor, pipelineFloor, koaFloor, mysqlFloor, updateFloor]) await stop(proc);
   };
 
   try {

@@ -1,0 +1,64 @@
+/**
+ * The framework's own ceiling on the cached login, for reference: a Koa app with @koa/router
+ * and one route that does exactly the Redis floor's work (read and JSON.parse the body, the
+ * login script in one round trip, the envelope by string concatenation), and nothing of the
+ * service's (no validation, guards, limits, request id, metrics or logging). The service
+ * cannot do better than this on the stack the product fixed; the gap between this and the
+ * Redis floor is Koa's, the gap between the service and this is the service's own.
+ */
+import Router from '@koa/router';
+import Redis from 'ioredis';
+import Koa from 'koa';
+import { createServer } from 'node:http';
+import { loadConfig } from '../../src/config';
+import { keyLayout } from '../../src/redis/keys';
+import { draftSession } from '../../src/sessions/store';
+import { LOGIN_LUA, type LoginCommand } from '../../src/users/cache';
+import { NOT_FOUND, PREFIX, redisStore, runFloor } from './openid-server';
+
+const config = loadConfig();
+const keys = keyLayout(config.redis.keyPrefix);
+const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
+redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
+const scripted = redis as Redis & { login: LoginCommand };
+
+const BAD = '{"code":-1,"msg":"openid is required","data":null}';
+const FAILED = '{"code":-2,"msg":"redis error","data":null}';
+
+function readBody(req: Koa.Request['req']): Promise<unknown> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString()));
+      } catch {
+        resolve(undefined);
+      }
+    });
+  });
+}
+
+const router = new Router({ prefix: '/service/user' });
+// get too: the bench's readiness probe calls it (the other floors answer any path).
+router.post(['/loginByOpenid', '/get'], async (ctx) => {
+  ctx.type = 'application/json; charset=utf-8';
+  const openid = ((await readBody(ctx.req)) as { openid?: unknown } | undefined)?.openid;
+  if (typeof openid !== 'string' || !openid) {
+    ctx.body = BAD;
+    return;
+  }
+  const d = draftSession(keys, config.sessions, openid);
+  try {
+    const user = await scripted.login(keys.profile(openid), d.key, d.index, d.head, d.tail, ...d.args);
+    ctx.body = user
+      ? `${PREFIX}${user.slice(0, -1)},"token":"${d.token}","token_expires_at":${d.expires_at}}}`
+      : NOT_FOUND;
+  } catch {
+    ctx.body = FAILED;
+  }
+});
+const app = new Koa();
+app.use(router.routes());
+
+runFloor(createServer(app.callback()), config, redisStore(redis));
