@@ -185,6 +185,15 @@ const DISTURBED = 0.25;
 const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
 const x2 = (n: number | undefined) => (n === undefined ? '—' : `${n.toFixed(2)} ×`);
 
+/** req/s of `row` ÷ req/s of `base`: the median of the rounds' own ratios when they pair up. */
+function rpsRatio(row: Row, base: Row): number {
+  const a = base.perRound;
+  const b = row.perRound;
+  return a && b && a.length === b.length && a.length
+    ? median(b.map((r, i) => r.rps / a[i]!.rps))
+    : row.result.rps / base.result.rps;
+}
+
 export function targetsTable(report: RunReport): string {
   const cached = rowFor(report, CACHED_W1);
   const attack = rowFor(report, CACHED_ATTACK);
@@ -247,12 +256,7 @@ export function targetsTable(report: RunReport): string {
     );
   }
   if (cached && w2) {
-    const a = cached.perRound;
-    const b = w2.perRound;
-    const speedup =
-      a && b && a.length === b.length && a.length
-        ? median(b.map((r, i) => r.rps / a[i]!.rps))
-        : w2.result.rps / cached.result.rps;
+    const speedup = rpsRatio(w2, cached);
     lines.push(
       `| WORKERS=2 ÷ WORKERS=1, cached | ${x2(speedup)} (${w2.processes} vs ${cached.processes} processes) | reported |`,
     );
@@ -263,13 +267,9 @@ export function targetsTable(report: RunReport): string {
   if (koa) {
     lines.push(`| Koa floor ÷ Redis floor (the framework's ceiling) | ${x2(ratios(report, koa).rps)} | reported |`);
     if (cached) {
-      const a = koa.perRound;
-      const b = cached.perRound;
-      const share =
-        a && b && a.length === b.length && a.length
-          ? median(b.map((r, i) => r.rps / a[i]!.rps))
-          : cached.result.rps / koa.result.rps;
-      lines.push(`| cached loginByOpenid ÷ Koa floor (the service's own cost) | ${x2(share)} | reported |`);
+      lines.push(
+        `| cached loginByOpenid ÷ Koa floor (the service's own cost) | ${x2(rpsRatio(cached, koa))} | reported |`,
+      );
     }
   }
   const gens = report.rows
