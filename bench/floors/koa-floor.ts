@@ -7,23 +7,13 @@
  * Redis floor is Koa's, the gap between the service and this is the service's own.
  */
 import Router from '@koa/router';
-import Redis from 'ioredis';
 import Koa from 'koa';
 import { createServer } from 'node:http';
 import { loadConfig } from '../../src/config';
-import { keyLayout } from '../../src/redis/keys';
-import { draftSession } from '../../src/sessions/store';
-import { LOGIN_LUA, type LoginCommand } from '../../src/users/cache';
-import { NOT_FOUND, PREFIX, redisStore, runFloor } from './openid-server';
+import { BAD, cachedLogin, redisStore, runFloor } from './openid-server';
 
 const config = loadConfig();
-const keys = keyLayout(config.redis.keyPrefix);
-const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
-redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
-const scripted = redis as Redis & { login: LoginCommand };
-
-const BAD = '{"code":-1,"msg":"openid is required","data":null}';
-const FAILED = '{"code":-2,"msg":"redis error","data":null}';
+const { redis, login } = cachedLogin(config);
 
 function readBody(req: Koa.Request['req']): Promise<unknown> {
   return new Promise((resolve) => {
@@ -48,15 +38,7 @@ router.post(['/loginByOpenid', '/get'], async (ctx) => {
     ctx.body = BAD;
     return;
   }
-  const d = draftSession(keys, config.sessions, openid);
-  try {
-    const user = await scripted.login(keys.profile(openid), d.key, d.index, d.head, d.tail, ...d.args);
-    ctx.body = user
-      ? `${PREFIX}${user.slice(0, -1)},"token":"${d.token}","token_expires_at":${d.expires_at}}}`
-      : NOT_FOUND;
-  } catch {
-    ctx.body = FAILED;
-  }
+  ctx.body = await new Promise<string>((resolve) => login(openid, resolve));
 });
 const app = new Koa();
 app.use(router.routes());

@@ -6,17 +6,10 @@
  */
 import mysql from 'mysql2';
 import { loadConfig } from '../../src/config';
-import { parseDatabaseUrl } from '../../src/db/connection';
-import { mysqlStore, NOT_FOUND, openidServer, PREFIX, runFloor } from './openid-server';
+import { mysqlStore, NOT_FOUND, openidServer, PREFIX, runFloor, floorPool } from './openid-server';
 
 const config = loadConfig();
-const pool = mysql.createPool({
-  ...parseDatabaseUrl(config.db.url),
-  connectionLimit: config.db.poolMax,
-  charset: 'utf8mb4',
-  timezone: 'Z',
-  supportBigNumbers: true,
-});
+const pool = floorPool(config);
 const SQL =
   'SELECT id, openid, nick_name, avatar, gender, phone, version, ctime, mtime FROM users WHERE openid = ? LIMIT 2';
 

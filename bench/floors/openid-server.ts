@@ -1,10 +1,55 @@
+import Redis from 'ioredis';
+import mysql from 'mysql2';
 import { createServer, type Server } from 'node:http';
+import type { Config } from '../../src/config';
+import { parseDatabaseUrl } from '../../src/db/connection';
+import { keyLayout } from '../../src/redis/keys';
+import { draftSession } from '../../src/sessions/store';
+import { LOGIN_LUA, type LoginCommand } from '../../src/users/cache';
 
 export const PREFIX = '{"code":0,"msg":"success","data":';
 export const NOT_FOUND = '{"code":-2,"msg":"no such user","data":null}';
-const BAD = '{"code":-1,"msg":"openid is required","data":null}';
+export const BAD = '{"code":-1,"msg":"openid is required","data":null}';
+const REDIS_FAILED = '{"code":-2,"msg":"redis error","data":null}';
 
 type Send = (body: string) => void;
+
+/** A mysql2 pool of the service's size (DB_POOL_MAX) and connection settings. */
+export function floorPool(config: Config): mysql.Pool {
+  return mysql.createPool({
+    ...parseDatabaseUrl(config.db.url),
+    connectionLimit: config.db.poolMax,
+    charset: 'utf8mb4',
+    timezone: 'Z',
+    supportBigNumbers: true,
+  });
+}
+
+/**
+ * The cached login as the Redis floors do it: the service's own login script (read the cached
+ * profile, store the session and its index entry) in one round trip, on an ioredis client with
+ * auto-pipelining, the session drafted by the service's draftSession. `login` sends the
+ * service's envelope: the user and the new session, no such user, or a Redis error.
+ */
+export function cachedLogin(config: Config): { redis: Redis; login(openid: string, send: Send): void } {
+  const keys = keyLayout(config.redis.keyPrefix);
+  const redis = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
+  redis.defineCommand('login', { numberOfKeys: 3, lua: LOGIN_LUA });
+  const scripted = redis as Redis & { login: LoginCommand };
+  return {
+    redis,
+    login(openid, send) {
+      const d = draftSession(keys, config.sessions, openid);
+      scripted.login(keys.profile(openid), d.key, d.index, d.head, d.tail, ...d.args).then(
+        (user) => {
+          if (!user) return send(NOT_FOUND);
+          send(`${PREFIX}${user.slice(0, -1)},"token":"${d.token}","token_expires_at":${d.expires_at}}}`);
+        },
+        () => send(REDIS_FAILED),
+      );
+    },
+  };
+}
 
 /**
  * What every floor shares: a bare node:http server that reads and JSON.parses the body

@@ -8,17 +8,10 @@
  */
 import mysql from 'mysql2';
 import { loadConfig } from '../../src/config';
-import { parseDatabaseUrl } from '../../src/db/connection';
-import { bodyServer, mysqlStore, runFloor } from './openid-server';
+import { bodyServer, mysqlStore, runFloor, floorPool } from './openid-server';
 
 const config = loadConfig();
-const pool = mysql.createPool({
-  ...parseDatabaseUrl(config.db.url),
-  connectionLimit: config.db.poolMax,
-  charset: 'utf8mb4',
-  timezone: 'Z',
-  supportBigNumbers: true,
-});
+const pool = floorPool(config);
 const LOCK = 'SELECT openid, version FROM users WHERE id = ? FOR UPDATE';
 const WRITE =
   'UPDATE users SET nick_name = ?, version = version + 1, ' +
