@@ -106,7 +106,6 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
     }
     throw err;
   } finally {
-    open = false;
     // Synchronous in tarn; its promise is resolved already and not worth a turn.
     void client.releaseConnection(conn);
   }
