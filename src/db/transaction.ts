@@ -65,8 +65,8 @@ type PooledConnection = Connection & {
  * buffer and applies it once resumed; a slow one may have applied it already. The outcome is
  * unknown, and the call fails all the same. For UserService.update the client gets
  * -2 (try again) for an update that may or may not have been applied. Readers are kept off a
- * stale profile either way by the tombstone at the new version that update writes before the
- * UPDATE and does not revert on a MySQL failure: while it lives (tombstoneMs, a minute or
+ * stale profile either way by the tombstone at the new version that update writes before it
+ * commits and does not revert on a MySQL failure: while it lives (tombstoneMs, a minute or
  * more) the cache can only be filled at the new version, so readers get the row from MySQL as
  * it is, and once the COMMIT lands, the new one. Only a COMMIT applied after the tombstone has
  * expired (a server stalled for longer than that) could let a reader who read the old row

@@ -233,8 +233,8 @@ export class UserService {
 
   /**
    * Changes a profile. The cache is invalidated (a tombstone at the next version) while the
-   * row is locked and before it changes; if Redis does not confirm, the update is refused and
-   * nothing changes, so an acknowledged update can never be followed by a stale read.
+   * row is locked and before the change is committed; if Redis does not confirm, the update is
+   * refused and nothing changes, so an acknowledged update can never be followed by a stale read.
    * Sessions are left alone.
    */
   async update(userId: number, patch: RowPatch): Promise<void> {

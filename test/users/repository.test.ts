@@ -199,6 +199,66 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
     expect(used()).to.equal(0);
   });
 
+  describe('beforeWrite beside the UPDATE', () => {
+    // A reader that sees uncommitted changes: it tells "sent" from "committed".
+    let dirty: Knex;
+    const peek = async (id: number, isolation: 'READ UNCOMMITTED' | 'READ COMMITTED') => {
+      await dirty.raw(`SET SESSION TRANSACTION ISOLATION LEVEL ${isolation}`);
+      const [rows] = (await dirty.raw('SELECT phone, version FROM users WHERE id = ?', [id])) as [UserRow[]];
+      return { phone: rows[0]!.phone, version: rows[0]!.version };
+    };
+    const gated = () => {
+      let open!: (err?: Error) => void;
+      const gate = new Promise<void>((resolve, reject) => (open = (err) => (err ? reject(err) : resolve())));
+      let entered!: () => void;
+      const called = new Promise<void>((resolve) => (entered = resolve));
+      return { open, called, beforeWrite: () => (entered(), gate) };
+    };
+    const sent = async (id: number) => {
+      for (let i = 0; i < 200; i++) {
+        if ((await peek(id, 'READ UNCOMMITTED')).phone === '2') return true;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return false;
+    };
+
+    before(() => {
+      dirty = createKnex({ ...testConfig().db, poolMax: 1 });
+    });
+    after(async () => {
+      await dirty.destroy();
+    });
+
+    it('sends the UPDATE while beforeWrite is pending, and commits it only once beforeWrite returns', async () => {
+      const before = await newUser();
+      const hook = gated();
+      const update = repo.updateProfile(before.id, { phone: '2' }, hook.beforeWrite);
+      await hook.called;
+      const wasSent = await sent(before.id);
+      const committedMeanwhile = await peek(before.id, 'READ COMMITTED');
+      hook.open();
+      expect(await update).to.equal(true);
+      expect(wasSent).to.equal(true);
+      expect(committedMeanwhile).to.deep.equal({ phone: '1', version: 1 });
+      expect(await peek(before.id, 'READ COMMITTED')).to.deep.equal({ phone: '2', version: 2 });
+      expect(used()).to.equal(0);
+    });
+
+    it('rolls the sent UPDATE back when beforeWrite fails after it, and rethrows its error', async () => {
+      const before = await newUser();
+      const hook = gated();
+      const update = repo.updateProfile(before.id, { phone: '2' }, hook.beforeWrite).catch((e: unknown) => e);
+      await hook.called;
+      const wasSent = await sent(before.id);
+      const refused = new Error('redis did not confirm');
+      hook.open(refused);
+      expect(await update).to.equal(refused);
+      expect(wasSent).to.equal(true);
+      expect(await peek(before.id, 'READ UNCOMMITTED')).to.deep.equal({ phone: '1', version: 1 });
+      expect(used()).to.equal(0);
+    });
+  });
+
   it('refuses a column outside the whitelist before reaching MySQL', async () => {
     const before = await newUser();
     const patch = { phone: '2', version: 99 } as unknown as RowPatch;
