@@ -75,18 +75,17 @@ type PooledConnection = Connection & {
 export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
   const client = db.client as PoolClient;
   const conn = await client.acquireConnection();
+  const statements = new Statements(conn, timeoutMs);
   let open = true;
   const query: TxQuery = <R extends QueryResult>(sql: string, values?: readonly unknown[]) =>
-    open
-      ? (run(conn, sql, values, timeoutMs) as Promise<R>)
-      : Promise.reject(new Error('the transaction has already ended'));
+    open ? (statements.run(sql, values) as Promise<R>) : Promise.reject(new Error('the transaction has already ended'));
   try {
     const lockWait = Math.max(1, Math.ceil(timeoutMs / 1000));
     if (conn[lockWaitSet] !== lockWait) {
-      await run(conn, `SET SESSION innodb_lock_wait_timeout = ${lockWait}`, undefined, timeoutMs);
+      await statements.run(`SET SESSION innodb_lock_wait_timeout = ${lockWait}`);
       conn[lockWaitSet] = lockWait;
     }
-    await run(conn, 'BEGIN', undefined, timeoutMs);
+    await statements.run('BEGIN');
     let result: T;
     try {
       result = await work(query);
@@ -96,38 +95,88 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
       // connection is back in the pool.
       open = false;
     }
-    await run(conn, 'COMMIT', undefined, timeoutMs);
+    await statements.run('COMMIT');
     return result;
   } catch (err) {
     // A disposed connection is closed and gets no ROLLBACK: the server rolls back whatever was
     // not committed once it finds the client gone, but a COMMIT already sent may still apply.
     if (!conn.__knex__disposed) {
-      await run(conn, 'ROLLBACK', undefined, timeoutMs).catch((rollbackErr: unknown) => dispose(conn, rollbackErr));
+      await statements.run('ROLLBACK').catch((rollbackErr: unknown) => dispose(conn, rollbackErr));
     }
     throw err;
   } finally {
+    statements.end();
     // Synchronous in tarn; its promise is resolved already and not worth a turn.
     void client.releaseConnection(conn);
   }
 }
 
-function run(conn: PooledConnection, sql: string, values: readonly unknown[] | undefined, timeout: number) {
-  return new Promise<unknown>((resolve, reject) => {
-    conn.query({ sql, values: values as unknown[] | undefined, timeout }, (err: QueryError | null, result: unknown) => {
-      if (err) {
-        if (err.fatal || err.code === 'PROTOCOL_SEQUENCE_TIMEOUT') dispose(conn, err);
-        // mysql2 fills the values into the SQL itself and puts that on a server error's `sql`:
-        // a phone number would reach the log with the error (a ServiceError's cause). The
-        // template says which statement failed all the same. Its other fields (message,
-        // sqlMessage, code, errno, sqlState) are the server's and carry no value sent here.
-        const sqlError = err as QueryError & { sql?: string };
-        if (sqlError.sql !== undefined) sqlError.sql = sql;
-        reject(err);
-      } else {
-        resolve(result);
-      }
+/** A statement sent and not yet answered: its promise's reject, until it settles. */
+interface Pending {
+  reject(err: Error): void;
+}
+
+/**
+ * The statements of one transaction, each failing after `timeoutMs` without an answer, as
+ * mysql2's own `timeout` option does (same error code, same connection disposal), but with one
+ * timer for the whole transaction, re-armed as each statement is sent. mysql2's option is given
+ * in its query(options) form, which costs ~1.9 us a call against ~0.05 us for query(sql,
+ * values, cb) (measured, 10^6 calls each): with its per-statement timer, about 8 us of
+ * update's CPU per request on the bench's 5 statements.
+ */
+class Statements {
+  private readonly pending = new Set<Pending>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly conn: PooledConnection,
+    private readonly timeoutMs: number,
+  ) {}
+
+  run(sql: string, values?: readonly unknown[]): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      const entry: Pending = { reject };
+      this.pending.add(entry);
+      // A timer that has fired is re-armed by refresh() too; between statements it finds
+      // nothing pending and does nothing.
+      if (this.timer) this.timer.refresh();
+      else this.timer = setTimeout(() => this.expire(), this.timeoutMs);
+      this.conn.query(sql, (values ?? []) as unknown[], (err: QueryError | null, result: unknown) => {
+        // Answered after expire() gave up on it (the socket destroyed under it): already rejected.
+        if (!this.pending.delete(entry)) return;
+        if (err) {
+          if (err.fatal) dispose(this.conn, err);
+          // mysql2 fills the values into the SQL itself and puts that on a server error's `sql`:
+          // a phone number would reach the log with the error (a ServiceError's cause). The
+          // template says which statement failed all the same. Its other fields (message,
+          // sqlMessage, code, errno, sqlState) are the server's and carry no value sent here.
+          const sqlError = err as QueryError & { sql?: string };
+          if (sqlError.sql !== undefined) sqlError.sql = sql;
+          reject(err);
+        } else {
+          resolve(result);
+        }
+      });
     });
-  });
+  }
+
+  /** Every statement still unanswered fails, and the connection, which may still be busy with one, is disposed. */
+  private expire(): void {
+    if (this.pending.size === 0) return;
+    const err = Object.assign(new Error('Query inactivity timeout'), {
+      code: 'PROTOCOL_SEQUENCE_TIMEOUT',
+      errorno: 'PROTOCOL_SEQUENCE_TIMEOUT',
+      syscall: 'query',
+    });
+    dispose(this.conn, err);
+    const pending = [...this.pending];
+    this.pending.clear();
+    for (const entry of pending) entry.reject(err);
+  }
+
+  end(): void {
+    clearTimeout(this.timer);
+  }
 }
 
 /**
