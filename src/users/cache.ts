@@ -12,7 +12,7 @@ import { WRITE_SESSION_LUA, type SessionDraft } from '../sessions/store';
  *
  * That closes the classic cache-aside race. A reader that missed, read row v1 from MySQL and
  * was then delayed can no longer overwrite the cache after an update to v2 was acknowledged:
- * the update left a tombstone at v2 before it wrote, and FILL refuses anything older.
+ * the update left a tombstone at v2 before it committed, and FILL refuses anything older.
  *
  * A key holding only {absent: 1} says "MySQL had no such user a moment ago". It lives a few
  * seconds (CACHE_ABSENT_TTL_MS), so a burst of launches of an unregistered openid costs one
@@ -284,7 +284,7 @@ export class UserCache {
     }
   }
 
-  /** Must succeed before a write is allowed to happen; throws when Redis does not answer. */
+  /** Must succeed before a write is allowed to commit; throws when Redis does not answer. */
   async invalidate(openid: string, version: number): Promise<void> {
     const key = this.keys.profile(openid);
     await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.tombstoneMs));

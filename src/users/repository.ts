@@ -134,7 +134,7 @@ export class UserRepository {
   /**
    * Applies a patch under a row lock. `beforeWrite` runs while the row is locked, beside the
    * UPDATE, and the change is committed only once it has returned; if it throws, nothing is
-   * written. Returns false when there is no such user. mtime moves forward by at least one
+   * committed. Returns false when there is no such user. mtime moves forward by at least one
    * second per update, so a client comparing the second-resolution strings always sees it
    * change.
    */

@@ -252,6 +252,85 @@ describe('inTransaction (one pooled connection, BEGIN ... COMMIT)', function () 
       expect(second).to.deep.equal(first);
       expect((await inTransaction(one, ample, setsAndWait)).wait).to.equal(5);
     });
+
+    // One timer serves the whole transaction (src/db/transaction.ts, Statements): each statement
+    // still gets the full budget from its own start, however long the ones before it took.
+    describe('one clock for the transaction, each statement timed from its start', () => {
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+      it('gives each statement in turn the whole timeout', async () => {
+        const { ms } = await timed(() =>
+          inTransaction(one, 1000, async (query) => {
+            await query('SELECT SLEEP(0.7)');
+            await query('SELECT SLEEP(0.7)');
+          }),
+        );
+        expect(ms).to.be.at.least(1400);
+        expect(used(one)).to.equal(0);
+      });
+
+      it('lets the clock run out while nothing is pending, harmlessly, and still times the next statement', async () => {
+        let before = 0;
+        let after = -1;
+        await inTransaction(one, 600, async (query) => {
+          before = await threadOf(query);
+          await sleep(900);
+          after = await threadOf(query);
+        });
+        expect(after).to.equal(before); // the same connection: nothing was disposed
+
+        const { value: err, ms } = await timed(() =>
+          failure(
+            inTransaction(one, 600, async (query) => {
+              await query('SELECT 1');
+              await sleep(900);
+              await query('SELECT SLEEP(4)');
+            }),
+          ),
+        );
+        expect(err.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
+        expect(ms).to.be.within(1490, 3000);
+      });
+
+      it('times a statement queued behind another from when that one is answered', async () => {
+        const { ms } = await timed(() =>
+          inTransaction(one, 800, async (query) => {
+            await Promise.all([query('SELECT SLEEP(0.5)'), query('SELECT SLEEP(0.5)')]);
+          }),
+        );
+        expect(ms).to.be.at.least(1000);
+      });
+
+      it('does not let a statement sent later extend one that is stuck', async () => {
+        const { value: err, ms } = await timed(() =>
+          failure(
+            inTransaction(one, 600, async (query) => {
+              const stuck = query('SELECT SLEEP(4)');
+              await sleep(400);
+              await Promise.all([stuck, query('SELECT 1')]);
+            }),
+          ),
+        );
+        expect(err.code).to.equal('PROTOCOL_SEQUENCE_TIMEOUT');
+        expect(ms).to.be.below(950);
+      });
+
+      it('leaves nothing to time out behind a statement refused before it was sent', async () => {
+        const unescapable = {
+          toSqlString: () => {
+            throw new TypeError('no SQL for this value');
+          },
+        };
+        const thread = await inTransaction(one, 600, async (query) => {
+          const err = await failure(query('SELECT ?', [unescapable]));
+          expect(err).to.be.instanceOf(TypeError);
+          await sleep(900);
+          return threadOf(query);
+        });
+        expect(thread).to.be.above(0);
+        expect(used(one)).to.equal(0);
+      });
+    });
   });
 
   it('serialises concurrent read-modify-writes of one row under SELECT ... FOR UPDATE (no lost write)', async () => {

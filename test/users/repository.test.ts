@@ -244,6 +244,26 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
       expect(used()).to.equal(0);
     });
 
+    it('holds the transaction until a pending beforeWrite settles when the UPDATE fails, then rethrows that failure', async () => {
+      const before = await newUser();
+      const hook = gated();
+      let settled = false;
+      const tooLong = '1'.repeat(40); // longer than users.phone (32): refused in strict mode
+      const update = repo
+        .updateProfile(before.id, { phone: tooLong }, hook.beforeWrite)
+        .catch((e: unknown) => e)
+        .finally(() => (settled = true));
+      await hook.called;
+      await new Promise((r) => setTimeout(r, 200)); // the UPDATE has been refused by now
+      const heldMeanwhile = { settled, used: used() };
+      hook.open();
+      const err = (await update) as Error & { code?: string };
+      expect(heldMeanwhile).to.deep.equal({ settled: false, used: 1 });
+      expect(err.code).to.equal('ER_DATA_TOO_LONG');
+      expect(await peek(before.id, 'READ UNCOMMITTED')).to.deep.equal({ phone: '1', version: 1 });
+      expect(used()).to.equal(0);
+    });
+
     it('rolls the sent UPDATE back when beforeWrite fails after it, and rethrows its error', async () => {
       const before = await newUser();
       const hook = gated();
