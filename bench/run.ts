@@ -548,22 +548,14 @@ async function main(): Promise<void> {
       const redisFloorRuns = async () => {
         await run(FLOOR_REDIS, redisFloor, { url: login(redisFloor), bodies: randomCached }, {}, false);
         await cleanSessions();
-        await run(
-          FLOOR_REDIS_PIPELINE,
-          pipelineFloor,
-          { url: login(pipelineFloor), bodies: randomCached },
-          { floor: FLOOR_REDIS, note: 'for reference' },
-          false,
-        );
-        await cleanSessions();
-        await run(
-          FLOOR_KOA,
-          koaFloor,
-          { url: login(koaFloor), bodies: randomCached },
-          { floor: FLOOR_REDIS, note: "for reference: the framework's ceiling" },
-          false,
-        );
-        await cleanSessions();
+        const references = [
+          [FLOOR_REDIS_PIPELINE, pipelineFloor, 'for reference'],
+          [FLOOR_KOA, koaFloor, "for reference: the framework's ceiling"],
+        ] as const;
+        for (const [row, floor, note] of references) {
+          await run(row, floor, { url: login(floor), bodies: randomCached }, { floor: FLOOR_REDIS, note }, false);
+          await cleanSessions();
+        }
       };
       if (floorFirst) await redisFloorRuns();
       await run(CACHED_W1, service1, { url: login(service1), bodies: randomCached }, { floor: FLOOR_REDIS });

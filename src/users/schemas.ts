@@ -36,6 +36,15 @@ function textFault(value: string, max: number, noSpaces = false): string | 'max'
   return null;
 }
 
+/** An object a body field may be (a JSON object, or a parsed form), not an array nor null. */
+function isPlainObject(value: unknown): value is object {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Longest nick_name and phone, in code points: the schema's and the patch shortcut's. */
+const NICK_NAME_MAX = 64;
+const PHONE_MAX = 32;
+
 /** text(max) as a plain check: a string that text(max)'s schema takes unchanged. */
 function isText(value: unknown, max: number): value is string {
   return typeof value === 'string' && value.length >= 1 && value.length <= max * 2 && textFault(value, max) === null;
@@ -74,14 +83,14 @@ export const fields = {
     .meta({ openapi: { pattern: OPENID_PATTERN } })
     .description("The user's openid: 1-64 characters of A-Z a-z 0-9 _ - (WeChat's have 28), case-sensitive")
     .example('oAbCdEfGhIjKlMnOpQrStUvWxYz0'),
-  nick_name: text(64).description('Display name: 1-64 characters (an emoji counts as one)').example('张三'),
+  nick_name: text(NICK_NAME_MAX).description('Display name: 1-64 characters (an emoji counts as one)').example('张三'),
   avatar: Joi.string()
     .max(512)
     .uri({ scheme: ['http', 'https'] })
     .description('Avatar URL, http or https')
     .example('https://example.com/media/avatar/1.jpg'),
   gender: Joi.number().integer().valid(0, 1).description('0 or 1 (which is which is up to the front end)').example(1),
-  phone: text(32)
+  phone: text(PHONE_MAX)
     .description('Contact string, 1-32 characters (not necessarily a phone number)')
     .example('12312312312'),
   // users.id is BIGINT UNSIGNED; past 2^53 it would not survive a JSON client (repository.ts).
@@ -143,7 +152,7 @@ export function openidShortcut(schema: Joi.ObjectSchema): (body: unknown) => Ope
   const known = new Set(Object.keys((schema.describe() as { keys?: object }).keys ?? {}));
   if (!known.has('openid')) throw new Error('openidShortcut: the schema has no openid');
   return (body) => {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+    if (!isPlainObject(body)) return undefined;
     let openid: unknown;
     for (const key of Object.keys(body)) {
       if (key === 'openid') openid = (body as { openid?: unknown }).openid;
@@ -225,11 +234,10 @@ export const updateInput = Joi.object<UpdateInput>({
  * without joi (see openidShortcut): undefined for anything else, which joi then decides.
  */
 export function updateShortcut(body: unknown): UpdateInput | undefined {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+  if (!isPlainObject(body)) return undefined;
   const { user_id: userId, update } = body as { user_id?: unknown; update?: unknown };
   if (typeof userId !== 'number' || !Number.isSafeInteger(userId) || userId < 1) return undefined;
-  const plainObject = typeof update === 'object' && update !== null && !Array.isArray(update);
-  return plainObject || typeof update === 'string' ? { user_id: userId, update } : undefined;
+  return isPlainObject(update) || typeof update === 'string' ? { user_id: userId, update } : undefined;
 }
 
 /**
@@ -242,8 +250,8 @@ export function patchShortcut(value: object): Partial<Profile> | undefined {
   let fields = 0;
   for (const key of Object.keys(value)) {
     const field = (value as Record<string, unknown>)[key];
-    if (key === 'nick_name' && isText(field, 64)) patch.nick_name = field;
-    else if (key === 'phone' && isText(field, 32)) patch.phone = field;
+    if (key === 'nick_name' && isText(field, NICK_NAME_MAX)) patch.nick_name = field;
+    else if (key === 'phone' && isText(field, PHONE_MAX)) patch.phone = field;
     else if (key === 'gender' && (Object.is(field, 0) || field === 1)) patch.gender = field as 0 | 1;
     else return undefined;
     fields++;
@@ -318,7 +326,7 @@ export function parsePatch(update: unknown): Partial<Profile> {
       throw new ServiceError('badJson', 'update is not valid JSON');
     }
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+  if (!isPlainObject(value)) {
     throw new ServiceError('badUpdate', 'update must be a JSON object');
   }
   const fast = patchShortcut(value);
