@@ -48,6 +48,10 @@ export function runPrimary({ workers, graceMs, delayMs, repeatMs, logger }: Prim
   // A worker stopped before it listened (one a reload was starting) cut no request.
   const listened = new WeakSet<Worker>();
   cluster.on('listening', (worker) => listened.add(worker));
+  // A drained worker exits once its 'leaving' comes back (signals.ts, leaveSafely).
+  cluster.on('message', (worker, message) => {
+    if (lifecycleMessage(message) === 'leaving') send(worker, { [LIFECYCLE]: 'leaving' });
+  });
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'primary started workers');
 

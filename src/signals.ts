@@ -82,11 +82,38 @@ export type LifecycleMessage =
   /** worker → primary: it listens and its stores answer (what /readyz checks). */
   | { [LIFECYCLE]: 'ready' }
   /** primary → worker: drain now, without SHUTDOWN_DELAY_MS (a reload, or a second signal). */
-  | { [LIFECYCLE]: 'drain' };
+  | { [LIFECYCLE]: 'drain' }
+  /** worker → primary: drained and about to exit; primary → worker: the echo (see leaveSafely). */
+  | { [LIFECYCLE]: 'leaving' };
+
+const KINDS = new Set<unknown>(['ready', 'drain', 'leaving']);
 
 export function lifecycleMessage(message: unknown): LifecycleMessage[typeof LIFECYCLE] | undefined {
   const value = (message as Record<string, unknown> | null)?.[LIFECYCLE];
-  return value === 'ready' || value === 'drain' ? value : undefined;
+  return KINDS.has(value) ? (value as LifecycleMessage[typeof LIFECYCLE]) : undefined;
+}
+
+/** How long a drained worker waits for the primary's echo before it exits all the same. */
+const LEAVE_ECHO_MS = 1000;
+
+/**
+ * Exits a drained worker only once no connection can still be on its way to it. node:cluster's
+ * primary accepts each connection and sends it to a worker over IPC, keeping its own copy until
+ * the worker answers; a worker that has closed its server answers "not accepted" and the
+ * primary hands the connection to another. But a worker that exits with such a message still
+ * unread never answers, and the primary then holds that connection open, unanswered, for good
+ * (seen: one request in ~2,000 hung during a rolling reload). The channel is ordered both ways:
+ * the primary's echo of 'leaving' comes after it has read the worker's earlier "server closed"
+ * (so it sends nothing more) and after every connection it sent before, which this worker has
+ * therefore answered by the time the echo arrives.
+ */
+function leaveSafely(code: number): void {
+  if (!cluster.isWorker || !process.connected) return process.exit(code);
+  const exit = () => process.exit(code);
+  setTimeout(exit, LEAVE_ECHO_MS).unref();
+  process.on('message', (message) => lifecycleMessage(message) === 'leaving' && exit());
+  process.once('disconnect', exit);
+  process.send?.({ [LIFECYCLE]: 'leaving' } satisfies LifecycleMessage);
 }
 
 /**
@@ -119,7 +146,7 @@ export function superviseServer(running: Supervised, opts: { repeatMs: number; d
   const stop = () => {
     stopping = true;
     running.stop().then(
-      (clean) => process.exit(clean ? 0 : 1),
+      (clean) => leaveSafely(clean ? 0 : 1),
       (err: Error) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
