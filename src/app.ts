@@ -26,7 +26,7 @@ export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'ra
 export const API_PREFIX = '/service/user';
 
 function apiRoutes(services: Services): RouteSpec[] {
-  return userRoutes(services.users, services.flows);
+  return userRoutes(services.users, services.flows, services.rights);
 }
 
 /** The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. */

@@ -1,4 +1,5 @@
 import {
+  parseSession,
   SESSION_JSON_HEAD,
   SessionReader,
   sessionJsonTail,
@@ -190,6 +191,28 @@ export class SessionStore extends SessionReader {
     await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
     return { token: d.token, expires_at: d.expires_at };
   }
+  /**
+   * The live sessions of the openid, oldest first, for the user's copy of their data (never a
+   * token: each is read here and dropped). At most the cap's worth (SESSION_MAX_PER_USER) and a
+   * few more, for an index grown before the cap existed. Reads nothing it could slide: a GET.
+   */
+  async listLive(openid: string): Promise<{ issued_at: number; expires_at: number; idle_timeout: number }[]> {
+    const index = this.keys.userSessions(openid);
+    return this.guarded(async () => {
+      const tokens = await this.issuer.zrange(index, 0, MAX_SESSIONS_PER_USER * 2 - 1);
+      const raws = await Promise.all(tokens.map((t) => this.issuer.get(this.keys.session(t))));
+      const now = Math.floor(Date.now() / 1000);
+      const live = [];
+      for (const raw of raws) {
+        const s = raw ? parseSession(raw) : null;
+        if (s && s.openid === openid && s.expires_at > now) {
+          live.push({ issued_at: s.issued_at, expires_at: s.expires_at, idle_timeout: s.idle_timeout });
+        }
+      }
+      return live;
+    });
+  }
+
   /**
    * Ends every session of the openid; answers how many were live. The index holds at most
    * SESSION_MAX_PER_USER tokens, so this is one script in the user's slot; only an index grown

@@ -183,6 +183,16 @@ export const phoneCodeInput = Joi.object<PhoneCodeInput>({
     .example('e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144'),
 });
 
+export interface DeleteAccountInput {
+  js_code?: string;
+}
+// Optional here so that a missing code is -10 (not proven) rather than -1, as a stale one is.
+export const deleteAccountInput = Joi.object<DeleteAccountInput>({
+  js_code: fields.js_code.description(
+    'The code of a fresh wx.login of the same openid as the token (required: without it, -10)',
+  ),
+});
+
 /** The avatar route's form has its file only; nothing is read from a JSON body. */
 export const noInput = Joi.object({});
 
@@ -310,6 +320,31 @@ export const openidOutput = Joi.object({
 }).meta({ component: 'Openid' });
 
 export const nullOutput = Joi.valid(null).description('null');
+
+export const exportOutput = Joi.object({
+  user: userOutput.required(),
+  sessions: Joi.array()
+    .items(
+      Joi.object({
+        issued_at: Joi.number().integer().required().description('When the session was opened, Unix seconds'),
+        expires_at: Joi.number().integer().required().description('Its absolute expiry, Unix seconds'),
+        idle_timeout: Joi.number()
+          .integer()
+          .required()
+          .description('Seconds without use after which it ends earlier'),
+      }),
+    )
+    .required()
+    .description('The live sessions, oldest first; never their tokens'),
+  session_key_held: Joi.boolean()
+    .required()
+    .description("Whether WeChat's session_key for the user is held (server-side only); never its value"),
+  avatar_stored_here: Joi.boolean()
+    .required()
+    .description("Whether user.avatar is a file this service stores (removed with the account)"),
+})
+  .description('Everything the service holds about the user')
+  .meta({ component: 'DataExport' });
 
 export const emptyListOutput = Joi.array().length(0).description('an empty list, as in the document').example([]);
 

@@ -1,0 +1,228 @@
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { readSession } from 'wechat-user-sessions';
+import type { RedisClient } from '../../src/redis/client';
+import { exportOutput } from '../../src/users/schemas';
+import { newOpenid, testConfig } from '../helpers/env';
+import { FakeWechat } from '../helpers/fake-wechat';
+import { loginBody } from '../helpers/http';
+import { startService, type TestService } from '../helpers/service';
+import { testDb, testRedis } from '../helpers/stores';
+
+const PUBLIC_BASE_URL = 'https://cdn.example.test';
+
+/** Every key of the run's prefix, on every node. */
+async function keysMatching(redis: RedisClient, prefix: string, needle: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await (redis as import('ioredis').Redis).scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...keys.filter((k) => k.includes(needle)));
+  } while (cursor !== '0');
+  return found;
+}
+
+describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)', function () {
+  this.timeout(30_000);
+  let svc: TestService;
+  let wechat: FakeWechat;
+  let db: Knex;
+  let redis: RedisClient;
+  const prefix = testConfig().redis.keyPrefix;
+  const mediaDir = testConfig().media.dir;
+  let codes = 0;
+
+  /** A fresh wx.login code of `openid`, good once (as WeChat's are). */
+  function jsCode(openid: string): string {
+    codes += 1;
+    const code = `del-code-${codes}`;
+    wechat.on(code, { body: { openid, session_key: `sk-${codes}` } }, { body: { errcode: 40163, errmsg: 'code been used' } });
+    return code;
+  }
+
+  async function registered(fields = {}): Promise<{ openid: string; token: string; user_id: number }> {
+    const openid = newOpenid('del');
+    const login = await svc.call('login', loginBody(openid, { phone: '13912345678', ...fields }));
+    expect(login.body.code, login.body.msg).to.equal(0);
+    return { openid, token: login.body.data.token, user_id: login.body.data.user_id };
+  }
+
+  const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+  const avatarFiles = (userId: number) =>
+    existsSync(join(mediaDir, 'avatar'))
+      ? readdirSync(join(mediaDir, 'avatar')).filter((f) => f.startsWith(`${userId}_`))
+      : [];
+
+  async function uploadAvatar(token: string): Promise<string> {
+    const image = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#c33' } })
+      .jpeg()
+      .toBuffer();
+    const form = new FormData();
+    form.append('file', new Blob([image], { type: 'image/jpeg' }), 'a.jpg');
+    const res = await fetch(`${svc.url}/service/user/avatar`, {
+      method: 'POST',
+      body: form,
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.json()) as { code: number; data: { avatar: string } };
+    expect(body.code).to.equal(0);
+    return body.data.avatar;
+  }
+
+  before(async () => {
+    wechat = await new FakeWechat().start();
+    svc = await startService({ WECHAT_API_BASE: wechat.url, WECHAT_APPID: 'wx-test', WECHAT_SECRET: 's', PUBLIC_BASE_URL });
+    db = testDb();
+    redis = testRedis();
+  });
+  after(async () => {
+    await svc.stop();
+    await wechat.stop();
+    await db.destroy();
+    redis.disconnect();
+  });
+
+  it('deletes everything: sessions dead for the sessions package, no row, no key, no avatar file; a new login is a new user', async () => {
+    const u = await registered({ nick_name: '删我', avatar: 'https://thirdwx.qlogo.cn/x/132' });
+    const second = (await svc.call('loginByOpenid', { openid: u.openid })).body.data.token as string;
+    await uploadAvatar(u.token);
+    // an older upload of the same user, which the profile no longer names
+    await uploadAvatar(u.token);
+    expect(avatarFiles(u.user_id).length).to.be.greaterThan(0);
+    // the session_key of a getOpenid
+    const code = jsCode(u.openid);
+    const res = await svc.call('deleteAccount', { js_code: code }, bearer(u.token));
+    expect(res.body, res.text).to.deep.equal({ code: 0, msg: 'success', data: null });
+
+    for (const token of [u.token, second]) {
+      expect(await readSession(redis, token, { keyPrefix: prefix })).to.equal(null);
+    }
+    expect(await db('users').where({ openid: u.openid })).to.deep.equal([]);
+    expect(await db('users').where({ id: u.user_id })).to.deep.equal([]);
+    const [record] = await db('account_deletions').where({ user_id: u.user_id });
+    expect(record).to.include({ user_id: u.user_id, reason: 'user' });
+    expect(record.deleted_at).to.be.an.instanceOf(Date);
+    expect(Object.keys(record).sort()).to.deep.equal(['deleted_at', 'id', 'reason', 'user_id']);
+    expect(avatarFiles(u.user_id)).to.deep.equal([]);
+
+    // What may stay in Redis for a minute: the fence (a version, and the user_id it fences off)
+    // and the rate-limit counters. Nothing of the profile, no session, no session_key.
+    const left = await keysMatching(redis, prefix, u.openid);
+    for (const key of left) {
+      if (key.includes(':ratelimit:')) continue;
+      expect(key).to.equal(`${prefix}user:{${u.openid}}:profile`);
+      expect(Object.keys(await redis.hgetall(key)).sort()).to.deep.equal(['gone', 'v']);
+      expect(await redis.pttl(key)).to.be.within(1, 120_000);
+    }
+    const byId = (await keysMatching(redis, prefix, String(u.user_id))).filter(
+      (k) => !k.includes(':ratelimit:') && !k.includes(u.openid),
+    );
+    expect(byId).to.deep.equal([]);
+
+    expect((await svc.call('get', { openid: u.openid })).body.code).to.equal(-4);
+    expect((await svc.call('loginByOpenid', { openid: u.openid })).body.code).to.equal(-2);
+    expect((await svc.call('session', { token: u.token })).body.code).to.equal(-10);
+    const again = await svc.call('login', loginBody(u.openid));
+    expect(again.body.code).to.equal(0);
+    expect(again.body.data.user_id).to.not.equal(u.user_id);
+    expect(again.body.data.nick_name).to.equal('n');
+    // and the new user is readable at once, though the old fence still lives
+    expect((await svc.call('get', { openid: u.openid })).body.data.user_id).to.equal(again.body.data.user_id);
+    expect((await svc.call('loginByOpenid', { openid: u.openid })).body.data.user_id).to.equal(again.body.data.user_id);
+  });
+
+  it('refuses -10, changing nothing, without a token, without a js_code, with a used, foreign or another openid\'s code', async () => {
+    const u = await registered();
+    const other = await registered();
+    const cases: [string, unknown, object][] = [
+      ['no token', { js_code: jsCode(u.openid) }, {}],
+      ['a bad token', { js_code: jsCode(u.openid) }, bearer('x'.repeat(32))],
+      ['no js_code (a stolen token alone)', {}, bearer(u.token)],
+      ['an unknown code', { js_code: 'never-issued' }, bearer(u.token)],
+      ["another openid's code", { js_code: jsCode(other.openid) }, bearer(u.token)],
+    ];
+    const used = jsCode(u.openid);
+    await svc.call('getOpenid', { js_code: used });
+    cases.push(['a used code', { js_code: used }, bearer(u.token)]);
+    for (const [what, body, opts] of cases) {
+      const res = await svc.call('deleteAccount', body, opts);
+      expect(res.body.code, what).to.equal(-10);
+    }
+    expect((await db('users').where({ id: u.user_id })).length).to.equal(1);
+    expect(await db('account_deletions').where({ user_id: u.user_id })).to.deep.equal([]);
+    expect(await readSession(redis, u.token, { keyPrefix: prefix })).to.not.equal(null);
+    expect((await svc.call('get', { openid: u.openid })).body.code).to.equal(0);
+  });
+
+  it('is refused in token mode too without the js_code, and works there with both', async () => {
+    const strict = await startService({
+      WECHAT_API_BASE: wechat.url,
+      WECHAT_APPID: 'wx-test',
+      WECHAT_SECRET: 's',
+      AUTH_MODE: 'token',
+    });
+    try {
+      const openid = newOpenid('dels');
+      const code = jsCode(openid);
+      const login = await strict.call('login', { ...loginBody(openid), openid: undefined, js_code: code });
+      expect(login.body.code, login.body.msg).to.equal(0);
+      const token = login.body.data.token as string;
+      expect((await strict.call('deleteAccount', {}, bearer(token))).body.code).to.equal(-10);
+      expect((await strict.call('deleteAccount', { js_code: jsCode(openid), token })).body.code).to.equal(0);
+      expect((await db('users').where({ openid })).length).to.equal(0);
+    } finally {
+      await strict.stop();
+    }
+  });
+
+  it('exports the profile with the full phone, the live sessions and whether a session_key is held; no token, no key', async () => {
+    const u = await registered({ phone: '13800138000' });
+    const second = (await svc.call('loginByOpenid', { openid: u.openid })).body.data.token as string;
+    const code = jsCode(u.openid);
+    expect((await svc.call('getOpenid', { js_code: code })).body.code).to.equal(0);
+    const res = await svc.call('exportData', {}, bearer(u.token));
+    expect(res.body.code, res.body.msg).to.equal(0);
+    const data = res.body.data;
+    expect(exportOutput.validate(data, { convert: false }).error).to.equal(undefined);
+    expect(data.user).to.include({ user_id: u.user_id, openid: u.openid, phone: '13800138000', unionid: null });
+    expect(data.user.ctime).to.match(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(data.sessions).to.have.length(3);
+    for (const s of data.sessions) expect(Object.keys(s).sort()).to.deep.equal(['expires_at', 'idle_timeout', 'issued_at']);
+    expect(data.session_key_held).to.equal(true);
+    expect(data.avatar_stored_here).to.equal(false);
+    for (const secret of [u.token, second, `sk-${codes}`]) expect(res.text).to.not.include(secret);
+
+    await svc.call('logout', { openid: u.openid });
+    const fresh = (await svc.call('loginByOpenid', { openid: u.openid })).body.data.token as string;
+    const after = (await svc.call('exportData', {}, bearer(fresh))).body.data;
+    expect(after.sessions).to.have.length(1);
+    expect(after.session_key_held).to.equal(false);
+    expect((await svc.call('exportData', {})).body.code).to.equal(-10);
+  });
+
+  it('an update racing a deletion never brings the row or the cached profile back', async () => {
+    for (let round = 0; round < 8; round++) {
+      const u = await registered();
+      // warm the cache, so that a stale fill would have something to write back
+      await svc.call('get', { openid: u.openid });
+      const [del, ...updates] = await Promise.all([
+        svc.call('deleteAccount', { js_code: jsCode(u.openid) }, bearer(u.token)),
+        ...[0, 1, 2].map((i) => svc.call('update', { user_id: u.user_id, update: { nick_name: `r${round}-${i}` } })),
+        svc.call('get', { openid: u.openid }),
+        svc.call('loginByOpenid', { openid: u.openid }),
+      ]);
+      expect(del!.body.code).to.equal(0);
+      for (const up of updates.slice(0, 3)) expect([0, -2]).to.include(up.body.code);
+      expect(await db('users').where({ openid: u.openid })).to.deep.equal([]);
+      const profile = await redis.hgetall(`${prefix}user:{${u.openid}}:profile`);
+      expect(profile.user, `round ${round}`).to.equal(undefined);
+      expect((await svc.call('get', { openid: u.openid })).body.code).to.equal(-4);
+      // a loginByOpenid that read the row before the deletion left no live session behind
+      expect(await redis.zcard(`${prefix}user:{${u.openid}}:sessions`)).to.equal(0);
+    }
+  });
+});
