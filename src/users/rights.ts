@@ -48,7 +48,11 @@ export class AccountRights {
       proven = await this.deps.users.proveCode(jsCode);
     } catch (err) {
       // WeChat's refusal (used, expired or foreign code) proves nothing; a timeout stays -2.
-      if (err instanceof ServiceError && err.kind === 'upstream' && typeof (err.cause as { errcode?: unknown })?.errcode === 'number') {
+      if (
+        err instanceof ServiceError &&
+        err.kind === 'upstream' &&
+        typeof (err.cause as { errcode?: unknown })?.errcode === 'number'
+      ) {
         throw refuse('the js_code is not a fresh wx.login code');
       }
       throw err;

@@ -167,7 +167,7 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
     defineRoute({
       name: 'exportData',
       summary:
-        "A copy of everything held about the session user (PIPL art. 45): the profile with the full phone, " +
+        'A copy of everything held about the session user (PIPL art. 45): the profile with the full phone, ' +
         'the live sessions (never a token), whether a session_key is held (never its value)',
       input: noInput,
       output: exportOutput,

@@ -328,10 +328,7 @@ export const exportOutput = Joi.object({
       Joi.object({
         issued_at: Joi.number().integer().required().description('When the session was opened, Unix seconds'),
         expires_at: Joi.number().integer().required().description('Its absolute expiry, Unix seconds'),
-        idle_timeout: Joi.number()
-          .integer()
-          .required()
-          .description('Seconds without use after which it ends earlier'),
+        idle_timeout: Joi.number().integer().required().description('Seconds without use after which it ends earlier'),
       }),
     )
     .required()
@@ -341,7 +338,7 @@ export const exportOutput = Joi.object({
     .description("Whether WeChat's session_key for the user is held (server-side only); never its value"),
   avatar_stored_here: Joi.boolean()
     .required()
-    .description("Whether user.avatar is a file this service stores (removed with the account)"),
+    .description('Whether user.avatar is a file this service stores (removed with the account)'),
 })
   .description('Everything the service holds about the user')
   .meta({ component: 'DataExport' });

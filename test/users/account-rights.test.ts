@@ -40,7 +40,11 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
   function jsCode(openid: string): string {
     codes += 1;
     const code = `del-code-${codes}`;
-    wechat.on(code, { body: { openid, session_key: `sk-${codes}` } }, { body: { errcode: 40163, errmsg: 'code been used' } });
+    wechat.on(
+      code,
+      { body: { openid, session_key: `sk-${codes}` } },
+      { body: { errcode: 40163, errmsg: 'code been used' } },
+    );
     return code;
   }
 
@@ -75,7 +79,12 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
 
   before(async () => {
     wechat = await new FakeWechat().start();
-    svc = await startService({ WECHAT_API_BASE: wechat.url, WECHAT_APPID: 'wx-test', WECHAT_SECRET: 's', PUBLIC_BASE_URL });
+    svc = await startService({
+      WECHAT_API_BASE: wechat.url,
+      WECHAT_APPID: 'wx-test',
+      WECHAT_SECRET: 's',
+      PUBLIC_BASE_URL,
+    });
     db = testDb();
     redis = testRedis();
   });
@@ -135,7 +144,7 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
     expect((await svc.call('loginByOpenid', { openid: u.openid })).body.data.user_id).to.equal(again.body.data.user_id);
   });
 
-  it('refuses -10, changing nothing, without a token, without a js_code, with a used, foreign or another openid\'s code', async () => {
+  it("refuses -10, changing nothing, without a token, without a js_code, with a used, foreign or another openid's code", async () => {
     const u = await registered();
     const other = await registered();
     const cases: [string, unknown, object][] = [
@@ -191,7 +200,8 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
     expect(data.user).to.include({ user_id: u.user_id, openid: u.openid, phone: '13800138000', unionid: null });
     expect(data.user.ctime).to.match(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
     expect(data.sessions).to.have.length(3);
-    for (const s of data.sessions) expect(Object.keys(s).sort()).to.deep.equal(['expires_at', 'idle_timeout', 'issued_at']);
+    for (const s of data.sessions)
+      expect(Object.keys(s).sort()).to.deep.equal(['expires_at', 'idle_timeout', 'issued_at']);
     expect(data.session_key_held).to.equal(true);
     expect(data.avatar_stored_here).to.equal(false);
     for (const secret of [u.token, second, `sk-${codes}`]) expect(res.text).to.not.include(secret);
