@@ -281,10 +281,23 @@ export const userOutput = Joi.object({
   user_id: fields.user_id.required(),
   openid: fields.openid.required(),
   unionid: fields.unionid,
-  nick_name: fields.nick_name.required(),
-  avatar: fields.avatar.required(),
+  // '' once WeChat has said the user withdrew it or that it was cleaned (/wechat/push): the
+  // document's fields stay strings.
+  nick_name: fields.nick_name
+    .allow('')
+    .required()
+    .description("Display name: 1-64 characters (an emoji counts as one), or '' once WeChat withdrew or cleaned it"),
+  avatar: fields.avatar
+    .allow('')
+    .required()
+    .description("Avatar URL, http or https, or '' once WeChat withdrew or cleaned it"),
   gender: fields.gender.required(),
-  phone: fields.phone.required(),
+  phone: fields.phone
+    .allow('')
+    .required()
+    .description(
+      "Contact string, 1-32 characters (not necessarily a phone number), or '' once the user withdrew it in WeChat",
+    ),
   ctime: dateTime('Created').required(),
   mtime: dateTime('Last modified').required(),
 })
@@ -332,13 +345,16 @@ export const exportOutput = Joi.object({
       }),
     )
     .required()
-    .description('The live sessions, oldest first; never their tokens'),
+    .description('The live sessions, oldest first; never their tokens')
+    .example([{ issued_at: 1795650000, expires_at: 1796254800, idle_timeout: 172800 }]),
   session_key_held: Joi.boolean()
     .required()
-    .description("Whether WeChat's session_key for the user is held (server-side only); never its value"),
+    .description("Whether WeChat's session_key for the user is held (server-side only); never its value")
+    .example(true),
   avatar_stored_here: Joi.boolean()
     .required()
-    .description('Whether user.avatar is a file this service stores (removed with the account)'),
+    .description('Whether user.avatar is a file this service stores (removed with the account)')
+    .example(false),
 })
   .description('Everything the service holds about the user')
   .meta({ component: 'DataExport' });
