@@ -214,6 +214,23 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
     expect((await svc.call('exportData', {})).body.code).to.equal(-10);
   });
 
+  it('rate limits a caller looping exportData with one valid session (429), and deleteAccount at 2 a call', async () => {
+    const limited = await startService({ WECHAT_API_BASE: wechat.url, RATE_LIMIT_IP: 6, RATE_LIMIT_OPENID: 0 });
+    try {
+      const openid = newOpenid('rl');
+      const token = (await limited.call('login', loginBody(openid))).body.data.token as string;
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) statuses.push((await limited.call('exportData', {}, bearer(token))).status);
+      // login took 1 of the 6: five copies, then 429
+      expect(statuses).to.deep.equal([200, 200, 200, 200, 200, 429, 429, 429]);
+      const over = await limited.call('deleteAccount', { js_code: jsCode(openid) }, bearer(token));
+      expect(over.status).to.equal(429);
+      expect((await db('users').where({ openid })).length).to.equal(1);
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it('an update racing a deletion never brings the row or the cached profile back', async () => {
     for (let round = 0; round < 8; round++) {
       const u = await registered();
