@@ -5,6 +5,11 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { readSession } from 'wechat-user-sessions';
 import type { RedisClient } from '../../src/redis/client';
+import { ServiceError } from '../../src/errors';
+import { createLogger } from '../../src/logger';
+import { createServices, type Services } from '../../src/services';
+import type { UserRow } from '../../src/users/model';
+import { UserRepository } from '../../src/users/repository';
 import { exportOutput } from '../../src/users/schemas';
 import { newOpenid, testConfig } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
@@ -250,6 +255,87 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
       expect((await svc.call('get', { openid: u.openid })).body.code).to.equal(-4);
       // a loginByOpenid that read the row before the deletion left no live session behind
       expect(await redis.zcard(`${prefix}user:{${u.openid}}:sessions`)).to.equal(0);
+    }
+  });
+
+  describe('a read held across the deletion, step by step', () => {
+    let services: Services;
+    let hold: Promise<void> | null = null;
+    let release: () => void = () => {};
+    let readDone: () => void = () => {};
+    class SlowReads extends UserRepository {
+      override async findByOpenid(openid: string): Promise<UserRow[]> {
+        const rows = await super.findByOpenid(openid);
+        const held = hold;
+        if (held) {
+          hold = null;
+          readDone();
+          await held;
+        }
+        return rows;
+      }
+    }
+    /** Holds the next MySQL read after it was answered; resolves once it has been. */
+    function holdNextRead(): Promise<void> {
+      hold = new Promise<void>((r) => (release = r));
+      return new Promise<void>((r) => (readDone = r));
+    }
+
+    before(async () => {
+      services = await createServices(testConfig(), createLogger('silent'), {
+        repository: (k, t) => new SlowReads(k, t),
+      });
+    });
+    after(() => services.close());
+
+    async function coldUser(): Promise<{ openid: string; userId: number }> {
+      const openid = newOpenid('held');
+      const { user_id } = await services.users.register(openid, {
+        nick_name: 'n',
+        avatar: 'https://e.x/a.png',
+        gender: 1,
+        phone: '1',
+      });
+      await services.users.logout(openid);
+      return { openid, userId: user_id };
+    }
+
+    it('a loginByOpenid that read the row before the deletion stores no session and caches nothing', async () => {
+      const { openid } = await coldUser();
+      const read = holdNextRead();
+      const login = services.users.loginByOpenid(openid).then(
+        () => 'answered',
+        (err: unknown) => (err instanceof ServiceError ? err.kind : String(err)),
+      );
+      await read; // it holds the row
+      await services.rights.deleteUser(openid, 'user');
+      release();
+      expect(await login).to.equal('notFound');
+      expect(await redis.zcard(`${prefix}user:{${openid}}:sessions`)).to.equal(0);
+      expect(await redis.hget(`${prefix}user:{${openid}}:profile`, 'user')).to.equal(null);
+    });
+
+    it('a get that read the row before the deletion cannot cache it', async () => {
+      const { openid } = await coldUser();
+      const read = holdNextRead();
+      const get = services.users.get(openid);
+      await read;
+      await services.rights.deleteUser(openid, 'user');
+      release();
+      await get; // it began before the deletion
+      // its fill is not awaited by get: give it the time of a round trip, then look
+      await services.redis.ping();
+      expect(await redis.hget(`${prefix}user:{${openid}}:profile`, 'user')).to.equal(null);
+      await expectCode(services.users.get(openid), 'notFound');
+    });
+
+    async function expectCode(call: Promise<unknown>, kind: string): Promise<void> {
+      try {
+        await call;
+        expect.fail('answered');
+      } catch (err) {
+        expect((err as ServiceError).kind).to.equal(kind);
+      }
     }
   });
 });
