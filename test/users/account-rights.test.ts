@@ -282,7 +282,7 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
     }
 
     before(async () => {
-      services = await createServices(testConfig(), createLogger('silent'), {
+      services = await createServices(testConfig({ WECHAT_API_BASE: wechat.url }), createLogger('silent'), {
         repository: (k, t) => new SlowReads(k, t),
       });
     });
@@ -313,6 +313,19 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
       expect(await login).to.equal('notFound');
       expect(await redis.zcard(`${prefix}user:{${openid}}:sessions`)).to.equal(0);
       expect(await redis.hget(`${prefix}user:{${openid}}:profile`, 'user')).to.equal(null);
+    });
+
+    it('a getOpenid that read the user before the deletion issues a session without its user_id', async () => {
+      const { openid, userId } = await coldUser();
+      const read = holdNextRead();
+      const answer = services.users.openidFromCode(jsCode(openid));
+      await read;
+      await services.rights.deleteUser(openid, 'user');
+      release();
+      const { token } = await answer;
+      const session = await readSession(redis, token, { keyPrefix: prefix });
+      expect(session).to.include({ openid, user_id: null });
+      expect(userId).to.be.greaterThan(0);
     });
 
     it('a get that read the row before the deletion cannot cache it', async () => {
