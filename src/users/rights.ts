@@ -47,12 +47,11 @@ export class AccountRights {
     try {
       proven = await this.deps.users.proveCode(jsCode);
     } catch (err) {
-      // WeChat's refusal (used, expired or foreign code) proves nothing; a timeout stays -2.
-      if (
-        err instanceof ServiceError &&
-        err.kind === 'upstream' &&
-        typeof (err.cause as { errcode?: unknown })?.errcode === 'number'
-      ) {
+      // WeChat's refusal (used, expired or foreign code) proves nothing; a timeout or WeChat's
+      // "system busy" (errcode -1) stays -2, worth a retry.
+      const errcode =
+        err instanceof ServiceError && err.kind === 'upstream' && (err.cause as { errcode?: unknown })?.errcode;
+      if (typeof errcode === 'number' && errcode !== -1) {
         throw refuse('the js_code is not a fresh wx.login code');
       }
       throw err;

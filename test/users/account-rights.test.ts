@@ -159,6 +159,9 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
       ['an unknown code', { js_code: 'never-issued' }, bearer(u.token)],
       ["another openid's code", { js_code: jsCode(other.openid) }, bearer(u.token)],
     ];
+    // WeChat busy (errcode -1, retried once by the client) is not a refusal of the code: -2
+    wechat.on('busy-code', { body: { errcode: -1, errmsg: 'system error' } });
+    expect((await svc.call('deleteAccount', { js_code: 'busy-code' }, bearer(u.token))).body.code).to.equal(-2);
     const used = jsCode(u.openid);
     await svc.call('getOpenid', { js_code: used });
     cases.push(['a used code', { js_code: used }, bearer(u.token)]);

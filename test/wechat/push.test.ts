@@ -85,6 +85,11 @@ describe("WeChat's message push (/wechat/push): authorization events", function 
 
   it('answers the URL check with echostr when signed, 401 when not or when stale', async () => {
     expect(await pusher.verify('echo-123')).to.deep.equal({ status: 200, text: 'echo-123' });
+    const q = pusher.query();
+    q.set('echostr', '<script>x</script>');
+    const echoed = await fetch(`${svc.url}/wechat/push?${q}`);
+    expect(echoed.headers.get('content-type')).to.match(/^text\/plain/);
+    expect(echoed.headers.get('x-content-type-options')).to.equal('nosniff');
     expect((await pusher.verify('x', { token: 'forged' })).status).to.equal(401);
     expect((await pusher.verify('x', { timestamp: Math.floor(Date.now() / 1000) - 301 })).status).to.equal(401);
   });
