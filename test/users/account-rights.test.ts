@@ -132,8 +132,10 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
       expect(Object.keys(await redis.hgetall(key)).sort()).to.deep.equal(['gone', 'v']);
       expect(await redis.pttl(key)).to.be.within(1, 120_000);
     }
+    // A user_id appears in a key name only as a rate-limit subject (`…|<id>`) or in braces.
+    const namesId = new RegExp(`[|{:]${u.user_id}([}:]|$)`);
     const byId = (await keysMatching(redis, prefix, String(u.user_id))).filter(
-      (k) => !k.includes(':ratelimit:') && !k.includes(u.openid),
+      (k) => namesId.test(k) && !k.includes(':ratelimit:'),
     );
     expect(byId).to.deep.equal([]);
 

@@ -296,7 +296,13 @@ describe("WeChat's message push (/wechat/push): authorization events", function 
 
 describe('/wechat/push and the per-IP limit', () => {
   it('is not limited per IP (WeChat pushes from few addresses), nor spends a client budget', async () => {
-    const svc = await startService({ WECHAT_PUSH_TOKEN: TOKEN, RATE_LIMIT_IP: 2, RATE_LIMIT_OPENID: 0 });
+    // Its own key prefix (inside the run's): the run's other services share 127.0.0.1's budget.
+    const svc = await startService({
+      WECHAT_PUSH_TOKEN: TOKEN,
+      RATE_LIMIT_IP: 2,
+      RATE_LIMIT_OPENID: 0,
+      REDIS_KEY_PREFIX: `${testConfig().redis.keyPrefix}push-rl:`,
+    });
     try {
       const pusher = new WechatPusher(svc.url, TOKEN, APPID);
       for (let i = 0; i < 10; i++) {
