@@ -92,7 +92,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   // unknown path): outside the envelope, the body limits and the rate limits, with its own.
   if (config.push?.token) {
     const { token, aesKeys } = config.push;
-    const handle = pushDispatcher(pushEffects(services.rights, logger), logger);
+    const handle = pushDispatcher(pushEffects(services.rights, logger, services.content), logger);
     app.use(pushReceiver({ token, aesKeys, appid: config.wechat?.appid ?? '' }, handle, logger));
   }
   app.use(envelope());

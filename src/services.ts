@@ -10,6 +10,7 @@ import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
 import { ProfileFlows } from './users/flows';
+import { ContentCheck } from './users/content';
 import { AccountRights } from './users/rights';
 import { dateFormatter } from './users/model';
 import { UserRepository } from './users/repository';
@@ -17,6 +18,7 @@ import { UserService } from './users/service';
 import { AccessTokenProvider } from './wechat/access-token';
 import { WechatClient } from './wechat/client';
 import { PhoneNumberApi } from './wechat/phone-number';
+import { SecurityApi } from './wechat/security';
 import { SessionKeyStore } from './wechat/session-keys';
 
 export interface Services {
@@ -30,6 +32,8 @@ export interface Services {
   flows: ProfileFlows;
   /** deleteAccount, exportData, and what WeChat's authorization pushes take back. */
   rights: AccountRights;
+  /** WeChat's content check of nicknames and avatars; its image verdicts come by the push. */
+  content: ContentCheck;
   media: MediaStore;
   metrics: Metrics;
   readiness: Readiness;
@@ -110,8 +114,26 @@ export async function createServices(
     },
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
+  // One WeChat access token for every process and instance, for every WeChat server API.
+  const accessTokens = new AccessTokenProvider(
+    config.wechat,
+    redis,
+    keys,
+    breaker,
+    logger.child({ component: 'wechat' }),
+  );
+  const content = new ContentCheck({
+    api: new SecurityApi(config.wechat, accessTokens),
+    redis,
+    keys,
+    breaker,
+    settings: config.content,
+    logger: logger.child({ component: 'content-check' }),
+    count: (kind, verdict) => metrics.contentCheck(kind, verdict),
+  });
   const formatDate = dateFormatter(config.timeZone);
   const users = new UserService({
+    content,
     repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
     cache,
     sessions,
@@ -124,14 +146,6 @@ export async function createServices(
       logger.debug({ store, op, err: (err as Error)?.message }, 'store operation failed');
     },
   });
-  // One WeChat access token for every process and instance, for every WeChat server API.
-  const accessTokens = new AccessTokenProvider(
-    config.wechat,
-    redis,
-    keys,
-    breaker,
-    logger.child({ component: 'wechat' }),
-  );
   const media = new DiskMediaStore(config.media.dir, config.media.publicBaseUrl);
   const flows = new ProfileFlows({
     users,
@@ -140,6 +154,7 @@ export async function createServices(
     avatarMaxBytes: config.media.avatarMaxBytes,
     formatDate,
     logger,
+    content,
   });
   const rights = new AccountRights({ users, media, logger });
   const readiness = new Readiness(
@@ -160,6 +175,7 @@ export async function createServices(
     users,
     flows,
     rights,
+    content,
     media,
     metrics,
     readiness,

@@ -82,6 +82,13 @@ export interface Config {
     publicBaseUrl: string;
     avatarMaxBytes: number;
   };
+  /** WeChat's content check of nicknames and avatars (users/content.ts). */
+  content: {
+    enabled: boolean;
+    review: 'accept' | 'refuse';
+    failure: 'open' | 'closed';
+    cacheTtlSeconds: number;
+  };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -196,6 +203,16 @@ const schema = Joi.object({
       then: Joi.valid('').messages({ 'any.only': '{{#label}} needs WECHAT_PUSH_AES_KEY' }),
     })
     .required(),
+  CONTENT_CHECK: Joi.string()
+    .valid('auto', 'on', 'off')
+    .when('WECHAT_APPID', {
+      is: '',
+      then: Joi.valid('auto', 'off').messages({ 'any.only': '{{#label}} on needs WECHAT_APPID and WECHAT_SECRET' }),
+    })
+    .required(),
+  CONTENT_REVIEW: Joi.string().valid('accept', 'refuse').required(),
+  CONTENT_CHECK_FAILURE: Joi.string().valid('open', 'closed').required(),
+  CONTENT_CACHE_TTL_SECONDS: positiveInt.max(30 * 86_400).required(),
   AVATAR_MAX_BYTES: Joi.number()
     .integer()
     .min(1024)
@@ -302,6 +319,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       dir: v.MEDIA_DIR,
       publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
+    },
+    content: {
+      // auto: on wherever WeChat can be asked, i.e. an app is configured.
+      enabled: v.CONTENT_CHECK === 'on' || (v.CONTENT_CHECK === 'auto' && v.WECHAT_APPID !== ''),
+      review: v.CONTENT_REVIEW,
+      failure: v.CONTENT_CHECK_FAILURE,
+      cacheTtlSeconds: v.CONTENT_CACHE_TTL_SECONDS,
     },
   };
 }

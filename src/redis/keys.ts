@@ -22,6 +22,16 @@ export interface KeyLayout extends SessionKeys {
   wechatAccessToken(appid: string): string;
   /** String: a random value, held (SET NX PX) by the one process refreshing that token. */
   wechatAccessTokenLock(appid: string): string;
+  /**
+   * String: WeChat's msgSecCheck verdict (pass, review or risky) on a text, by the SHA-256 (hex)
+   * of the text, for CONTENT_CACHE_TTL_SECONDS: a repeated nickname costs no call.
+   */
+  contentVerdict(digest: string): string;
+  /**
+   * String (JSON {user_id, openid, url}): whose avatar a mediaCheckAsync trace_id is about, kept
+   * until WeChat's verdict has come (it comes within 30 minutes; the key lives an hour).
+   */
+  mediaCheck(traceId: string): string;
 }
 
 export function keyLayout(prefix: string): KeyLayout {
@@ -32,5 +42,7 @@ export function keyLayout(prefix: string): KeyLayout {
     rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
     wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
     wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,
+    contentVerdict: (digest) => `${prefix}content:text:${digest}`,
+    mediaCheck: (traceId) => `${prefix}content:media:${traceId}`,
   };
 }

@@ -6,6 +6,7 @@ import { Slots } from '../media/slots';
 import { readUpload } from '../media/upload';
 import type { Session } from '../sessions/store';
 import type { PhoneNumberApi } from '../wechat/phone-number';
+import type { ContentCheck } from './content';
 import type { DateFormatter, User } from './model';
 import type { UserService } from './service';
 
@@ -17,6 +18,8 @@ export interface ProfileFlowDeps {
   /** YYYY-MM-DD HH:mm:ss in TIME_ZONE: the avatar file's time stamp. */
   formatDate: DateFormatter;
   logger: Logger;
+  /** WeChat's check of the stored avatar; its verdict comes later, by the message push. */
+  content?: Pick<ContentCheck, 'checkAvatar'>;
 }
 
 /** How many later seconds a name is tried in when uploads of one user collide. */
@@ -62,6 +65,7 @@ export class ProfileFlows {
       await media.remove(key).catch(() => undefined);
       throw err;
     }
+    this.deps.content?.checkAvatar(user, media.url(key));
     // Only a file of this user's own: an avatar URL set through update may name anything.
     const old = media.keyOf(user.avatar);
     if (old && old !== key && old.startsWith(`avatar/${user.user_id}_`)) {

@@ -45,8 +45,11 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
       output: userSessionOutput,
-      codes: { invalid: -1, upstream: -2, other: -2 },
+      codes: { invalid: -1, upstream: -2, other: -2, contentRefused: -11 },
       identifies: true,
+      // A first login may cost two WeChat content checks (the nickname and the avatar), which
+      // WeChat meters per app: a client spends its budget twice as fast, as update does.
+      rateCost: 2,
       handle: ({ openid, unionid, js_code: _, ...profile }) => users.register(openid!, profile, unionid),
     }),
     defineRoute({
@@ -95,13 +98,13 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       input: updateInput,
       fastInput: updateShortcut,
       output: emptyListOutput,
-      codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
+      codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4, contentRefused: -11 },
       owner: ({ user_id }) => ({ user_id }),
       // A write, and -2 against 0 tells whether a user_id exists: half the pace of a read, so
       // a client cannot pass RATE_LIMIT_IP updates in any span shorter than the window.
       rateCost: 2,
       handle: async ({ user_id, update }) => {
-        await users.update(user_id, parsePatch(update));
+        await users.edit(user_id, parsePatch(update));
         return [];
       },
     }),
@@ -133,6 +136,8 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       output: userOutput,
       codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
       session: 'required',
+      // Each upload is decoded and re-encoded, then sent to WeChat's image check (metered per app).
+      rateCost: 2,
       multipart: {
         file: 'file',
         description: 'A JPEG, PNG or WebP image (decided from its content, not its name)',
