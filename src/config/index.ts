@@ -207,7 +207,7 @@ const schema = Joi.object({
     .valid('auto', 'on', 'off')
     .when('WECHAT_APPID', {
       is: '',
-      then: Joi.valid('auto', 'off').messages({ 'any.only': '{{#label}} on needs WECHAT_APPID and WECHAT_SECRET' }),
+      then: Joi.invalid('on').messages({ 'any.invalid': '{{#label}} on needs WECHAT_APPID' }),
     })
     .required(),
   CONTENT_REVIEW: Joi.string().valid('accept', 'refuse').required(),
