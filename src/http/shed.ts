@@ -1,5 +1,16 @@
-import type { Middleware } from 'koa';
+import type { Context, Middleware } from 'koa';
 import type { RouteState } from './route';
+
+const LEAVE = Symbol('leave the shedder');
+
+/**
+ * Gives the request's slot back before it is answered: for a request that will now wait on its
+ * client (an upload's body) under a bound of its own, so that slow clients cannot fill the gate
+ * the JSON routes share. Idempotent; nothing for a request the gate did not admit.
+ */
+export function leaveShedder(ctx: Context): void {
+  (ctx.state as { [LEAVE]?: () => void })[LEAVE]?.();
+}
 
 /** Seconds a shed client is told to wait: long enough for a burst to pass, short for a user. */
 const RETRY_AFTER_SECONDS = 1;
@@ -37,10 +48,16 @@ export class LoadShedder {
         return;
       }
       this.current += 1;
+      let left = false;
+      const leave = () => {
+        if (!left) this.current -= 1;
+        left = true;
+      };
+      (ctx.state as { [LEAVE]?: () => void })[LEAVE] = leave;
       try {
         await next();
       } finally {
-        this.current -= 1;
+        leave();
       }
     };
   }

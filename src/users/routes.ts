@@ -1,5 +1,6 @@
 import { sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
+import { leaveShedder } from '../http/shed';
 import type { ProfileFlows } from './flows';
 import {
   emptyListOutput,
@@ -132,10 +133,12 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
       },
       handle: async (_input, ctx) => {
         try {
-          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req));
+          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req, () => leaveShedder(ctx)));
         } catch (err) {
           // An upload refused half-read: the rest is not read, so the connection cannot be reused.
           if (!ctx.req.complete) ctx.set('Connection', 'close');
+          // A client too slow to send is not waited for to read: cut once the 408 is written.
+          if ((err as { status?: number }).status === 408) ctx.res.once('finish', () => ctx.req.socket.destroy());
           throw err;
         }
       },
