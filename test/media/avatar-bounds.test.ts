@@ -242,3 +242,19 @@ describe('avatar upload slots: per user, per process, minimum rate', function ()
     expect([...codes].every((c) => c === 0 || c === 429)).to.equal(true);
   });
 });
+
+describe('avatar uploads and the client rate limit', () => {
+  it('an upload takes 10 of the client budget (RATE_LIMIT_IP): 60 a minute at the default 600', async () => {
+    const svc = await startService({ RATE_LIMIT_IP: 35, REDIS_COMMAND_TIMEOUT_MS: 2000 });
+    try {
+      const login = await svc.call('login', loginBody(newOpenid('rl')));
+      const file = await photo(16, 16);
+      // The login took 1 of 35: three uploads take 30 more, the fourth is over.
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push((await upload(svc, login.body.data.token, file)).code);
+      expect(codes).to.deep.equal([0, 0, 0, 429]);
+    } finally {
+      await svc.stop();
+    }
+  });
+});
