@@ -23,6 +23,8 @@ const RETRY_AFTER_SECONDS = 1;
  * It sits after the body's bytes are read and before they are parsed: a request whose body is
  * still arriving holds no slot (a client that stalls mid-body is the HTTP timeouts' business,
  * and must not be able to fill this gate), and a shed request costs no parse, guard or store.
+ * An upload, whose body its handler reads, leaves the gate first (leaveShedder) under bounds of
+ * its own (media/upload.ts).
  */
 export class LoadShedder {
   private current = 0;
