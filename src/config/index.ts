@@ -79,6 +79,8 @@ export interface Config {
     /** Uploads read or worked on at once, per process and per user (docs/limits.md). */
     uploadsMax: number;
     uploadsPerUser: number;
+    /** Uploads one user may start a minute, per process (0: no pace). */
+    uploadsPerUserPerMinute: number;
     /** A body slower than this over 5 s is cut (408). */
     uploadMinBytesPerSecond: number;
     /** The most a decode may hold, estimated from the image's header. */
@@ -179,6 +181,7 @@ const schema = Joi.object({
     .required(),
   AVATAR_UPLOADS_MAX: positiveInt.max(1024).required(),
   AVATAR_UPLOADS_PER_USER: positiveInt.max(Joi.ref('AVATAR_UPLOADS_MAX')).required(),
+  AVATAR_UPLOADS_PER_USER_PER_MINUTE: Joi.number().integer().min(0).max(6000).required(),
   AVATAR_UPLOAD_MIN_BYTES_PER_S: Joi.number().integer().min(0).required(),
   AVATAR_DECODE_MAX_BYTES: Joi.number().integer().min(1_000_000).required(),
   MEDIA_SWEEP_INTERVAL_MS: Joi.number().integer().min(0).required(),
@@ -279,6 +282,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
       uploadsMax: v.AVATAR_UPLOADS_MAX,
       uploadsPerUser: v.AVATAR_UPLOADS_PER_USER,
+      uploadsPerUserPerMinute: v.AVATAR_UPLOADS_PER_USER_PER_MINUTE,
       uploadMinBytesPerSecond: v.AVATAR_UPLOAD_MIN_BYTES_PER_S,
       decodeMaxBytes: v.AVATAR_DECODE_MAX_BYTES,
       sweepIntervalMs: v.MEDIA_SWEEP_INTERVAL_MS,

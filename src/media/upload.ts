@@ -25,11 +25,26 @@ export interface UploadLimits {
 export class UploadGate {
   private total = 0;
   private readonly byKey = new Map<string, number>();
+  /** Per key, when its pace allows the next upload (GCRA): none once that time has passed. */
+  private readonly due = new Map<string, number>();
 
   constructor(
     private readonly perProcess: number,
     private readonly perKey: number,
+    /** Uploads a key may start a minute (a burst of that many, then one every 60/n s); 0: any. */
+    private readonly perKeyPerMinute = 0,
   ) {}
+
+  /** Throws when `key` has started its minute's uploads already; else counts this one. */
+  private pace(key: string, now = Date.now()): void {
+    if (!this.perKeyPerMinute) return;
+    const interval = 60_000 / this.perKeyPerMinute;
+    const at = Math.max(this.due.get(key) ?? now, now);
+    const early = at - now - interval * (this.perKeyPerMinute - 1);
+    if (early > 0) throw new RateLimitedError(Math.ceil(early / 1000));
+    if (this.due.size >= 10_000) for (const [k, t] of this.due) if (t <= now) this.due.delete(k);
+    this.due.set(key, at + interval);
+  }
 
   /** Uploads being read or worked on now. */
   get inflight(): number {
@@ -41,6 +56,7 @@ export class UploadGate {
     const mine = this.byKey.get(key) ?? 0;
     if (mine >= this.perKey) throw new RateLimitedError(1);
     if (this.total >= this.perProcess) throw new BusyError('too many uploads at once, retry later');
+    this.pace(key);
     this.byKey.set(key, mine + 1);
     this.total += 1;
     let left = false;

@@ -19,6 +19,7 @@ export interface ProfileFlowDeps {
     avatarMaxBytes: number;
     uploadsMax: number;
     uploadsPerUser: number;
+    uploadsPerUserPerMinute: number;
     uploadMinBytesPerSecond: number;
     decodeMaxBytes: number;
   };
@@ -52,7 +53,8 @@ export class ProfileFlows {
   private readonly decodes: Slots;
 
   constructor(private readonly deps: ProfileFlowDeps) {
-    this.uploads = new UploadGate(deps.limits.uploadsMax, deps.limits.uploadsPerUser);
+    const { uploadsMax, uploadsPerUser, uploadsPerUserPerMinute } = deps.limits;
+    this.uploads = new UploadGate(uploadsMax, uploadsPerUser, uploadsPerUserPerMinute);
     this.decodes = new Slots(DECODES, deps.limits.uploadsMax, 'avatar uploads');
   }
 

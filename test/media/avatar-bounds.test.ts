@@ -243,7 +243,24 @@ describe('avatar upload slots: per user, per process, minimum rate', function ()
   });
 });
 
-describe('avatar uploads and the client rate limit', () => {
+describe('avatar uploads and the rate limits', () => {
+  it('a user starts at most AVATAR_UPLOADS_PER_USER_PER_MINUTE uploads (however many connections and addresses)', async () => {
+    const svc = await startService({ AVATAR_UPLOADS_PER_USER_PER_MINUTE: 3, REDIS_COMMAND_TIMEOUT_MS: 2000 });
+    try {
+      const [a, b] = [newOpenid('pace'), newOpenid('pace')];
+      const tokens = await Promise.all(
+        [a, b].map(async (o) => (await svc.call('login', loginBody(o))).body.data.token),
+      );
+      const file = await photo(16, 16);
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push((await upload(svc, tokens[0], file)).status);
+      expect(answers).to.deep.equal([200, 200, 200, 429]);
+      expect((await upload(svc, tokens[1], file)).code).to.equal(0);
+    } finally {
+      await svc.stop();
+    }
+  });
+
   it('an upload takes 10 of the client budget (RATE_LIMIT_IP): 60 a minute at the default 600', async () => {
     const svc = await startService({ RATE_LIMIT_IP: 35, REDIS_COMMAND_TIMEOUT_MS: 2000 });
     try {
