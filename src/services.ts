@@ -164,10 +164,11 @@ export async function createServices(
   );
   sweeper.start();
   // glibc's malloc keeps what each decode thread freed (RSS only grows with uploads) unless
-  // told otherwise at start: package.json's config.malloc_env, the systemd unit.
+  // told otherwise at start: package.json's config.malloc_env, the systemd unit. Said in
+  // production only, where it matters and where nobody counts warnings of a test run.
   const glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
     ?.glibcVersionRuntime;
-  if (glibc && !process.env.MALLOC_MMAP_THRESHOLD_) {
+  if (config.env === 'production' && glibc && !process.env.MALLOC_MMAP_THRESHOLD_) {
     logger.warn(
       { MALLOC_ARENA_MAX: 2, MALLOC_MMAP_THRESHOLD_: 131072 },
       'glibc malloc without a fixed mmap threshold: avatar decodes will keep RSS high; start with these (docs/limits.md)',
