@@ -81,6 +81,18 @@ export interface Config {
     /** The URL base clients reach this service at: avatar URLs are <base>/media/avatar/<name>. */
     publicBaseUrl: string;
     avatarMaxBytes: number;
+    /** Uploads read or worked on at once, per process and per user (docs/limits.md). */
+    uploadsMax: number;
+    uploadsPerUser: number;
+    /** Uploads one user may start a minute, per process (0: no pace). */
+    uploadsPerUserPerMinute: number;
+    /** A body slower than this over 5 s is cut (408). */
+    uploadMinBytesPerSecond: number;
+    /** The most a decode may hold, estimated from the image's header. */
+    decodeMaxBytes: number;
+    /** The orphan sweep: every `sweepIntervalMs` (0: never), at most `sweepBatch` files a pass. */
+    sweepIntervalMs: number;
+    sweepBatch: number;
   };
 }
 
@@ -201,6 +213,13 @@ const schema = Joi.object({
     .min(1024)
     .max(20 * 1024 * 1024)
     .required(),
+  AVATAR_UPLOADS_MAX: positiveInt.max(1024).required(),
+  AVATAR_UPLOADS_PER_USER: positiveInt.max(Joi.ref('AVATAR_UPLOADS_MAX')).required(),
+  AVATAR_UPLOADS_PER_USER_PER_MINUTE: Joi.number().integer().min(0).max(6000).required(),
+  AVATAR_UPLOAD_MIN_BYTES_PER_S: Joi.number().integer().min(0).required(),
+  AVATAR_DECODE_MAX_BYTES: Joi.number().integer().min(1_000_000).required(),
+  MEDIA_SWEEP_INTERVAL_MS: Joi.number().integer().min(0).required(),
+  MEDIA_SWEEP_BATCH: positiveInt.max(100_000).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -302,6 +321,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       dir: v.MEDIA_DIR,
       publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
+      uploadsMax: v.AVATAR_UPLOADS_MAX,
+      uploadsPerUser: v.AVATAR_UPLOADS_PER_USER,
+      uploadsPerUserPerMinute: v.AVATAR_UPLOADS_PER_USER_PER_MINUTE,
+      uploadMinBytesPerSecond: v.AVATAR_UPLOAD_MIN_BYTES_PER_S,
+      decodeMaxBytes: v.AVATAR_DECODE_MAX_BYTES,
+      sweepIntervalMs: v.MEDIA_SWEEP_INTERVAL_MS,
+      sweepBatch: v.MEDIA_SWEEP_BATCH,
     },
   };
 }
