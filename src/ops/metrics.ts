@@ -90,6 +90,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly peerErrors = new Counter({
+    name: `${PREFIX}http_peer_errors_total`,
+    help:
+      'Requests a client gave up on: bodies it stopped sending (kind="aborted_body") and connection errors ' +
+      '(kind="socket": reset, closed mid-request, unparsable HTTP); logged at debug only',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly unreadBodies = new Counter({
+    name: `${PREFIX}http_unread_bodies_total`,
+    help:
+      'Bodies answered before they were read to their end, by what the lingering close did with the rest: ' +
+      'read to its end ("drained") or cut at its bound ("cut")',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
 
