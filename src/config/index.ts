@@ -35,6 +35,8 @@ export interface Config {
     apiBase: string;
     timeoutMs: number;
     sessionKeyTtlSeconds: number;
+    /** How long every process remembers WeChat's refusal of an access token (0: not at all). */
+    tokenRefusalBackoffMs: number;
   };
   cache: { ttlSeconds: number; absentTtlMs: number };
   timeZone: string;
@@ -116,6 +118,7 @@ const schema = Joi.object({
     .required(),
   WECHAT_TIMEOUT_MS: positiveInt.required(),
   WECHAT_SESSION_KEY_TTL_SECONDS: positiveInt.required(),
+  WECHAT_TOKEN_REFUSAL_BACKOFF_MS: Joi.number().integer().min(0).max(600_000).required(),
   CACHE_TTL_SECONDS: positiveInt.required(),
   CACHE_ABSENT_TTL_MS: positiveInt.required(),
   TIME_ZONE: timeZone.required(),
@@ -224,6 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiBase: String(v.WECHAT_API_BASE).replace(/\/+$/, ''),
       timeoutMs: v.WECHAT_TIMEOUT_MS,
       sessionKeyTtlSeconds: v.WECHAT_SESSION_KEY_TTL_SECONDS,
+      tokenRefusalBackoffMs: v.WECHAT_TOKEN_REFUSAL_BACKOFF_MS,
     },
     cache: { ttlSeconds: v.CACHE_TTL_SECONDS, absentTtlMs: v.CACHE_ABSENT_TTL_MS },
     timeZone: v.TIME_ZONE,
