@@ -57,8 +57,10 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
+  const rateLimits = rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit);
+  services.metrics.rateLimitKeysSource = rateLimits.localKeys;
   const guards = [
-    rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
+    rateLimits,
     authGuard(config.authMode, services.sessions),
     identityGuard(
       { authMode: config.authMode, ...config.identity },

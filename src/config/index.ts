@@ -46,7 +46,7 @@ export interface Config {
   /** Headers a trusted gateway (WeChat Cloud Run) sets to the caller's ids; '' when none. */
   identity: { trustedOpenidHeader: string; trustedUnionidHeader: string };
   sessions: { ttlSeconds: number; idleSeconds: number; maxPerUser: number };
-  rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
+  rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number; localKeys: number };
   /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
   trustProxy: number;
   /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
@@ -136,6 +136,7 @@ const schema = Joi.object({
   RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
+  RATE_LIMIT_LOCAL_KEYS: Joi.number().integer().min(100).max(1_000_000).required(),
   TRUST_PROXY: Joi.alternatives(Joi.boolean(), Joi.number().integer().min(0).max(MAX_PROXY_HOPS)).required(),
   REDIS_CLUSTER_NODES: Joi.string()
     .allow('')
@@ -244,6 +245,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS,
       ipPoints: v.RATE_LIMIT_IP,
       openidPoints: v.RATE_LIMIT_OPENID,
+      localKeys: v.RATE_LIMIT_LOCAL_KEYS,
     },
     trustProxy: Number(v.TRUST_PROXY),
     logFormat: v.LOG_FORMAT,

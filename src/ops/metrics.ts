@@ -110,9 +110,20 @@ export class Metrics {
 
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
+  /** Reads how many keys the rate limits keep in this process (set by the app that owns them). */
+  rateLimitKeysSource?: () => number;
 
   constructor(pool?: () => PoolStats | undefined) {
     const inflight = () => this.inflightSource?.();
+    const rateLimitKeys = () => this.rateLimitKeysSource?.();
+    new Gauge({
+      name: `${PREFIX}rate_limit_local_keys`,
+      help: 'Clients and client+user pairs the rate limits count in this process while Redis is down (bounded)',
+      registers: [this.registry],
+      collect() {
+        this.set(rateLimitKeys() ?? 0);
+      },
+    });
     new Gauge({
       name: `${PREFIX}http_inflight_requests`,
       help: 'API requests of this process past their body and not yet answered (bounded by MAX_INFLIGHT)',
