@@ -143,6 +143,7 @@ export async function createServices(
     keys,
     breaker,
     logger.child({ component: 'wechat' }),
+    { refusalBackoffMs: config.wechat.tokenRefusalBackoffMs },
   );
   const media = new DiskMediaStore(config.media.dir, config.media.publicBaseUrl);
   const flows: ProfileFlows = new ProfileFlows({
