@@ -1,4 +1,5 @@
 import { startServer, type RunningServer } from '../../src/server';
+import { watchService } from './contract';
 import { testConfig } from './env';
 import { post, type Answer } from './http';
 
@@ -23,8 +24,17 @@ export async function startService(
   logTo?: LogCapture,
 ): Promise<TestService> {
   const running = await startServer(testConfig(overrides), logTo);
+  // Every answer it gives is held to the document it serves (helpers/contract.ts).
+  const unwatch = await watchService(running.url, running.opsUrl);
   return {
     ...running,
+    async stop(graceMs) {
+      try {
+        return await running.stop(graceMs);
+      } finally {
+        unwatch();
+      }
+    },
     call: (route, body, opts) => post(running.url, route, body, opts),
   };
 }
