@@ -29,15 +29,32 @@ interface Op {
   requestBody: { content: Record<string, { schema: Record<string, unknown> }> };
 }
 
-/** The POST routes of a document, with the media type of their bodies. */
-function postRoutes(doc: OpenApiDocument): { path: string; multipart: boolean; schema: Record<string, unknown> }[] {
-  return Object.entries(doc.paths)
-    .filter(([, item]) => item.post)
-    .map(([path, item]) => {
-      const content = (item.post as unknown as Op).requestBody.content;
-      const multipart = !content['application/json'];
-      return { path, multipart, schema: (content['application/json'] ?? Object.values(content)[0]!).schema };
-    });
+/**
+ * The POST routes of a document whose bodies are JSON or a multipart form, with their schema
+ * (a body of another type would need a generator of its own).
+ */
+interface PostRoute {
+  path: string;
+  multipart: boolean;
+  schema: Record<string, unknown>;
+}
+
+function postRoutes(doc: OpenApiDocument): PostRoute[] {
+  return Object.entries(doc.paths).flatMap(([path, item]): PostRoute[] => {
+    const content = (item.post as unknown as Op | undefined)?.requestBody?.content ?? {};
+    const json = content['application/json'];
+    const form = content['multipart/form-data'];
+    if (json) return [{ path, multipart: false, schema: json.schema }];
+    return form ? [{ path, multipart: true, schema: form.schema }] : [];
+  });
+}
+
+/** The form's file field: the binary property it requires. */
+function fileField(schema: Record<string, unknown>): string {
+  const s = schema as { required?: string[]; properties?: Record<string, { format?: string }> };
+  const field = (s.required ?? []).find((name) => s.properties?.[name]?.format === 'binary');
+  if (!field) throw new Error('a multipart body without a required binary field');
+  return field;
 }
 
 /**
@@ -163,6 +180,7 @@ describe('the OpenAPI document against bodies generated from it (fast-check)', f
 
           if (route.multipart) {
             // The file part, as wx.uploadFile sends it: one (valid), none or two (invalid).
+            const field = fileField(schema);
             const file = fc.oneof(
               fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
               fc.constant(png),
@@ -170,7 +188,7 @@ describe('the OpenAPI document against bodies generated from it (fast-check)', f
             await fc.assert(
               fc.asyncProperty(fc.array(file, { maxLength: 2 }), fc.boolean(), async (files, withToken) => {
                 const form = new FormData();
-                for (const f of files) form.append('file', new Blob([f], { type: 'image/png' }), 'a.png');
+                for (const f of files) form.append(field, new Blob([f], { type: 'image/png' }), 'a.png');
                 const token = withToken ? (await known()).token : undefined;
                 const answer = await send(svc, route.path, { body: form, json: false, token });
                 if (files.length !== 1) expect(answer.code, answer.text).to.not.equal(0);
