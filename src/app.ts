@@ -105,9 +105,10 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
 
 /**
  * The operator's app, for the OPS_PORT listener: /healthz, /readyz, /metrics, /openapi.json and
- * /docs; no body parser, no envelope: probes and scrapers, never the mini-program. Given the
- * API's handler, it passes the API's paths (and /media/) on to it untouched (same limits, same
- * shedder), so that the console's "try it out" reaches this very process from the operator's side.
+ * /docs; no body parser, no envelope (only its 404 and 405 take the envelope's shape): probes and
+ * scrapers, never the mini-program. Given the API's handler, it passes the API's paths (and
+ * /media/) on to it untouched (same limits, same shedder), so that the console's "try it out"
+ * reaches this very process from the operator's side.
  */
 export function createOpsApp(services: Services, logger: Logger, api?: RequestListener, opsPort?: number): Koa {
   const app = new Koa();

