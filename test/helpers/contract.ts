@@ -93,6 +93,28 @@ export class Contract {
       });
       return { template, regex: new RegExp(`^${source}$`), params, item, opsOnly: Boolean(item.servers?.length) };
     });
+    this.precompile();
+  }
+
+  /**
+   * Compiles every answer schema now, when the service starts: compiled on first use instead,
+   * a schema's 10-100 ms would land in the middle of a test, on the event loop that also runs
+   * its fake WeChat (a storm's WeChat replies then come late).
+   */
+  private precompile(): void {
+    for (const { template, item } of this.matchers) {
+      for (const method of OPERATIONS) {
+        const op = item[method] as Operation | undefined;
+        for (const [status, response] of Object.entries(op?.responses ?? {})) {
+          const schema = response.content?.['application/json']?.schema;
+          if (schema) this.validatorFor(`${method} ${template} ${status} application/json`, schema);
+        }
+      }
+    }
+    for (const [name, response] of Object.entries(this.doc.components.responses ?? {})) {
+      const schema = response.content?.['application/json']?.schema;
+      if (schema) this.validatorFor(`${name} application/json`, schema);
+    }
   }
 
   private compile(schema: Schema): ValidateFunction {
