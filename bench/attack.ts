@@ -10,9 +10,12 @@
  * It prints `ATTACK_READY` once its half-open connections are open (or after 5 s) and the bodies
  * start. On SIGTERM it prints one line `ATTACK_JSON {…}`: bodies sent and answered by HTTP status,
  * reconnects, half-open connections alive, and exits.
+ * With `--token T --file F` the bodies are instead avatar uploads of F (multipart, as
+ * wx.uploadFile sends) by the user of session T: one user uploading from many connections.
  *
  *   node --import tsx bench/attack.ts --url http://127.0.0.1:3000 [--half-open 300] [--rate 200]
  */
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
@@ -24,6 +27,8 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '200' },
     connections: { type: 'string', default: '4' },
     size: { type: 'string', default: '16384' },
+    token: { type: 'string' },
+    file: { type: 'string' },
   },
 });
 const target = new URL(values.url!);
@@ -40,10 +45,17 @@ function bodyOf(bytes: number): Buffer {
   s += '}';
   return Buffer.from(s.padEnd(bytes, ' '));
 }
-const body = bodyOf(size);
+const part = '--b0\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n';
+const [path, type, body] = values.token
+  ? [
+      `/service/user/avatar`,
+      `multipart/form-data; boundary=b0\r\nAuthorization: Bearer ${values.token}`,
+      Buffer.concat([Buffer.from(part), readFileSync(values.file!), Buffer.from('\r\n--b0--\r\n')]),
+    ]
+  : [values.path, 'application/json', bodyOf(size)];
 const request = Buffer.concat([
   Buffer.from(
-    `POST ${values.path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n` +
+    `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: ${type}\r\n` +
       `Content-Length: ${body.length}\r\n\r\n`,
   ),
   body,

@@ -76,6 +76,7 @@ export const FLOOR_MYSQL = 'floor: node:http + mysql2';
 export const FLOOR_UPDATE = 'floor: node:http + mysql2 transaction';
 export const CACHED_W1 = 'loginByOpenid cached, WORKERS=1';
 export const CACHED_ATTACK = 'loginByOpenid cached, WORKERS=1, under attack';
+export const CACHED_UPLOAD = 'loginByOpenid cached, WORKERS=1, one user uploading';
 export const CACHED_W2 = 'loginByOpenid cached, WORKERS=2';
 export const CACHED_BURST = 'loginByOpenid cached, fresh WORKERS=1 after a burst';
 export const BURST_NOTE = (connections: number, seconds: number) =>
@@ -93,6 +94,7 @@ export const ORDER = [
   FLOOR_KOA,
   CACHED_W1,
   CACHED_ATTACK,
+  CACHED_UPLOAD,
   CACHED_BURST,
   CACHED_W2,
   GET,

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import Redis from 'ioredis';
 import mysql from 'mysql2/promise';
+import sharp from 'sharp';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
 import {
@@ -20,6 +21,7 @@ import {
   ForeignCpu,
   freePort,
   mb,
+  postJson,
   ServerProcess,
   sleep,
 } from './lib';
@@ -29,6 +31,7 @@ import {
   ATTACK_NOTE,
   BURST_NOTE,
   CACHED_ATTACK,
+  CACHED_UPLOAD,
   CACHED_BURST,
   CACHED_W1,
   CACHED_W2,
@@ -69,7 +72,7 @@ const HELP = `npm run bench -- [options]
                      (default 1500; 0 leaves the row out)
   --rounds N         measurements of every scenario, interleaved; the table shows medians (default 5)
   --attack-half-open N  half-open connections of the attack row (default 300; 0 with --attack-rate 0
-                     leaves the row out)
+                     leaves it and the uploading row out)
   --attack-rate N    maximum-size bodies a second of the attack row (default 200)
   --attack-size N    bytes of each attack body (default 16384, the body limit)
   --mysql URL        MySQL server, without a database (default mysql://root@127.0.0.1:3306)
@@ -289,6 +292,13 @@ async function main(): Promise<void> {
     LOG_LEVEL: 'warn',
     RATE_LIMIT_IP: '0',
     RATE_LIMIT_OPENID: '0',
+    MEDIA_DIR: join(os.tmpdir(), `user-service-bench-media-${process.pid}`),
+    // As `npm start` runs it (package.json config.malloc_env).
+    ...Object.fromEntries(
+      String(pkg.config.malloc_env)
+        .split(' ')
+        .map((kv) => kv.split('=')),
+    ),
   };
   const running = new Set<ServerProcess>();
   const start = async (name: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
@@ -449,7 +459,11 @@ async function main(): Promise<void> {
    * Runs `measure` while bench/attack.ts attacks `proc`: its half-open connections are opened
    * first (a second to connect), and its answer counts are read when it is stopped.
    */
-  const underAttack = async (proc: ServerProcess, measure: () => Promise<unknown>): Promise<AttackStats> => {
+  const underAttack = async (
+    proc: ServerProcess,
+    measure: () => Promise<unknown>,
+    args: string[] = [],
+  ): Promise<AttackStats> => {
     const { halfOpen, rate, size } = opts.attack;
     const child = spawn(
       process.execPath,
@@ -461,6 +475,7 @@ async function main(): Promise<void> {
         `--half-open=${halfOpen}`,
         `--rate=${rate}`,
         `--size=${size}`,
+        ...args,
       ],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -505,6 +520,10 @@ async function main(): Promise<void> {
   const uncachedCursor = { at: 0, wrapped: false };
   const attackTotals = { sent: 0, late: 0, answered: {} as Record<string, number>, halfOpenAlive: [] as number[] };
   const withAttack = opts.attack.halfOpen > 0 || opts.attack.rate > 0;
+  const uploadFile = join(os.tmpdir(), `user-service-bench-avatar-${process.pid}.jpg`);
+  const noise = { type: 'gaussian' as const, mean: 128, sigma: 40 };
+  const photo = { width: 1600, height: 1200, channels: 3 as const, background: '#888', noise };
+  if (withAttack) await sharp({ create: photo }).jpeg({ quality: 60 }).toFile(uploadFile);
   let profile: RunReport['profile'];
   // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
   const bufferPool = await prepareBufferPool(connect, opts.bufferPool, log);
@@ -577,6 +596,19 @@ async function main(): Promise<void> {
         for (const [status, n] of Object.entries(stats.answered)) {
           attackTotals.answered[status] = (attackTotals.answered[status] ?? 0) + n;
         }
+        await cleanSessions();
+        // The same path while one user uploads a 1600x1200 photo from 8 connections, as fast
+        // as it is answered: what the upload bounds leave the JSON routes.
+        const { text } = await postJson(login(service1), { openid: benchOpenid(0) });
+        const token = `--token=${(JSON.parse(text) as { data: { token: string } }).data.token}`;
+        const file = ['--half-open=0', '--rate=1000', '--connections=8', token, `--file=${uploadFile}`];
+        const note = '8 connections uploading for one user';
+        await underAttack(
+          service1,
+          () =>
+            run(CACHED_UPLOAD, service1, { url: login(service1), bodies: randomCached }, { floor: CACHED_W1, note }),
+          file,
+        );
         await cleanSessions();
       }
       if (opts.burst > 0) {

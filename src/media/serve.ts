@@ -4,13 +4,17 @@ import { contentTypeOf } from './image';
 import type { MediaStore } from './store';
 
 /**
- * The only media URLs there are: /media/avatar/<user_id>_<YYYYMMDDHHmmss>.<ext>. The raw path
+ * The only media URLs there are: /media/avatar/<user_id>_<YYYYMMDDHHmmss>_<hex>.<ext> (and the
+ * names without `_<hex>` that uploads were given before it was added). The raw path
  * is matched before any decoding, so an escape (%2e%2e, %2f), a backslash or a NUL can never
  * form a name: anything else under /media is 404.
  */
-const AVATAR_PATH = /^\/media\/(avatar\/[0-9]{1,10}_[0-9]{14}\.(jpg|png|webp))$/;
+const AVATAR_PATH = /^\/media\/(avatar\/[0-9]{1,16}_[0-9]{14}(?:_[0-9a-f]{12})?\.(jpg|png|webp))$/;
 
 const notFound = { code: 404, msg: 'not found', data: null };
+
+/** The media paths that exist, and their methods: any other method there is 405 (app.ts). */
+export const mediaPaths = (path: string): readonly string[] | null => (AVATAR_PATH.test(path) ? ['GET', 'HEAD'] : null);
 
 /** GET/HEAD /media/...: stored media, immutable (a new upload always gets a new name). */
 export function serveMedia(store: MediaStore): Middleware {

@@ -22,6 +22,8 @@ export interface KeyLayout extends SessionKeys {
   wechatAccessToken(appid: string): string;
   /** String: a random value, held (SET NX PX) by the one process refreshing that token. */
   wechatAccessTokenLock(appid: string): string;
+  /** String: the errcode of WeChat's last refusal of that token, for a short backoff (PX). */
+  wechatAccessTokenRefused(appid: string): string;
   /**
    * String: WeChat's msgSecCheck verdict (pass, review or risky) on a text, by the SHA-256 (hex)
    * of the text, for CONTENT_CACHE_TTL_SECONDS: a repeated nickname costs no call.
@@ -42,6 +44,7 @@ export function keyLayout(prefix: string): KeyLayout {
     rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
     wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
     wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,
+    wechatAccessTokenRefused: (appid) => `${prefix}wechat:{${appid}}:access_token:refused`,
     contentVerdict: (digest) => `${prefix}content:text:${digest}`,
     mediaCheck: (traceId) => `${prefix}content:media:${traceId}`,
   };

@@ -1,5 +1,6 @@
 import { sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
+import { leaveShedder } from '../http/shed';
 import type { ProfileFlows } from './flows';
 import type { AccountRights } from './rights';
 import {
@@ -136,8 +137,10 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       output: userOutput,
       codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
       session: 'required',
-      // Each upload is decoded and re-encoded, then sent to WeChat's image check (metered per app).
-      rateCost: 2,
+      // A decode costs up to a few hundred ms of a core: a tenth of a client's pace (60 a
+      // minute at the default RATE_LIMIT_IP), which a user changing an avatar never nears. It
+      // also bounds what a client spends of WeChat's image checks (metered per app).
+      rateCost: 10,
       multipart: {
         file: 'file',
         description: 'A JPEG, PNG or WebP image (decided from its content, not its name)',
@@ -145,10 +148,12 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       },
       handle: async (_input, ctx) => {
         try {
-          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req));
+          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req, () => leaveShedder(ctx)));
         } catch (err) {
           // An upload refused half-read: the rest is not read, so the connection cannot be reused.
           if (!ctx.req.complete) ctx.set('Connection', 'close');
+          // A client too slow to send is not waited for to read: cut once the 408 is written.
+          if ((err as { status?: number }).status === 408) ctx.res.once('finish', () => ctx.req.socket.destroy());
           throw err;
         }
       },

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { RedisClient } from '../../src/redis/client';
@@ -332,12 +332,10 @@ describe("WeChat's content check of nicknames and avatars", function () {
       const u = await registered();
       const first = await upload(u.token, '#a11');
       const firstTrace = await traceOf(first);
-      // Replaced by update with a URL elsewhere (the file stays), then by a new upload.
-      const elsewhere = `https://example.com/elsewhere-${u.user_id}.png`;
-      expect((await svc.call('update', { user_id: u.user_id, update: { avatar: elsewhere } })).body.code).to.equal(0);
-      await traceOf(elsewhere);
+      const firstBytes = readFileSync(fileOf(first));
       const second = await upload(u.token, '#1a1');
-      expect(existsSync(fileOf(first))).to.equal(true);
+      // The replacement released the first file; as if that removal had failed, it is back.
+      writeFileSync(fileOf(first), firstBytes);
       const before = await row(u.openid);
 
       await verdict(firstTrace, 'risky');
@@ -345,6 +343,11 @@ describe("WeChat's content check of nicknames and avatars", function () {
       expect(existsSync(fileOf(second))).to.equal(true);
       expect(await row(u.openid)).to.deep.equal(before);
       expect(await avatarOf(u.openid)).to.equal(second);
+      // Replaced by a URL elsewhere: the verdict on the second upload leaves that URL alone.
+      const elsewhere = `https://example.com/elsewhere-${u.user_id}.png`;
+      expect((await svc.call('update', { user_id: u.user_id, update: { avatar: elsewhere } })).body.code).to.equal(0);
+      await verdict(await traceOf(second), 'risky');
+      expect(await avatarOf(u.openid)).to.equal(elsewhere);
     });
 
     it("update's avatar URL and a first login's avatar are checked too; a risky verdict clears the URL", async () => {
