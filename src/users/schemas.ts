@@ -73,6 +73,15 @@ function isText(value: unknown, max: number, opts: TextOptions = {}): value is s
 }
 
 /**
+ * text()'s rules as a JSON Schema pattern, for the API page. Without lookahead (test generators
+ * do not take it): a display name is its characters around one that is not white space.
+ */
+function textPattern(opts: TextOptions): string {
+  const refused = `${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}${opts.display ? INVISIBLE_CLASS : ''}`;
+  return opts.display ? `^[^${refused}]*[^${refused}\\s][^${refused}]*$` : `^[^${refused}]+$`;
+}
+
+/**
  * A string of 1..max characters counted as Unicode code points, the way MySQL counts a
  * utf8mb4 VARCHAR: an emoji is one character there but two UTF-16 units in JS. JSON Schema
  * counts code points too, so the API page gets `max` as its maxLength (the joi max of 2*max
@@ -93,9 +102,7 @@ function text(max: number, opts: TextOptions = {}) {
     .meta({
       openapi: {
         maxLength: max,
-        pattern:
-          `^${opts.display ? '(?=[\\s\\S]*\\S)' : ''}` +
-          `[^${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}${opts.display ? INVISIBLE_CLASS : ''}]+$`,
+        pattern: textPattern(opts),
       },
     });
 }
