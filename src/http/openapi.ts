@@ -369,9 +369,17 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
   };
   const httpAnswers = { ...COMMON_HTTP_ANSWERS };
   if (route.multipart) {
+    httpAnswers['408'] = {
+      description: 'The body arrived slower than AVATAR_UPLOAD_MIN_BYTES_PER_S (or stalled); the connection is closed',
+      code: 408,
+    };
     httpAnswers['413'] = {
       description: `The file is larger than ${route.multipart.maxBytes} bytes (AVATAR_MAX_BYTES)`,
       code: 413,
+    };
+    httpAnswers['503'] = {
+      description: `${COMMON_HTTP_ANSWERS['503']!.description}; or AVATAR_UPLOADS_MAX uploads are being read`,
+      code: 503,
     };
   }
   for (const [kind, common] of commonCodes()) {
