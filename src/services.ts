@@ -1,4 +1,4 @@
-import type { Config } from './config';
+import { requirePhoneKeys, type Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { Metrics, type PoolStats } from './ops/metrics';
@@ -11,6 +11,7 @@ import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
 import { ProfileFlows } from './users/flows';
 import { dateFormatter } from './users/model';
+import { PhoneCipher } from './users/phone-cipher';
 import { UserRepository } from './users/repository';
 import { UserService } from './users/service';
 import { AccessTokenProvider } from './wechat/access-token';
@@ -35,7 +36,7 @@ export interface Services {
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
-  repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+  repository?: (db: Knex, queryTimeoutMs: number, phones: PhoneCipher) => UserRepository;
 }
 
 /** tarn's pool behind knex: what /metrics reports as db_pool_connections. */
@@ -65,6 +66,14 @@ export async function createServices(
   logger: Logger,
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
+  // First: without keys in production nothing is opened (the caller reports the ConfigError).
+  const phones = new PhoneCipher(requirePhoneKeys(config));
+  if (config.phone.development) {
+    logger.warn(
+      { PHONE_KEYS: 'unset' },
+      'PHONE_KEYS is not set: phone numbers are encrypted with the published development key (refused in production)',
+    );
+  }
   const dbLog = logger.child({ component: 'knex' });
   // knex's messages can embed a stack; keep only the first line.
   const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
@@ -109,7 +118,12 @@ export async function createServices(
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
   const formatDate = dateFormatter(config.timeZone);
   const users = new UserService({
-    repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
+    repository: (overrides.repository ?? ((k, t, p) => new UserRepository(k, t, p)))(
+      db,
+      config.db.queryTimeoutMs,
+      phones,
+    ),
+    phones,
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),

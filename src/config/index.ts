@@ -6,6 +6,7 @@ import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
 import { MAX_SESSIONS_PER_USER } from '../sessions/limits';
+import { DEVELOPMENT_KEY_TEXT, isDevelopmentKey, parsePhoneKeys, type PhoneKey } from '../users/phone-cipher';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -77,6 +78,13 @@ export interface Config {
     publicBaseUrl: string;
     avatarMaxBytes: number;
   };
+  /**
+   * PHONE_KEYS parsed: the first seals users.phone, all of them open it. `development` when
+   * PHONE_KEYS is unset outside production and the published development key stands in; no
+   * keys when it is unset in production, where whatever reads or writes phones must refuse to
+   * start (requirePhoneKeys). The knex CLI loads this configuration too and needs no keys.
+   */
+  phone: { keys: PhoneKey[]; development: boolean };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -167,10 +175,43 @@ const schema = Joi.object({
     .min(1024)
     .max(20 * 1024 * 1024)
     .required(),
+  // Parsed (and checked) by phoneKeys(): the message must never echo the key material.
+  PHONE_KEYS: Joi.string().allow('').required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** PHONE_KEYS, or the development key where that is allowed; a bad key stops the start, named. */
+function phoneKeys(text: string, nodeEnv: string): Config['phone'] {
+  if (text.trim() === '') {
+    if (nodeEnv === 'production') return { keys: [], development: false };
+    return { keys: parsePhoneKeys(DEVELOPMENT_KEY_TEXT), development: true };
+  }
+  let keys: PhoneKey[];
+  try {
+    keys = parsePhoneKeys(text);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: PHONE_KEYS: ${(err as Error).message}`);
+  }
+  if (nodeEnv === 'production') {
+    const dev = keys.findIndex(isDevelopmentKey);
+    if (dev >= 0) {
+      throw new ConfigError(`invalid configuration: PHONE_KEYS: key ${dev + 1} is the published development key`);
+    }
+  }
+  return { keys, development: false };
+}
+
+/** The phone keys, or a ConfigError naming PHONE_KEYS when production has none. */
+export function requirePhoneKeys(config: Pick<Config, 'phone'>): PhoneKey[] {
+  if (config.phone.keys.length === 0) {
+    throw new ConfigError(
+      'invalid configuration: PHONE_KEYS: required when NODE_ENV=production (docs/phone-encryption.md)',
+    );
+  }
+  return config.phone.keys;
 }
 
 /** Merges config/default.json, config/<NODE_ENV>.json and the environment, then validates. */
@@ -189,6 +230,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     'REDIS_CLUSTER_NODES',
     'TRUSTED_OPENID_HEADER',
     'TRUSTED_UNIONID_HEADER',
+    'PHONE_KEYS',
   ]) {
     if (env[key] === '') merged[key] = '';
   }
@@ -262,5 +304,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
     },
+    phone: phoneKeys(String(v.PHONE_KEYS), nodeEnv),
   };
 }
