@@ -48,7 +48,7 @@ import {
   type RunReport,
 } from './report';
 import { prepareBufferPool } from './buffer-pool';
-import { benchOpenid, ensureSeeded } from './seed';
+import { BENCH_PHONE_KEYS, benchOpenid, ensureSeeded } from './seed';
 
 const ROOT = resolve(__dirname, '..');
 
@@ -289,6 +289,7 @@ async function main(): Promise<void> {
     LOG_LEVEL: 'warn',
     RATE_LIMIT_IP: '0',
     RATE_LIMIT_OPENID: '0',
+    PHONE_KEYS: BENCH_PHONE_KEYS,
   };
   const running = new Set<ServerProcess>();
   const start = async (name: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
