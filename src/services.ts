@@ -67,7 +67,7 @@ export async function createServices(
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
   // First: without keys in production nothing is opened (the caller reports the ConfigError).
-  const phones = new PhoneCipher(requirePhoneKeys(config));
+  const phones = new PhoneCipher(requirePhoneKeys(config), config.phone.memoSize);
   if (config.phone.development) {
     logger.warn(
       { PHONE_KEYS: 'unset' },

@@ -84,7 +84,7 @@ export interface Config {
    * keys when it is unset in production, where whatever reads or writes phones must refuse to
    * start (requirePhoneKeys). The knex CLI loads this configuration too and needs no keys.
    */
-  phone: { keys: PhoneKey[]; development: boolean };
+  phone: { keys: PhoneKey[]; development: boolean; memoSize: number };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -177,6 +177,7 @@ const schema = Joi.object({
     .required(),
   // Parsed (and checked) by phoneKeys(): the message must never echo the key material.
   PHONE_KEYS: Joi.string().allow('').required(),
+  PHONE_MEMO_SIZE: Joi.number().integer().min(0).max(1_000_000).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -184,7 +185,7 @@ export class ConfigError extends Error {
 }
 
 /** PHONE_KEYS, or the development key where that is allowed; a bad key stops the start, named. */
-function phoneKeys(text: string, nodeEnv: string): Config['phone'] {
+function phoneKeys(text: string, nodeEnv: string): Omit<Config['phone'], 'memoSize'> {
   if (text.trim() === '') {
     if (nodeEnv === 'production') return { keys: [], development: false };
     return { keys: parsePhoneKeys(DEVELOPMENT_KEY_TEXT), development: true };
@@ -304,6 +305,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
     },
-    phone: phoneKeys(String(v.PHONE_KEYS), nodeEnv),
+    phone: { ...phoneKeys(String(v.PHONE_KEYS), nodeEnv), memoSize: v.PHONE_MEMO_SIZE },
   };
 }

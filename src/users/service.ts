@@ -4,10 +4,18 @@ import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/stor
 import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
-import { extendJson, openUserJson, toUser, userJson, type DateFormatter, type Profile, type User } from './model';
+import {
+  extendJson,
+  openUserJson,
+  toUser,
+  userJson,
+  type DateFormatter,
+  type Profile,
+  type User,
+  type UserRow,
+} from './model';
 import { UnreadablePhoneError, type PhoneCipher } from './phone-cipher';
 import type { RowPatch, UserRepository } from './repository';
-import type { UserRow } from './model';
 
 /** The session fields added to a login answer, beside the document's user fields. */
 export type SessionFields = {

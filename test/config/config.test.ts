@@ -71,6 +71,7 @@ describe('configuration', () => {
     SHUTDOWN_DELAY_MS: '600001',
     SHUTDOWN_REPEAT_MS: '-1',
     READY_TIMEOUT_MS: 'soon',
+    PHONE_MEMO_SIZE: '-1',
   };
   for (const [name, value] of Object.entries(bad)) {
     it(`refuses ${name}=${value} naming the variable`, () => {

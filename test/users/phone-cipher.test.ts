@@ -54,6 +54,19 @@ describe('phone encryption: the cipher and PHONE_KEYS', () => {
     expect(fail(`${sealed.slice(0, 40)}!${sealed.slice(41)}`, 'o1')).to.equal('malformed');
   });
 
+  it('remembers at most PHONE_MEMO_SIZE opened phones, and a value copied to another row is still refused', () => {
+    const cipher = new PhoneCipher(parsePhoneKeys(a), 3);
+    const values = ['o1', 'o2', 'o3', 'o4', 'o5'].map((o) => ({ o, v: cipher.seal(`1380000000${o[1]}`, o) }));
+    for (const { o, v } of values) expect(cipher.open(v, o)).to.equal(`1380000000${o[1]}`);
+    expect(cipher.remembered).to.equal(3);
+    // Remembered for o5, copied to o1's row: opened afresh for o1, and refused.
+    expect(() => cipher.open(values[4]!.v, 'o1')).to.throw(UnreadablePhoneError);
+    expect(cipher.open(values[4]!.v, 'o5')).to.equal('13800000005');
+    const none = new PhoneCipher(parsePhoneKeys(a), 0);
+    none.open(values[0]!.v, 'o1');
+    expect(none.remembered).to.equal(0);
+  });
+
   it("stores '' as '' and reads plain text from before encryption as it is", () => {
     const cipher = new PhoneCipher(parsePhoneKeys(a));
     expect(cipher.seal('', 'o1')).to.equal('');
