@@ -91,14 +91,14 @@ export class PhoneCipher {
   private readonly byId: Map<string, KeyObject>;
   private readonly current: PhoneKey;
   /**
-   * Phones opened lately, by openid and stored value, oldest first (PHONE_MEMO_SIZE of them).
+   * Phones opened lately, by stored value with its openid, oldest first (PHONE_MEMO_SIZE).
    * Opening costs ~4 µs of CPU, about a tenth of a cached launch's; the same user's profile is
    * read again and again while it is active (every launch, every `session` check of a sibling
    * service). An entry is made only by a successful open of that very value for that very
    * openid, and a value never changes what it opens to, so a hit answers what opening would:
    * a value copied to another row is another entry, opened (and refused) afresh.
    */
-  private readonly recent = new Map<string, string>();
+  private readonly recent = new Map<string, { openid: string; phone: string }>();
 
   /** `keys[0]` seals; all of them open. `memoSize`: how many opened phones to remember (0: none). */
   constructor(
@@ -137,13 +137,12 @@ export class PhoneCipher {
   open(stored: string, openid: string): string {
     if (!isSealed(stored)) return stored;
     if (this.memoSize === 0) return this.decrypt(stored, openid);
-    const memo = `${openid}\n${stored}`;
-    let phone = this.recent.get(memo);
-    if (phone === undefined) {
-      phone = this.decrypt(stored, openid);
-      if (this.recent.size >= this.memoSize) this.recent.delete(this.recent.keys().next().value!);
-      this.recent.set(memo, phone);
-    }
+    // Keyed by the value alone (no key string to build on the hot path), its openid checked.
+    const known = this.recent.get(stored);
+    if (known !== undefined && known.openid === openid) return known.phone;
+    const phone = this.decrypt(stored, openid);
+    if (known === undefined && this.recent.size >= this.memoSize) this.recent.delete(this.recent.keys().next().value!);
+    this.recent.set(stored, { openid, phone });
     return phone;
   }
 
