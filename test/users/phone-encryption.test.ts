@@ -66,7 +66,7 @@ describe('phone numbers encrypted at rest (users.phone and the cached profiles)'
     await wechat.stop();
   });
 
-  it('keeps every number out of MySQL and Redis after logins, updates and a bindPhone, while the API answers them', async () => {
+  it('keeps every number out of MySQL and Redis after logins, updates and a bindPhone, while the API (and the export) answers them', async () => {
     const used: string[] = [];
     const users: { openid: string; token: string; user_id: number; phone: string }[] = [];
     for (let i = 0; i < 4; i++) {
@@ -103,6 +103,8 @@ describe('phone numbers encrypted at rest (users.phone and the cached profiles)'
       const login = await svc.call('loginByOpenid', { openid: u.openid });
       expect(login.body.data.phone, 'loginByOpenid').to.equal(u.phone);
       expect((await svc.call('session', { token: login.body.data.token })).body.data.phone).to.equal(u.phone);
+      const exported = await svc.call('exportData', {}, bearer(login.body.data.token));
+      expect(exported.body.data.user.phone, 'exportData').to.equal(u.phone);
       expect((await svc.call('login', loginBody(u.openid, { phone: 'ignored' }))).body.data.phone).to.equal(u.phone);
     }
     await svc.call('logout', { openid: d.openid });
