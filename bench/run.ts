@@ -51,7 +51,7 @@ import {
   type RunReport,
 } from './report';
 import { prepareBufferPool } from './buffer-pool';
-import { benchOpenid, ensureSeeded } from './seed';
+import { BENCH_PHONE_KEYS, benchOpenid, ensureSeeded } from './seed';
 
 const ROOT = resolve(__dirname, '..');
 
@@ -299,6 +299,7 @@ async function main(): Promise<void> {
         .split(' ')
         .map((kv) => kv.split('=')),
     ),
+    PHONE_KEYS: BENCH_PHONE_KEYS,
   };
   const running = new Set<ServerProcess>();
   const start = async (name: string, args: string[], env: NodeJS.ProcessEnv = {}) => {

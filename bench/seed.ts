@@ -2,6 +2,11 @@ import { SingleBar } from 'cli-progress';
 import mysql from 'mysql2/promise';
 import { parseDatabaseUrl, type DbSettings } from '../src/db/connection';
 import { createKnex, ensureDatabase, migrateLatest } from '../src/db/knex';
+import { PhoneCipher, parsePhoneKeys } from '../src/users/phone-cipher';
+
+/** The bench service's PHONE_KEYS: seeded phones are sealed with it, as the service stores them. */
+export const BENCH_PHONE_KEYS = 'bench:YmVuY2gga2V5IG9mIHRoZSB1c2VyIHNlcnZpY2UhISE=';
+const phones = new PhoneCipher(parsePhoneKeys(BENCH_PHONE_KEYS));
 
 /** The n-th seeded user's openid: the harness derives every request body from it. */
 export const benchOpenid = (n: number) => `bench_${n}`;
@@ -25,7 +30,7 @@ function row(n: number, base: number): unknown[] {
     `${NICKS[n % NICKS.length]}${EMOJI[n % EMOJI.length]}${n}`,
     `https://thirdwx.qlogo.cn/mmopen/vi_32/bench${n.toString(36)}/132`,
     n % 2,
-    `1${String(3_000_000_000 + n).padStart(10, '0')}`,
+    phones.seal(`1${String(3_000_000_000 + n).padStart(10, '0')}`, benchOpenid(n)),
     created,
     created,
   ];
@@ -57,9 +62,11 @@ export async function ensureSeeded(
       const [[stats]] = (await conn.query(
         'SELECT COUNT(*) AS n, MIN(id) AS lo, MAX(id) AS hi FROM users',
       )) as unknown as [{ n: number; lo: number | null; hi: number | null }[]];
-      const [ends] = (await conn.query('SELECT COUNT(*) AS n FROM users WHERE openid IN (?, ?)', [
+      // ...and sealed with the bench key (rows seeded before phones were encrypted are not).
+      const [ends] = (await conn.query('SELECT COUNT(*) AS n FROM users WHERE openid IN (?, ?) AND phone LIKE ?', [
         benchOpenid(0),
         benchOpenid(users - 1),
+        'v1.bench.%',
       ])) as unknown as [{ n: number }[]];
       const ok =
         Number(stats!.n) === users &&

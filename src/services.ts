@@ -1,4 +1,4 @@
-import type { Config } from './config';
+import { requirePhoneKeys, type Config } from './config';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { Metrics, type PoolStats } from './ops/metrics';
@@ -14,6 +14,7 @@ import { ProfileFlows } from './users/flows';
 import { ContentCheck } from './users/content';
 import { AccountRights } from './users/rights';
 import { dateFormatter } from './users/model';
+import { PhoneCipher } from './users/phone-cipher';
 import { UserRepository } from './users/repository';
 import { UserService } from './users/service';
 import { AccessTokenProvider } from './wechat/access-token';
@@ -45,7 +46,7 @@ export interface Services {
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
-  repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+  repository?: (db: Knex, queryTimeoutMs: number, phones: PhoneCipher) => UserRepository;
 }
 
 /**
@@ -81,6 +82,14 @@ export async function createServices(
   logger: Logger,
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
+  // First: without keys in production nothing is opened (the caller reports the ConfigError).
+  const phones = new PhoneCipher(requirePhoneKeys(config), config.phone.memoSize);
+  if (config.phone.development) {
+    logger.warn(
+      { PHONE_KEYS: 'unset' },
+      'PHONE_KEYS is not set: phone numbers are encrypted with the published development key (refused in production)',
+    );
+  }
   const dbLog = logger.child({ component: 'knex' });
   // knex's messages can embed a stack; keep only the first line.
   const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
@@ -142,10 +151,15 @@ export async function createServices(
     count: (kind, verdict) => metrics.contentCheck(kind, verdict),
   });
   const formatDate = dateFormatter(config.timeZone);
-  const repository = (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs);
+  const repository = (overrides.repository ?? ((k, t, p) => new UserRepository(k, t, p)))(
+    db,
+    config.db.queryTimeoutMs,
+    phones,
+  );
   const users: UserService = new UserService({
     content,
     repository,
+    phones,
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),

@@ -6,6 +6,7 @@ import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
 import { MAX_SESSIONS_PER_USER } from '../sessions/limits';
+import { DEVELOPMENT_KEY_TEXT, isDevelopmentKey, parsePhoneKeys, type PhoneKey } from '../users/phone-cipher';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -103,6 +104,13 @@ export interface Config {
     failure: 'open' | 'closed';
     cacheTtlSeconds: number;
   };
+  /**
+   * PHONE_KEYS parsed: the first seals users.phone, all of them open it. `development` when
+   * PHONE_KEYS is unset outside production and the published development key stands in; no
+   * keys when it is unset in production, where whatever reads or writes phones must refuse to
+   * start (requirePhoneKeys). The knex CLI loads this configuration too and needs no keys.
+   */
+  phone: { keys: PhoneKey[]; development: boolean; memoSize: number };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -241,10 +249,44 @@ const schema = Joi.object({
   AVATAR_DECODE_MAX_BYTES: Joi.number().integer().min(1_000_000).required(),
   MEDIA_SWEEP_INTERVAL_MS: Joi.number().integer().min(0).required(),
   MEDIA_SWEEP_BATCH: positiveInt.max(100_000).required(),
+  // Parsed (and checked) by phoneKeys(): the message must never echo the key material.
+  PHONE_KEYS: Joi.string().allow('').required(),
+  PHONE_MEMO_SIZE: Joi.number().integer().min(0).max(1_000_000).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** PHONE_KEYS, or the development key where that is allowed; a bad key stops the start, named. */
+function phoneKeys(text: string, nodeEnv: string): Omit<Config['phone'], 'memoSize'> {
+  if (text.trim() === '') {
+    if (nodeEnv === 'production') return { keys: [], development: false };
+    return { keys: parsePhoneKeys(DEVELOPMENT_KEY_TEXT), development: true };
+  }
+  let keys: PhoneKey[];
+  try {
+    keys = parsePhoneKeys(text);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: PHONE_KEYS: ${(err as Error).message}`);
+  }
+  if (nodeEnv === 'production') {
+    const dev = keys.findIndex(isDevelopmentKey);
+    if (dev >= 0) {
+      throw new ConfigError(`invalid configuration: PHONE_KEYS: key ${dev + 1} is the published development key`);
+    }
+  }
+  return { keys, development: false };
+}
+
+/** The phone keys, or a ConfigError naming PHONE_KEYS when production has none. */
+export function requirePhoneKeys(config: Pick<Config, 'phone'>): PhoneKey[] {
+  if (config.phone.keys.length === 0) {
+    throw new ConfigError(
+      'invalid configuration: PHONE_KEYS: required when NODE_ENV=production (docs/phone-encryption.md)',
+    );
+  }
+  return config.phone.keys;
 }
 
 /** Merges config/default.json, config/<NODE_ENV>.json and the environment, then validates. */
@@ -266,6 +308,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     'WECHAT_PUSH_TOKEN',
     'WECHAT_PUSH_AES_KEY',
     'WECHAT_PUSH_AES_KEY_PREVIOUS',
+    'PHONE_KEYS',
   ]) {
     if (env[key] === '') merged[key] = '';
   }
@@ -359,5 +402,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       failure: v.CONTENT_CHECK_FAILURE,
       cacheTtlSeconds: v.CONTENT_CACHE_TTL_SECONDS,
     },
+    phone: { ...phoneKeys(String(v.PHONE_KEYS), nodeEnv), memoSize: v.PHONE_MEMO_SIZE },
   };
 }
