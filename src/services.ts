@@ -1,4 +1,5 @@
 import type { Config } from './config';
+import { DEFAULT_RETRY, type RetryPolicy } from './db/failover';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { Metrics, type PoolStats } from './ops/metrics';
@@ -35,7 +36,7 @@ export interface Services {
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
-  repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+  repository?: (db: Knex, queryTimeoutMs: number, retry: RetryPolicy) => UserRepository;
 }
 
 /** tarn's pool behind knex: what /metrics reports as db_pool_connections. */
@@ -108,8 +109,16 @@ export async function createServices(
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
   const formatDate = dateFormatter(config.timeZone);
+  const retry: RetryPolicy = {
+    ...DEFAULT_RETRY,
+    onRetry: (err) => metrics.dbRetry((err as { errno?: number })?.errno === 1213 ? 'deadlock' : 'connection'),
+  };
   const users = new UserService({
-    repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
+    repository: (overrides.repository ?? ((k, t, r) => new UserRepository(k, t, r)))(
+      db,
+      config.db.queryTimeoutMs,
+      retry,
+    ),
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),

@@ -84,6 +84,17 @@ export class Metrics {
     }),
   };
 
+  private readonly dbRetries = new Counter({
+    name: `${PREFIX}db_retries_total`,
+    help: 'MySQL work run again: reason "deadlock" (1213, a Galera certification conflict included) or "connection" (lost before COMMIT; a failover)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  dbRetry(reason: 'deadlock' | 'connection'): void {
+    this.dbRetries.inc({ reason });
+  }
+
   readonly shedRequests = new Counter({
     name: `${PREFIX}http_shed_total`,
     help: 'Requests answered 503 at once because MAX_INFLIGHT requests were in flight (load shedding)',

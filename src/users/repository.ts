@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
+import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../db/failover';
 import { inTransaction } from '../db/transaction';
 import type { Profile, UserRow } from './model';
 
@@ -82,9 +83,15 @@ export class UserRepository {
     batchScheduleFn: (run) => setImmediate(run),
   });
 
+  /**
+   * Every statement here may run again when the database lost it (a failover:
+   * src/db/failover.ts): the reads, the idempotent insert, and the update's transaction whole,
+   * never after a COMMIT whose outcome is unknown.
+   */
   constructor(
     private readonly db: Knex,
     private readonly queryTimeoutMs: number,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY,
   ) {}
 
   /** At most two rows: enough to tell "one user" from "several rows for one openid". */
@@ -109,7 +116,7 @@ export class UserRepository {
   }
 
   private async select(sql: string, bindings: string[]): Promise<UserRow[]> {
-    const [rows] = (await this.db.raw(sql, bindings).timeout(this.queryTimeoutMs)) as [UserRow[], unknown];
+    const [rows] = (await this.retried(() => this.db.raw(sql, bindings).timeout(this.queryTimeoutMs))) as [UserRow[], unknown];
     return rows;
   }
 
@@ -119,16 +126,21 @@ export class UserRepository {
    * an AUTO_INCREMENT value even when it inserts nothing (innodb_autoinc_lock_mode 1 and 2
    * reserve one per row before the duplicate is found), so callers look the openid up first
    * and call this only when it is absent: an id is then spent only by a first login that
-   * raced another of the same openid.
+   * raced another of the same openid. For the same reason it may be sent again when its answer
+   * was lost: applied or not, the openid ends up with exactly one row.
    */
   async insertIfAbsent(user: Profile & { openid: string; unionid?: string | null }): Promise<void> {
-    await this.db
+    await this.retried(() => this.db
       .raw(
         'INSERT INTO users (openid, unionid, nick_name, avatar, gender, phone) VALUES (?, ?, ?, ?, ?, ?) ' +
           'ON DUPLICATE KEY UPDATE id = id',
         [user.openid, user.unionid ?? null, user.nick_name, user.avatar, user.gender, user.phone],
       )
-      .timeout(this.queryTimeoutMs);
+      .timeout(this.queryTimeoutMs));
+  }
+
+  private retried<T>(statement: () => PromiseLike<T>): Promise<T> {
+    return withRetry(() => Promise.resolve(statement()), this.retry);
   }
 
   /**
@@ -136,7 +148,7 @@ export class UserRepository {
    * UPDATE, and the change is committed only once it has returned; if it throws, nothing is
    * committed. Returns false when there is no such user. mtime moves forward by at least one
    * second per update, so a client comparing the second-resolution strings always sees it
-   * change.
+   * change. Run again whole (`beforeWrite` too) when it was rolled back or lost before COMMIT.
    */
   async updateProfile(
     id: number,
@@ -154,6 +166,6 @@ export class UserRepository {
       if (guard.status === 'rejected') throw guard.reason;
       if (write.status === 'rejected') throw write.reason;
       return true;
-    });
+    }, this.retry);
   }
 }

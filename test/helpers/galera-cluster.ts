@@ -65,7 +65,10 @@ export class GaleraNode {
    * whether it caught up by IST alone: the donor's rsync ran with --bypass (no state dump).
    */
   async restart(others: GaleraNode[]): Promise<{ ist: boolean }> {
-    const recovery = spawnSync('galera_recovery', [`--defaults-file=${this.cnf}`], { encoding: 'utf8', timeout: 60_000 });
+    const recovery = spawnSync('galera_recovery', [`--defaults-file=${this.cnf}`], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     if (recovery.status !== 0) throw new Error(`galera_recovery failed: ${recovery.stderr}`);
     const position = recovery.stdout.trim();
     const fullDumps = () => others.reduce((n, o) => n + (o.log().match(DONOR_FULL) ?? []).length, 0);
@@ -89,13 +92,18 @@ export class GaleraNode {
 
   /** wsrep_local_state 4 (Synced) and wsrep_ready ON: what the HAProxy check asks too. */
   async synced(): Promise<boolean> {
-    const conn = await createConnection({ host: '127.0.0.1', port: this.ports.sql, user: 'root', connectTimeout: 1000 }).catch(
-      () => null,
-    );
+    const conn = await createConnection({
+      host: '127.0.0.1',
+      port: this.ports.sql,
+      user: 'root',
+      connectTimeout: 1000,
+    }).catch(() => null);
     if (!conn) return false;
     try {
       const [rows] = await conn.query("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready')");
-      const status = new Map((rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, r.Value]));
+      const status = new Map(
+        (rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, r.Value]),
+      );
       return status.get('wsrep_local_state') === '4' && status.get('wsrep_ready') === 'ON';
     } catch {
       return false;
@@ -111,14 +119,24 @@ export class GaleraNode {
 
   /** wsrep_cluster_size and wsrep_cluster_status as this node sees them, or null if it does not answer. */
   async view(): Promise<{ size: number; primary: boolean } | null> {
-    const conn = await createConnection({ host: '127.0.0.1', port: this.ports.sql, user: 'root', connectTimeout: 1000 }).catch(
-      () => null,
-    );
+    const conn = await createConnection({
+      host: '127.0.0.1',
+      port: this.ports.sql,
+      user: 'root',
+      connectTimeout: 1000,
+    }).catch(() => null);
     if (!conn) return null;
     try {
-      const [rows] = await conn.query("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', 'wsrep_cluster_status')");
-      const status = new Map((rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, r.Value]));
-      return { size: Number(status.get('wsrep_cluster_size')), primary: status.get('wsrep_cluster_status') === 'Primary' };
+      const [rows] = await conn.query(
+        "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', 'wsrep_cluster_status')",
+      );
+      const status = new Map(
+        (rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, r.Value]),
+      );
+      return {
+        size: Number(status.get('wsrep_cluster_size')),
+        primary: status.get('wsrep_cluster_status') === 'Primary',
+      };
     } catch {
       return null;
     } finally {
@@ -171,7 +189,9 @@ export class TestGaleraCluster {
     const cluster = new TestGaleraCluster(dir, nodes, await freePort());
     try {
       const gcomm = nodes.map((n) => `127.0.0.1:${n.ports.gcomm}`).join(',');
-      const providerOptions = /^wsrep_provider_options\s*=\s*"([^"]*)"/m.exec(readFileSync(join(DEPLOY, 'galera.cnf'), 'utf8'))?.[1];
+      const providerOptions = /^wsrep_provider_options\s*=\s*"([^"]*)"/m.exec(
+        readFileSync(join(DEPLOY, 'galera.cnf'), 'utf8'),
+      )?.[1];
       if (!providerOptions) throw new Error('deploy/galera.cnf sets no wsrep_provider_options');
       for (const node of nodes) {
         writeFileSync(node.cnf, nodeCnf(node, gcomm, providerOptions));
@@ -210,7 +230,10 @@ export class TestGaleraCluster {
       .replace(/^(\s*stats socket )\S+/m, `$1${join(this.dir, 'haproxy.sock')}`)
       .replace(/^(\s*bind )\S+/m, `$1127.0.0.1:${this.port}`)
       .replace(/^(\s*external-check command )\S+/m, `$1${join(DEPLOY, 'galera-check')}`)
-      .replace(/^(\s*server db(\d) )\S+/gm, (_, head: string, n: string) => `${head}127.0.0.1:${this.nodes[Number(n) - 1]!.ports.sql}`);
+      .replace(
+        /^(\s*server db(\d) )\S+/gm,
+        (_, head: string, n: string) => `${head}127.0.0.1:${this.nodes[Number(n) - 1]!.ports.sql}`,
+      );
     const file = join(this.dir, 'haproxy.cfg');
     writeFileSync(file, cfg);
     const check = spawnSync('haproxy', ['-c', '-f', file], { encoding: 'utf8' });
