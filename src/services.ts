@@ -74,7 +74,7 @@ export async function createServices(
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
-  const metrics = new Metrics(() => poolStats(db));
+  const metrics = new Metrics(() => poolStats(db), config.workers > 1);
 
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.

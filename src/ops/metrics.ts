@@ -1,4 +1,6 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import cluster from 'node:cluster';
+import { getHeapStatistics } from 'node:v8';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RequestObservation } from '../http/observe';
 
 export interface PoolStats {
@@ -24,8 +26,95 @@ function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
     collectDefaultMetrics({ register: processRegistry });
+    // Summed over the workers of WORKERS=N like every other metric, RSS would say nothing about
+    // the bound each process has (its own heap cap): these two keep the largest process's.
+    new Gauge({
+      name: `${PREFIX}process_resident_memory_max_bytes`,
+      help: 'Resident memory of the largest process (one process, or the largest worker of WORKERS=N)',
+      aggregator: 'max',
+      registers: [processRegistry],
+      collect() {
+        this.set(process.memoryUsage.rss());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}process_heap_limit_bytes`,
+      help: "V8's heap limit of one process (--max-old-space-size and the young generation)",
+      aggregator: 'max',
+      registers: [processRegistry],
+      collect() {
+        this.set(getHeapStatistics().heap_size_limit);
+      },
+    });
   }
   return processRegistry;
+}
+
+/** The message a worker sends its primary to get every worker's metrics, and the answer. */
+const SCRAPE = 'userServiceScrape';
+interface ScrapeMessage {
+  [SCRAPE]: 'ask' | 'answer';
+  id: number;
+  text?: string;
+  error?: string;
+}
+const scrapeMessage = (message: unknown): ScrapeMessage | undefined =>
+  typeof message === 'object' && message !== null && SCRAPE in message ? (message as ScrapeMessage) : undefined;
+
+/** How long a worker waits for its primary's aggregated answer (prom-client gives workers 5 s). */
+const SCRAPE_WAIT_MS = 6000;
+
+/**
+ * In the primary of WORKERS=N: answers a worker's scrape with the metrics of every worker,
+ * summed (prom-client's AggregatorRegistry asks each over IPC). The primary serves no HTTP, so
+ * the worker that got the scrape relays it.
+ */
+export function serveClusterMetrics(): void {
+  const aggregator = new AggregatorRegistry();
+  cluster.on('message', (worker, message) => {
+    if (scrapeMessage(message)?.[SCRAPE] !== 'ask') return;
+    const { id } = message as ScrapeMessage;
+    aggregator.clusterMetrics().then(
+      (text) => worker.isConnected() && worker.send({ [SCRAPE]: 'answer', id, text } satisfies ScrapeMessage),
+      (err: Error) =>
+        worker.isConnected() && worker.send({ [SCRAPE]: 'answer', id, error: err.message } satisfies ScrapeMessage),
+    );
+  });
+}
+
+let scrapes = 0;
+const waiting = new Map<number, (answer: ScrapeMessage) => void>();
+
+/** In a worker: every worker's metrics, through the primary. */
+function clusterText(): Promise<string> {
+  const id = ++scrapes;
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      waiting.delete(id);
+      reject(new Error('the primary did not answer the scrape'));
+    }, SCRAPE_WAIT_MS);
+    waiting.set(id, (answer) => {
+      clearTimeout(timer);
+      waiting.delete(id);
+      if (answer.error !== undefined) reject(new Error(answer.error));
+      else resolve(answer.text ?? '');
+    });
+    process.send?.({ [SCRAPE]: 'ask', id } satisfies ScrapeMessage);
+  });
+}
+
+let workerSetUp = false;
+/** In a worker: answer the primary's metric requests with these registries, and take its answers. */
+function setUpWorker(registries: Registry[]): void {
+  AggregatorRegistry.setRegistries(registries);
+  if (workerSetUp) return;
+  workerSetUp = true;
+  // Installs prom-client's listener that answers the primary's requests.
+  new AggregatorRegistry();
+  process.on('message', (message: unknown) => {
+    const answer = scrapeMessage(message);
+    if (answer?.[SCRAPE] === 'answer') waiting.get(answer.id)?.(answer);
+  });
 }
 
 /**
@@ -104,7 +193,15 @@ export class Metrics {
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
 
-  constructor(pool?: () => PoolStats | undefined) {
+  /**
+   * With `clusterWide` (a worker of WORKERS=N), text() answers for every worker: requests served,
+   * errors, pool and process metrics summed over the workers.
+   */
+  private readonly clusterWide: boolean;
+
+  constructor(pool?: () => PoolStats | undefined, clusterWide = false) {
+    this.clusterWide = clusterWide && cluster.isWorker;
+    if (this.clusterWide) setUpWorker([processMetrics(), this.registry]);
     const inflight = () => this.inflightSource?.();
     new Gauge({
       name: `${PREFIX}http_inflight_requests`,
@@ -172,8 +269,9 @@ export class Metrics {
 
   readonly contentType = this.registry.contentType;
 
-  /** The exposition text: this service's metrics and the process's. */
+  /** The exposition text: this service's metrics and the process's (every worker's, clusterWide). */
   async text(): Promise<string> {
+    if (this.clusterWide) return clusterText();
     return Registry.merge([processMetrics(), this.registry]).metrics();
   }
 }
