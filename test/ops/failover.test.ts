@@ -201,7 +201,7 @@ describe('failover under load: Galera behind HAProxy, Redis through Sentinel (th
         expect(
           stored === lastAcked || unacked.has(stored),
           `user ${user}: stored w-${stored}, acknowledged last w-${lastAcked}`,
-        ).to.be.true;
+        ).to.equal(true);
       }
     } finally {
       await conn.end();
