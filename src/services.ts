@@ -92,9 +92,11 @@ export async function createServices(
   if (firstError)
     logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
-  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) =>
-    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),
-  );
+  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) => {
+    metrics.breakerOpens.inc();
+    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while');
+  });
+  metrics.breakerSource = () => breaker.isOpen;
   const keys = keyLayout(config.redis.keyPrefix);
   // A reader holds a row at most a query timeout (twice, for safety) or a minute.
   const tombstoneMs = Math.max(60_000, 2 * config.db.queryTimeoutMs);
@@ -155,6 +157,7 @@ export async function createServices(
     config.readyTimeoutMs,
     logger,
   );
+  metrics.readySource = async () => (await readiness.report()).status === 'ready';
 
   return {
     db,

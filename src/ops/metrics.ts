@@ -190,8 +190,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly breakerOpens = new Counter({
+    name: `${PREFIX}redis_breaker_opens_total`,
+    help: 'Times the Redis circuit breaker opened (a Redis timeout or connection error: calls skip Redis for REDIS_BREAKER_COOLDOWN_MS)',
+    registers: [this.registry],
+  });
+
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
+  /** Whether /readyz would answer ready now (its store checks run at scrape time). */
+  readySource?: () => Promise<boolean>;
+  /** Whether the Redis circuit breaker is open now. */
+  breakerSource?: () => boolean;
 
   /**
    * With `clusterWide` (a worker of WORKERS=N), text() answers for every worker: requests served,
@@ -203,6 +213,28 @@ export class Metrics {
     this.clusterWide = clusterWide && cluster.isWorker;
     if (this.clusterWide) setUpWorker([processMetrics(), this.registry]);
     const inflight = () => this.inflightSource?.();
+    const ready = () => this.readySource?.();
+    const breaker = () => this.breakerSource?.();
+    new Gauge({
+      name: `${PREFIX}ready`,
+      help: 'Whether the process would answer /readyz 200 (its stores answer); with WORKERS=N, the least ready worker',
+      aggregator: 'min',
+      registers: [this.registry],
+      async collect() {
+        const answer = await ready();
+        if (answer !== undefined) this.set(answer ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}redis_breaker_open`,
+      help: 'Whether the Redis circuit breaker is open now (1: calls skip Redis); with WORKERS=N, any worker',
+      aggregator: 'max',
+      registers: [this.registry],
+      collect() {
+        const open = breaker();
+        if (open !== undefined) this.set(open ? 1 : 0);
+      },
+    });
     new Gauge({
       name: `${PREFIX}http_inflight_requests`,
       help: 'API requests of this process past their body and not yet answered (bounded by MAX_INFLIGHT)',
