@@ -62,7 +62,8 @@ export class TestRedisSentinels {
       await freePort(),
     ]);
     try {
-      const server = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
+      // In its own directory: a replica's full sync writes an RDB file wherever it runs.
+      const server = ['--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
       set.run(set.primaryPort, ['--port', String(set.primaryPort), ...server]);
       set.run(set.replicaPort, [
         '--port',
