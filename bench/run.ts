@@ -527,6 +527,8 @@ async function main(): Promise<void> {
       .then(() => cleanAll())
       .finally(() => process.exit(130));
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  /** Started by rounds() for the Galera rows; stopped at the end, whatever happened. */
+  let galeraCluster: TestGaleraCluster | undefined;
   /** Every scenario, `opts.rounds` times, interleaved with the floors. */
   const rounds = async (service1: ServerProcess) => {
     const service2 = await startService(2);
@@ -546,7 +548,8 @@ async function main(): Promise<void> {
     // update through HAProxy to Galera, and the same transaction floor through the same path.
     const missing = opts.galeraUsers > 0 ? galeraMissing() : [];
     if (missing.length) log(`galera: rows left out, missing ${missing.join(', ')}`);
-    const galera = opts.galeraUsers > 0 && !missing.length ? await TestGaleraCluster.create() : undefined;
+    const galera = (galeraCluster =
+      opts.galeraUsers > 0 && !missing.length ? await TestGaleraCluster.create() : undefined);
     const viaProxy = galera && { url: `${galera.url}/${database}`, poolMax: 10, acquireTimeoutMs: 10_000 };
     const galeraSeed = viaProxy && (await ensureSeeded(viaProxy, opts.galeraUsers, { reseed: false, batch: opts.batch, log }));
     // Its own key prefix: the same openids are seeded in both databases.
@@ -696,7 +699,6 @@ async function main(): Promise<void> {
     }
     for (const proc of [service2, redisFloor, pipelineFloor, koaFloor, mysqlFloor, updateFloor]) await stop(proc);
     for (const proc of [galeraService, galeraFloor]) if (proc) await stop(proc);
-    await galera?.destroy();
   };
 
   try {
@@ -755,6 +757,7 @@ async function main(): Promise<void> {
     await bufferPool.restore();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     for (const proc of running) await proc.stop();
+    await galeraCluster?.destroy();
     const removed = await cleanAll();
     log(`redis: removed ${removed} keys under ${P}`);
     redis.disconnect();
