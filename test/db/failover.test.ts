@@ -149,7 +149,7 @@ describe('database failover: what is retried, what is evicted', function () {
             await query('UPDATE users SET nick_name = ?', ['after']);
             // The COMMIT goes into the socket of a stopped server, which then dies: no answer.
             server.pause();
-            setTimeout(() => void server.destroy(), 200);
+            setTimeout(() => void server.crash(), 200);
           },
           retry,
         ),

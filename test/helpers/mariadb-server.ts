@@ -97,6 +97,16 @@ export class TestMariadbServer {
     this.proc = undefined;
   }
 
+  /** SIGKILL without SIGCONT first: a paused server dies without running another instruction. */
+  async crash(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGKILL');
+    await exited;
+    this.proc = undefined;
+  }
+
   pause(): void {
     this.proc?.kill('SIGSTOP');
   }
