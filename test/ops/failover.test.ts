@@ -15,14 +15,15 @@ const READERS = 2;
 const RECOVERY_MS = 5000;
 
 interface Answer {
-  route: 'update' | 'get';
+  route: 'update' | 'get' | 'login';
   user: number;
   sentAt: number;
   doneAt: number;
   status: number;
   code: number | null;
-  /** update: the sequence number written; get: the one read. */
+  /** update: the sequence number written; get: the one read; login: the openid registered. */
   seq: number;
+  openid?: string;
 }
 
 /** POST with a deadline: a request that hangs is a failure too, never a hung test. */
@@ -118,7 +119,27 @@ describe('failover under load: Galera behind HAProxy, Redis through Sentinel (th
         await pause();
       }
     };
+    // Registrations, retried by the service where it is safe (openid is unique).
+    const registrar = async () => {
+      for (let n = 1; running; n++) {
+        const openid = `${users[0]!.openid}_r${n}`;
+        const sentAt = performance.now();
+        const r = await call(url, 'login', loginBody(openid));
+        answers.push({
+          route: 'login',
+          user: -1,
+          sentAt,
+          doneAt: performance.now(),
+          status: r.status,
+          code: r.code,
+          seq: n,
+          openid,
+        });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
     await Promise.all([
+      registrar(),
       ...Array.from({ length: WRITERS }, (_, i) => writer(i)),
       ...Array.from({ length: READERS }, (_, i) => reader(i * 3)),
     ]);
@@ -172,8 +193,8 @@ describe('failover under load: Galera behind HAProxy, Redis through Sentinel (th
   it('loses the Redis primary: follows the promoted replica without a restart', async () => {
     const killedAt = performance.now();
     const old = await sentinels!.killPrimary();
-    await eventually(async () => (await sentinels!.primary()) !== old, 20_000, 100);
-    await survives('Redis primary killed', killedAt);
+    const promotedAfter = await eventually(async () => (await sentinels!.primary()) !== old, 20_000, 100);
+    await survives(`Redis primary killed, replica promoted after ${Math.round(promotedAfter)} ms`, killedAt);
   });
 
   it('lost no acknowledged update, served no read older than one, and never answered 5xx', async () => {
@@ -190,6 +211,7 @@ describe('failover under load: Galera behind HAProxy, Redis through Sentinel (th
     }
     // In the cluster: the value acknowledged last, or a later one whose answer was not 0 (its
     // COMMIT may have landed: the client was told to try again, nothing was acknowledged).
+    const logins = answers.filter((a) => a.route === 'login');
     const conn = await createConnection(`${galera!.url}/user_service_failover_${RUN_ID}`);
     try {
       for (let user = 0; user < WRITERS; user++) {
@@ -203,11 +225,23 @@ describe('failover under load: Galera behind HAProxy, Redis through Sentinel (th
           `user ${user}: stored w-${stored}, acknowledged last w-${lastAcked}`,
         ).to.equal(true);
       }
+      // Every registration acknowledged made exactly one row; none made two.
+      const [counts] = await conn.query('SELECT openid, COUNT(*) AS n FROM users WHERE openid LIKE ? GROUP BY openid', [
+        `${users[0]!.openid}\\_r%`,
+      ]);
+      const rows = new Map((counts as { openid: string; n: number }[]).map((c) => [c.openid, Number(c.n)]));
+      for (const login of logins) {
+        if (login.code === 0) expect(rows.get(login.openid!), login.openid).to.equal(1);
+        else expect(rows.get(login.openid!) ?? 0, login.openid).to.be.at.most(1);
+      }
     } finally {
       await conn.end();
     }
     const acknowledged = answers.filter((a) => a.route === 'update' && a.code === 0).length;
     const reads = answers.filter((a) => a.route === 'get' && a.code === 0).length;
-    console.log(`      (${acknowledged} updates acknowledged, ${reads} reads checked)`);
+    const registered = logins.filter((a) => a.code === 0).length;
+    console.log(
+      `      (${acknowledged} updates acknowledged, ${reads} reads checked, ${registered} of ${logins.length} registrations answered 0)`,
+    );
   });
 });
