@@ -4,6 +4,7 @@ import { commitOutcomeUnknown, connectionUnusable, retryable, type RetryPolicy }
 import { inTransaction, type TxQuery } from '../../src/db/transaction';
 import { newOpenid, testConfig } from '../helpers/env';
 import { TestMariadbServer } from '../helpers/mariadb-server';
+import { eventually } from '../helpers/wait';
 
 /** How a rejected promise failed (and that it did). */
 async function failure(promise: Promise<unknown>): Promise<Error & { code?: string; errno?: number }> {
@@ -149,6 +150,7 @@ describe('database failover: what is retried, what is evicted', function () {
             await query('UPDATE users SET nick_name = ?', ['after']);
             // The COMMIT goes into the socket of a stopped server, which then dies: no answer.
             server.pause();
+            await eventually(() => server.stopped(), 5000, 5);
             setTimeout(() => void server.crash(), 200);
           },
           retry,
