@@ -86,6 +86,8 @@ export const ATTACK_NOTE = (a: { halfOpen: number; rate: number; size: number })
 export const UNCACHED = 'loginByOpenid uncached';
 export const GET = 'get (cached)';
 export const UPDATE = 'update nick_name';
+export const FLOOR_UPDATE_GALERA = 'floor: mysql2 transaction via HAProxy to Galera';
+export const UPDATE_GALERA = 'update nick_name via HAProxy to Galera';
 
 /** The order of the table. */
 export const ORDER = [
@@ -102,6 +104,8 @@ export const ORDER = [
   UNCACHED,
   FLOOR_UPDATE,
   UPDATE,
+  FLOOR_UPDATE_GALERA,
+  UPDATE_GALERA,
 ];
 
 const fmt = (n: number, digits = 0) =>

@@ -40,18 +40,21 @@ import {
   FLOOR_REDIS_PIPELINE,
   FLOOR_KOA,
   FLOOR_UPDATE,
+  FLOOR_UPDATE_GALERA,
   GET,
   ORDER,
   section,
   storedReports,
   UNCACHED,
   UPDATE,
+  UPDATE_GALERA,
   writeBenchmarks,
   type Row,
   type RunReport,
 } from './report';
 import { prepareBufferPool } from './buffer-pool';
 import { BENCH_PHONE_KEYS, benchOpenid, ensureSeeded } from './seed';
+import { galeraMissing, TestGaleraCluster } from '../test/helpers/galera-cluster';
 
 const ROOT = resolve(__dirname, '..');
 
@@ -80,6 +83,9 @@ const HELP = `npm run bench -- [options]
   --prefix P         Redis key prefix of the bench, deleted at start and end (default bench:)
   --buffer-pool M    fit (default): raise InnoDB's buffer pool to hold the users table for the run,
                      then put it back; keep: measure the server as it is
+  --galera-users N   users seeded on a 3-node Galera cluster behind HAProxy (deploy/), started for
+                     the run, for the update row through it and its floor through the same path
+                     (default 10000; 0, or galera-4/haproxy missing, leaves the rows out)
   --no-profile       skip the extra run under node --cpu-prof
   --profile-only     measure nothing else: the cached path under node --cpu-prof, driven for
                      --duration s (default 20 here) after --warmup s; prints the summary
@@ -120,6 +126,7 @@ function options() {
       'report-only': { type: 'boolean', default: false },
       'service-flags': { type: 'string', default: '' },
       'buffer-pool': { type: 'string', default: 'fit' },
+      'galera-users': { type: 'string', default: '10000' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -162,6 +169,7 @@ function options() {
     profile: !values['no-profile'],
     build: !values['no-build'],
     bufferPool: bufferPool as 'fit' | 'keep',
+    galeraUsers: int('galera-users', 0),
     serviceFlags: values['service-flags']!.split(/\s+/).filter(Boolean),
     // A service run under extra flags is not the service as deployed: its numbers stay out of
     // BENCHMARKS.md.
@@ -539,6 +547,8 @@ async function main(): Promise<void> {
       .then(() => cleanAll())
       .finally(() => process.exit(130));
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  /** Started by rounds() for the Galera rows; stopped at the end, whatever happened. */
+  let galeraCluster: TestGaleraCluster | undefined;
   /** Every scenario, `opts.rounds` times, interleaved with the floors. */
   const rounds = async (service1: ServerProcess) => {
     const service2 = await startService(2);
@@ -555,6 +565,19 @@ async function main(): Promise<void> {
     const outside = opts.users > opts.workingSet ? perm.subarray(opts.workingSet) : perm;
     const anyUser: Bodies = { kind: 'range', lo: 0, hi: opts.users - 1 };
     const updates: Bodies = { kind: 'update', lo: seed.lo, hi: seed.hi };
+    // update through HAProxy to Galera, and the same transaction floor through the same path.
+    const missing = opts.galeraUsers > 0 ? galeraMissing() : [];
+    if (missing.length) log(`galera: rows left out, missing ${missing.join(', ')}`);
+    const galera = (galeraCluster =
+      opts.galeraUsers > 0 && !missing.length ? await TestGaleraCluster.create() : undefined);
+    const viaProxy = galera && { url: `${galera.url}/${database}`, poolMax: 10, acquireTimeoutMs: 10_000 };
+    const galeraSeed =
+      viaProxy && (await ensureSeeded(viaProxy, opts.galeraUsers, { reseed: false, batch: opts.batch, log }));
+    // Its own key prefix: the same openids are seeded in both databases.
+    const galeraEnv = viaProxy && { DATABASE_URL: viaProxy.url, WORKERS: '1', REDIS_KEY_PREFIX: `${P}galera:` };
+    const galeraService =
+      galeraEnv && (await start('service via HAProxy', [...serviceFlags, 'dist/src/server.js'], galeraEnv));
+    const galeraFloor = galeraEnv && (await start('update floor via HAProxy', floorArgs('update-floor.ts'), galeraEnv));
 
     for (let round = 1; round <= opts.rounds; round++) {
       log(`--- round ${round} of ${opts.rounds}`);
@@ -695,8 +718,22 @@ async function main(): Promise<void> {
         await updateFloorRun();
         await mysqlFloorRun();
       }
+      if (galeraService && galeraFloor && galeraSeed) {
+        const target = (proc: ServerProcess): Target => ({
+          url: `${proc.url}/service/user/update`,
+          bodies: { kind: 'update', lo: galeraSeed.lo, hi: galeraSeed.hi },
+        });
+        const floorRun = () => run(FLOOR_UPDATE_GALERA, galeraFloor, target(galeraFloor), {}, false);
+        if (floorFirst) await floorRun();
+        await run(UPDATE_GALERA, galeraService, target(galeraService), {
+          floor: FLOOR_UPDATE_GALERA,
+          note: `3-node Galera behind HAProxy, ${opts.galeraUsers} users`,
+        });
+        if (!floorFirst) await floorRun();
+      }
     }
     for (const proc of [service2, redisFloor, pipelineFloor, koaFloor, mysqlFloor, updateFloor]) await stop(proc);
+    for (const proc of [galeraService, galeraFloor]) if (proc) await stop(proc);
   };
 
   try {
@@ -755,6 +792,7 @@ async function main(): Promise<void> {
     await bufferPool.restore();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     for (const proc of running) await proc.stop();
+    await galeraCluster?.destroy();
     const removed = await cleanAll();
     log(`redis: removed ${removed} keys under ${P}`);
     redis.disconnect();

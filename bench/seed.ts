@@ -102,9 +102,13 @@ export async function ensureSeeded(
     for (let from = 0; from < users; from += opts.batch) {
       const to = Math.min(users, from + opts.batch);
       const rows: unknown[][] = [];
-      for (let n = from; n < to; n++) rows.push(row(n, base));
+      // Ids given, consecutive as the update bodies expect: Galera would space them by the
+      // cluster size (wsrep_auto_increment_control).
+      for (let n = from; n < to; n++) rows.push([n + 1, ...row(n, base)]);
       // mysql2 expands a nested array into (…),(…),… : one statement, one round trip per batch.
-      await conn.query('INSERT INTO users (openid, nick_name, avatar, gender, phone, ctime, mtime) VALUES ?', [rows]);
+      await conn.query('INSERT INTO users (id, openid, nick_name, avatar, gender, phone, ctime, mtime) VALUES ?', [
+        rows,
+      ]);
       const seconds = (Date.now() - started) / 1000;
       bar.update(to, { rate: Math.round(to / Math.max(seconds, 0.001)) });
     }

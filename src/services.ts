@@ -1,4 +1,5 @@
 import { requirePhoneKeys, type Config } from './config';
+import { DEFAULT_RETRY, type RetryPolicy } from './db/failover';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { Metrics, type PoolStats } from './ops/metrics';
@@ -46,7 +47,7 @@ export interface Services {
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
-  repository?: (db: Knex, queryTimeoutMs: number, phones: PhoneCipher) => UserRepository;
+  repository?: (db: Knex, queryTimeoutMs: number, phones: PhoneCipher, retry: RetryPolicy) => UserRepository;
 }
 
 /**
@@ -98,7 +99,7 @@ export async function createServices(
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
-  const metrics = new Metrics(() => poolStats(db));
+  const metrics = new Metrics(() => poolStats(db), config.workers > 1);
 
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
@@ -116,9 +117,11 @@ export async function createServices(
   if (firstError)
     logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
-  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) =>
-    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),
-  );
+  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) => {
+    metrics.breakerOpens.inc();
+    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while');
+  });
+  metrics.breakerSource = () => breaker.isOpen;
   const keys = keyLayout(config.redis.keyPrefix);
   // A reader holds a row at most a query timeout (twice, for safety) or a minute.
   const tombstoneMs = Math.max(60_000, 2 * config.db.queryTimeoutMs);
@@ -151,10 +154,15 @@ export async function createServices(
     count: (kind, verdict) => metrics.contentCheck(kind, verdict),
   });
   const formatDate = dateFormatter(config.timeZone);
-  const repository = (overrides.repository ?? ((k, t, p) => new UserRepository(k, t, p)))(
+  const retry: RetryPolicy = {
+    ...DEFAULT_RETRY,
+    onRetry: (err) => metrics.dbRetry((err as { errno?: number })?.errno === 1213 ? 'deadlock' : 'connection'),
+  };
+  const repository = (overrides.repository ?? ((k, t, p, r) => new UserRepository(k, t, p, r)))(
     db,
     config.db.queryTimeoutMs,
     phones,
+    retry,
   );
   const users: UserService = new UserService({
     content,
@@ -216,6 +224,7 @@ export async function createServices(
     config.readyTimeoutMs,
     logger,
   );
+  metrics.readySource = async () => (await readiness.report()).status === 'ready';
 
   return {
     db,

@@ -29,6 +29,10 @@ export interface Config {
     commandTimeoutMs: number;
     breakerCooldownMs: number;
     clusterNodes: string[];
+    /** host:port of Redis Sentinels; empty unless the primary is found through Sentinel. */
+    sentinels: string[];
+    /** The master name the sentinels monitor (REDIS_SENTINEL_NAME). */
+    sentinelName: string;
   };
   wechat: {
     appid: string;
@@ -175,6 +179,12 @@ const schema = Joi.object({
     .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
     .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
     .required(),
+  REDIS_SENTINELS: Joi.string()
+    .allow('')
+    .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
+    .required(),
+  REDIS_SENTINEL_NAME: Joi.string().allow('').max(128).required(),
   LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   SHUTDOWN_DELAY_MS: Joi.number().integer().min(0).max(600_000).required(),
@@ -303,6 +313,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     'WECHAT_SECRET',
     'REDIS_KEY_PREFIX',
     'REDIS_CLUSTER_NODES',
+    'REDIS_SENTINELS',
     'TRUSTED_OPENID_HEADER',
     'TRUSTED_UNIONID_HEADER',
     'WECHAT_PUSH_TOKEN',
@@ -318,6 +329,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${variable}: ${error.details[0]?.message ?? error.message}`);
   }
   const v = value as Record<string, never>;
+  if (String(v.REDIS_CLUSTER_NODES).trim() && String(v.REDIS_SENTINELS).trim()) {
+    throw new ConfigError(
+      'invalid configuration: REDIS_SENTINELS: set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both',
+    );
+  }
   return {
     env: nodeEnv,
     port: v.PORT,
@@ -337,6 +353,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         .split(',')
         .map((s) => s.trim())
         .filter(Boolean),
+      sentinels: String(v.REDIS_SENTINELS)
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+      sentinelName: v.REDIS_SENTINEL_NAME,
     },
     wechat: {
       appid: v.WECHAT_APPID,

@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
+import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../db/failover';
 import { inTransaction } from '../db/transaction';
 import type { Profile, UserRow } from './model';
 import { SEALED_PREFIX, UnreadablePhoneError, type PhoneCipher } from './phone-cipher';
@@ -104,10 +105,16 @@ export class UserRepository {
     batchScheduleFn: (run) => setImmediate(run),
   });
 
+  /**
+   * Every statement here may run again when the database lost it (a failover:
+   * src/db/failover.ts): the reads, the idempotent insert, and the update's transaction whole,
+   * never after a COMMIT whose outcome is unknown.
+   */
   constructor(
     private readonly db: Knex,
     private readonly queryTimeoutMs: number,
     private readonly phones: PhoneCipher,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY,
   ) {}
 
   /**
@@ -152,7 +159,10 @@ export class UserRepository {
   }
 
   private async select(sql: string, bindings: string[]): Promise<StoredRow[]> {
-    const [rows] = (await this.db.raw(sql, bindings).timeout(this.queryTimeoutMs)) as [StoredRow[], unknown];
+    const [rows] = (await this.retried(() => this.db.raw(sql, bindings).timeout(this.queryTimeoutMs))) as [
+      StoredRow[],
+      unknown,
+    ];
     return rows;
   }
 
@@ -171,23 +181,30 @@ export class UserRepository {
    * an AUTO_INCREMENT value even when it inserts nothing (innodb_autoinc_lock_mode 1 and 2
    * reserve one per row before the duplicate is found), so callers look the openid up first
    * and call this only when it is absent: an id is then spent only by a first login that
-   * raced another of the same openid.
+   * raced another of the same openid. For the same reason it may be sent again when its answer
+   * was lost: applied or not, the openid ends up with exactly one row.
    */
   async insertIfAbsent(user: Profile & { openid: string; unionid?: string | null }): Promise<void> {
-    await this.db
-      .raw(
-        'INSERT INTO users (openid, unionid, nick_name, avatar, gender, phone) VALUES (?, ?, ?, ?, ?, ?) ' +
-          'ON DUPLICATE KEY UPDATE id = id',
-        [
-          user.openid,
-          user.unionid ?? null,
-          user.nick_name,
-          user.avatar,
-          user.gender,
-          this.phones.seal(user.phone, user.openid),
-        ],
-      )
-      .timeout(this.queryTimeoutMs);
+    await this.retried(() =>
+      this.db
+        .raw(
+          'INSERT INTO users (openid, unionid, nick_name, avatar, gender, phone) VALUES (?, ?, ?, ?, ?, ?) ' +
+            'ON DUPLICATE KEY UPDATE id = id',
+          [
+            user.openid,
+            user.unionid ?? null,
+            user.nick_name,
+            user.avatar,
+            user.gender,
+            this.phones.seal(user.phone, user.openid),
+          ],
+        )
+        .timeout(this.queryTimeoutMs),
+    );
+  }
+
+  private retried<T>(statement: () => PromiseLike<T>): Promise<T> {
+    return withRetry(() => Promise.resolve(statement()), this.retry);
   }
 
   /**
@@ -195,7 +212,7 @@ export class UserRepository {
    * UPDATE, and the change is committed only once it has returned; if it throws, nothing is
    * committed. Returns false when there is no such user. mtime moves forward by at least one
    * second per update, so a client comparing the second-resolution strings always sees it
-   * change.
+   * change. Run again whole (`beforeWrite` too) when it was rolled back or lost before COMMIT.
    */
   async updateProfile(
     id: number,
@@ -203,18 +220,23 @@ export class UserRepository {
     beforeWrite: (current: Pick<UserRow, 'openid' | 'version' | 'avatar'>) => Promise<void>,
   ): Promise<boolean> {
     const { sql, values, phoneAt } = writeOf(patch, id);
-    return inTransaction(this.db, this.queryTimeoutMs, async (query) => {
-      const [current] = await query<Pick<UserRow, 'openid' | 'version' | 'avatar'>[]>(LOCK_ROW, [id]);
-      if (!current) return false;
-      if (phoneAt >= 0) values[phoneAt] = this.phones.seal(values[phoneAt] as string, current.openid);
-      // Side by side: no reader sees the changed row before COMMIT, which waits for both. The
-      // row lock and the pooled connection (DB_POOL_MAX of them) are held for one round trip
-      // less (measured: ~2.2 -> ~2.0 ms per transaction under the bench's update load).
-      const [guard, write] = await Promise.allSettled([beforeWrite(current), query(sql, values)]);
-      if (guard.status === 'rejected') throw guard.reason;
-      if (write.status === 'rejected') throw write.reason;
-      return true;
-    });
+    return inTransaction(
+      this.db,
+      this.queryTimeoutMs,
+      async (query) => {
+        const [current] = await query<Pick<UserRow, 'openid' | 'version' | 'avatar'>[]>(LOCK_ROW, [id]);
+        if (!current) return false;
+        if (phoneAt >= 0) values[phoneAt] = this.phones.seal(values[phoneAt] as string, current.openid);
+        // Side by side: no reader sees the changed row before COMMIT, which waits for both. The
+        // row lock and the pooled connection (DB_POOL_MAX of them) are held for one round trip
+        // less (measured: ~2.2 -> ~2.0 ms per transaction under the bench's update load).
+        const [guard, write] = await Promise.allSettled([beforeWrite(current), query(sql, values)]);
+        if (guard.status === 'rejected') throw guard.reason;
+        if (write.status === 'rejected') throw write.reason;
+        return true;
+      },
+      this.retry,
+    );
   }
 
   /**

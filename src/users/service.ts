@@ -1,3 +1,4 @@
+import { commitOutcomeUnknown } from '../db/failover';
 import { ServiceError } from '../errors';
 import type { Logger } from '../logger';
 import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
@@ -356,7 +357,9 @@ export class UserService {
       });
     } catch (err) {
       if (err instanceof ServiceError) throw err;
-      throw this.unavailable('mysql', 'update', err);
+      // Applied or not, nobody knows: -2 all the same, and the tombstone written at the new
+      // version stays, so no reader caches the row as it was (docs/cache.md).
+      throw this.unavailable('mysql', commitOutcomeUnknown(err) ? 'update_commit_unknown' : 'update', err);
     } finally {
       // A read in flight may hold the row as it was before this update committed.
       if (changed !== undefined) this.endSharing(changed);
