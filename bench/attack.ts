@@ -1,37 +1,21 @@
 /**
- * The attacker of the "under attack" row (issue 14), a small process of its own so that its
- * CPU is counted apart from the load generator's and the service's. Raw sockets, no HTTP
- * client library:
- * - `--half-open N` connections that send a request line and one header, then one more header
- *   line every few seconds and never finish (slowloris); one the server closes is reopened.
- * - `--rate R` bodies a second of exactly `--size` bytes (the body limit, 16 KiB by default),
- *   JSON objects full of small keys (the costliest shape to parse per byte), POSTed to `--path`
- *   over `--connections` keep-alive connections, each waiting for its answer before the next.
- * It prints `ATTACK_READY` once its half-open connections are open (or after 5 s) and the bodies
- * start. On SIGTERM it prints one line `ATTACK_JSON {…}`: bodies sent and answered by HTTP status,
- * reconnects, half-open connections alive, and exits.
+ * The attacker of the "under attack" row, a process of its own so that its CPU is counted apart
+ * from wrk's and the service's. Raw sockets, no HTTP client library:
+ * - `halfOpen` connections that send a request line and one header, then one more header line
+ *   every few seconds and never finish (slowloris); one the server closes is reopened.
+ * - `rate` bodies a second of exactly 16 KiB (the body limit), JSON objects full of small keys
+ *   (the costliest shape to parse per byte), POSTed to loginByOpenid over 4 keep-alive
+ *   connections, each waiting for its answer before the next.
+ * It prints READY once its half-open connections are open (or after 5 s) and the bodies start;
+ * on SIGTERM, one line `FACTS {…}`: bodies sent, owed but not sent (every connection busy),
+ * answered by HTTP status, reconnects and half-open connections alive; then it exits.
  *
- *   node --import tsx bench/attack.ts --url http://127.0.0.1:3000 [--half-open 300] [--rate 200]
+ *   node --import tsx bench/attack.ts <url> <halfOpen> <rate>
  */
 import { connect, type Socket } from 'node:net';
-import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    path: { type: 'string', default: '/service/user/loginByOpenid' },
-    'half-open': { type: 'string', default: '300' },
-    rate: { type: 'string', default: '200' },
-    connections: { type: 'string', default: '4' },
-    size: { type: 'string', default: '16384' },
-  },
-});
-const target = new URL(values.url!);
-const port = Number(target.port);
-const host = target.hostname;
-const halfOpen = Number(values['half-open']);
-const rate = Number(values.rate);
-const size = Number(values.size);
+const [url, halfOpen, rate] = [new URL(process.argv[2]!), Number(process.argv[3]), Number(process.argv[4])];
+const [port, host, path, size, connections] = [Number(url.port), url.hostname, '/service/user/loginByOpenid', 16384, 4];
 
 /** `{"openid":"bench_0","k0":0,"k1":0,…}` padded with spaces to exactly `bytes`. */
 function bodyOf(bytes: number): Buffer {
@@ -43,13 +27,13 @@ function bodyOf(bytes: number): Buffer {
 const body = bodyOf(size);
 const request = Buffer.concat([
   Buffer.from(
-    `POST ${values.path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n` +
+    `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${body.length}\r\n\r\n`,
   ),
   body,
 ]);
 
-const stats = { sent: 0, answered: {} as Record<string, number>, reconnects: 0, halfOpenAlive: 0, late: 0 };
+const stats: Record<string, number> = { sent: 0, late: 0, reconnects: 0, halfOpenAlive: 0 };
 let stopping = false;
 
 function opened(socket: Socket, onClose: () => void): Socket {
@@ -71,7 +55,7 @@ function openSlow(): void {
   const s = opened(connect(port, host), openSlow);
   s.once('connect', () => {
     slow.add(s);
-    s.write(`POST ${values.path} HTTP/1.1\r\nHost: ${host}\r\n`);
+    s.write(`POST ${path} HTTP/1.1\r\nHost: ${host}\r\n`);
     if (slow.size >= halfOpen) ready();
   });
   s.once('close', () => slow.delete(s));
@@ -105,13 +89,13 @@ function openSender(i: number): void {
     const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
     if (sender.buf.length < end + 4 + length) return;
     const status = head.slice(9, 12);
-    stats.answered[status] = (stats.answered[status] ?? 0) + 1;
+    stats[`HTTP ${status}`] = (stats[`HTTP ${status}`] ?? 0) + 1;
     sender.buf = sender.buf.subarray(end + 4 + length);
     sender.busy = false;
   });
   sender.socket.once('close', () => (sender.busy = true));
 }
-for (let i = 0; i < Number(values.connections); i++) openSender(i);
+for (let i = 0; i < connections; i++) openSender(i);
 
 // Paced from the start: every 10 ms, as many bodies as the rate owes go to idle connections;
 // a body owed while every connection still waits is counted late and not sent.
@@ -119,7 +103,7 @@ let started = 0;
 let owed = 0;
 let pace: NodeJS.Timeout | undefined;
 void Promise.race([allOpen, new Promise((resolve) => setTimeout(resolve, 5000))]).then(() => {
-  process.stdout.write('ATTACK_READY\n');
+  process.stdout.write('READY\n');
   started = performance.now();
   pace = setInterval(paced, 10);
 });
@@ -143,7 +127,7 @@ process.once('SIGTERM', () => {
   clearInterval(pace);
   clearInterval(drip);
   stats.halfOpenAlive = slow.size;
-  process.stdout.write(`ATTACK_JSON ${JSON.stringify(stats)}\n`, () => {
+  process.stdout.write(`FACTS ${JSON.stringify(stats)}\n`, () => {
     for (const s of slow) s.destroy();
     for (const s of senders) s.socket.destroy();
     process.exit(0);
