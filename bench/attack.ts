@@ -15,70 +15,52 @@
 import { connect, type Socket } from 'node:net';
 
 const [url, halfOpen, rate] = [new URL(process.argv[2]!), Number(process.argv[3]), Number(process.argv[4])];
-const [port, host, path, size, connections] = [Number(url.port), url.hostname, '/service/user/loginByOpenid', 16384, 4];
+const [port, host, path] = [Number(url.port), url.hostname, '/service/user/loginByOpenid'];
 
-/** `{"openid":"bench_0","k0":0,"k1":0,…}` padded with spaces to exactly `bytes`. */
-function bodyOf(bytes: number): Buffer {
-  let s = '{"openid":"bench_0"';
-  for (let i = 0; s.length + `,"k${i}":0`.length + 1 <= bytes; i++) s += `,"k${i}":0`;
-  s += '}';
-  return Buffer.from(s.padEnd(bytes, ' '));
-}
-const body = bodyOf(size);
-const request = Buffer.concat([
-  Buffer.from(
-    `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${body.length}\r\n\r\n`,
-  ),
-  body,
-]);
+// `{"openid":"bench_0","k0":0,"k1":0,…}` padded with spaces to exactly 16 KiB.
+let json = '{"openid":"bench_0"';
+for (let i = 0; json.length + `,"k${i}":0`.length + 1 <= 16384; i++) json += `,"k${i}":0`;
+const body = Buffer.from(`${json}}`.padEnd(16384, ' '));
+const head = `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n`;
+const request = Buffer.concat([Buffer.from(`${head}Content-Length: ${body.length}\r\n\r\n`), body]);
 
 const stats: Record<string, number> = { sent: 0, late: 0, reconnects: 0, halfOpenAlive: 0 };
 let stopping = false;
-
-function opened(socket: Socket, onClose: () => void): Socket {
-  socket.setNoDelay(true);
+/** A connection that is opened again (by `reopen`) when the server closes it. */
+function opened(reopen: () => void): Socket {
+  const socket = connect(port, host).setNoDelay(true);
   socket.on('error', () => undefined);
   socket.once('close', () => {
     if (stopping) return;
     stats.reconnects += 1;
-    setTimeout(onClose, 100);
+    setTimeout(reopen, 100);
   });
   return socket;
 }
 
 // --- half-open connections ---------------------------------------------------------------
 const slow = new Set<Socket>();
-let ready: () => void;
-const allOpen = new Promise<void>((resolve) => (ready = resolve));
+let allOpen: () => void;
+const opening = new Promise<void>((resolve) => (allOpen = resolve));
 function openSlow(): void {
-  const s = opened(connect(port, host), openSlow);
+  const s = opened(openSlow);
   s.once('connect', () => {
     slow.add(s);
     s.write(`POST ${path} HTTP/1.1\r\nHost: ${host}\r\n`);
-    if (slow.size >= halfOpen) ready();
+    if (slow.size >= halfOpen) allOpen();
   });
   s.once('close', () => slow.delete(s));
 }
 for (let i = 0; i < halfOpen; i++) openSlow();
-if (halfOpen === 0) ready!();
+if (halfOpen === 0) allOpen!();
 const drip = setInterval(() => {
   for (const s of slow) s.write(`X-Wait-${Math.floor(Math.random() * 1e6)}: 1\r\n`);
 }, 5000);
 
 // --- maximum-size bodies -----------------------------------------------------------------
-interface Sender {
-  socket: Socket;
-  busy: boolean;
-  buf: Buffer;
-}
-const senders: Sender[] = [];
+const senders: { socket: Socket; busy: boolean; buf: Buffer }[] = [];
 function openSender(i: number): void {
-  const sender: Sender = {
-    socket: opened(connect(port, host), () => openSender(i)),
-    busy: false,
-    buf: Buffer.alloc(0),
-  };
+  const sender = { socket: opened(() => openSender(i)), busy: false, buf: Buffer.alloc(0) };
   senders[i] = sender;
   sender.socket.on('data', (chunk: Buffer) => {
     sender.buf = Buffer.concat([sender.buf, chunk]);
@@ -88,39 +70,37 @@ function openSender(i: number): void {
     const head = sender.buf.subarray(0, end).toString('latin1');
     const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
     if (sender.buf.length < end + 4 + length) return;
-    const status = head.slice(9, 12);
-    stats[`HTTP ${status}`] = (stats[`HTTP ${status}`] ?? 0) + 1;
+    const status = `HTTP ${head.slice(9, 12)}`;
+    stats[status] = (stats[status] ?? 0) + 1;
     sender.buf = sender.buf.subarray(end + 4 + length);
     sender.busy = false;
   });
   sender.socket.once('close', () => (sender.busy = true));
 }
-for (let i = 0; i < connections; i++) openSender(i);
+for (let i = 0; i < 4; i++) openSender(i);
 
 // Paced from the start: every 10 ms, as many bodies as the rate owes go to idle connections;
 // a body owed while every connection still waits is counted late and not sent.
-let started = 0;
 let owed = 0;
 let pace: NodeJS.Timeout | undefined;
-void Promise.race([allOpen, new Promise((resolve) => setTimeout(resolve, 5000))]).then(() => {
+void Promise.race([opening, new Promise((resolve) => setTimeout(resolve, 5000))]).then(() => {
   process.stdout.write('READY\n');
-  started = performance.now();
-  pace = setInterval(paced, 10);
-});
-function paced(): void {
-  const due = Math.floor(((performance.now() - started) / 1000) * rate);
-  for (; owed < due; owed++) {
-    const idle = senders.find((s) => !s.busy && !s.socket.connecting && s.socket.writable);
-    if (!idle) {
-      stats.late += due - owed;
-      owed = due;
-      break;
+  const started = performance.now();
+  pace = setInterval(() => {
+    const due = Math.floor(((performance.now() - started) / 1000) * rate);
+    for (; owed < due; owed++) {
+      const idle = senders.find((s) => !s.busy && !s.socket.connecting && s.socket.writable);
+      if (!idle) {
+        stats.late += due - owed;
+        owed = due;
+        break;
+      }
+      idle.busy = true;
+      idle.socket.write(request);
+      stats.sent += 1;
     }
-    idle.busy = true;
-    idle.socket.write(request);
-    stats.sent += 1;
-  }
-}
+  }, 10);
+});
 
 process.once('SIGTERM', () => {
   stopping = true;
@@ -128,8 +108,7 @@ process.once('SIGTERM', () => {
   clearInterval(drip);
   stats.halfOpenAlive = slow.size;
   process.stdout.write(`FACTS ${JSON.stringify(stats)}\n`, () => {
-    for (const s of slow) s.destroy();
-    for (const s of senders) s.socket.destroy();
+    for (const s of [...slow, ...senders.map((x) => x.socket)]) s.destroy();
     process.exit(0);
   });
 });

@@ -3,9 +3,9 @@
  * rewritten from every stored run, one section per user count, the numbers only:
  * docs/performance.md says how to read them.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { median, type Load } from './lib';
+import { log, median, type Load } from './lib';
 
 /** What a scenario's hooks and its beside process report, per round (counts, bytes). */
 export type Facts = Record<string, number>;
@@ -189,26 +189,24 @@ const MAX_CHARS = 12_000;
 
 /** Stores `report` (replacing the run of the same user count) and rewrites BENCHMARKS.md from every stored run. */
 export function writeBenchmarks(file: string, defs: RowDef[], report?: RunReport): void {
-  const stored = (users: number) => join(RESULTS, `${users}.json`);
+  const reports = new Map(
+    readdirSync(RESULTS)
+      .filter((f) => /^\d+\.json$/.test(f))
+      .map((f) => JSON.parse(readFileSync(join(RESULTS, f), 'utf8')) as RunReport)
+      .map((r) => [r.users, r]),
+  );
   if (report) {
     // Rows kept from an earlier run: its seeding time still says how long seeding takes.
-    const earlier = existsSync(stored(report.users))
-      ? (JSON.parse(readFileSync(stored(report.users), 'utf8')) as RunReport)
-      : undefined;
-    report.seedSeconds ??= earlier?.seedSeconds ?? null;
-    mkdirSync(RESULTS, { recursive: true });
-    writeFileSync(stored(report.users), `${JSON.stringify(report, null, 1)}\n`);
+    report.seedSeconds ??= reports.get(report.users)?.seedSeconds ?? null;
+    reports.set(report.users, report);
+    writeFileSync(join(RESULTS, `${report.users}.json`), `${JSON.stringify(report, null, 1)}\n`);
   }
-  const reports = readdirSync(RESULTS)
-    .filter((f) => /^\d+\.json$/.test(f))
-    .map((f) => JSON.parse(readFileSync(join(RESULTS, f), 'utf8')) as RunReport)
-    .sort((x, y) => x.users - y.users);
+  const sorted = [...reports.values()].sort((x, y) => x.users - y.users);
   const intro =
     '# Benchmarks\n\nWritten by `npm run bench` from `bench/results/<users>.json`; do not edit by hand. How to run it, ' +
     'and what each row, floor, ratio and target means: [docs/performance.md](docs/performance.md).';
-  const text = `${[intro, ...reports.map((r) => section(r, defs)), scaleSection(reports, defs)].filter(Boolean).join('\n\n')}\n`;
-  if (text.length > MAX_CHARS)
-    process.stderr.write(`BENCHMARKS.md: ${text.length} characters, over its ${MAX_CHARS}\n`);
+  const text = `${[intro, ...sorted.map((r) => section(r, defs)), scaleSection(sorted, defs)].filter(Boolean).join('\n\n')}\n`;
+  if (text.length > MAX_CHARS) log(`BENCHMARKS.md: ${text.length} characters, over its ${MAX_CHARS}`);
   writeFileSync(file, text);
-  process.stderr.write(`wrote ${file}\n`);
+  log(`wrote ${file}`);
 }
