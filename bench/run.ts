@@ -179,7 +179,8 @@ async function misses(): Promise<Facts> {
   return { sent, misses: Math.min(fills, sent), wrapped: outside.cursor.wrapped ? 1 : 0 };
 }
 const missRate = (row: Row) =>
-  `${((sum(row, 'misses') / Math.max(1, sum(row, 'sent'))) * 100).toFixed(0)} % misses${sum(row, 'wrapped') ? ', openids wrapped' : ''}`;
+  `${((sum(row, 'misses') / Math.max(1, sum(row, 'sent'))) * 100).toFixed(0)} % misses of ${fmt(sum(row, 'sent'))} openids` +
+  (sum(row, 'wrapped') ? ', wrapped' : '');
 
 /**
  * Every scenario, in groups: the floors, then the paths compared with them (`vs`). Odd rounds
@@ -365,7 +366,7 @@ async function profile() {
 
 async function main(): Promise<void> {
   if (v.help) {
-    const lines = Object.entries(OPTIONS).map(([k, [d, text]]) => `  --${k.padEnd(17)}${text}${d ? ` (${d})` : ''}`);
+    const lines = Object.entries(OPTIONS).map(([k, [d, text]]) => `  --${k.padEnd(18)} ${text}${d ? ` (${d})` : ''}`);
     return void process.stdout.write(`npm run bench -- [options]\n\n${lines.join('\n')}\n`);
   }
   const file = join(ROOT, 'BENCHMARKS.md');
