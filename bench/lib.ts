@@ -85,7 +85,7 @@ export class Proc {
       for (const line of chunk.toString().split('\n').filter(Boolean)) {
         for (const [prefix, done] of this.waiting) if (line.startsWith(prefix)) done(line.slice(prefix.length));
         this.lines += 1;
-        if (this.first.length < 3) this.first.push(line.slice(0, 300));
+        if (this.first.length < 20) this.first.push(line.slice(0, 300));
       }
     };
     this.child.stdout!.on('data', keep);
@@ -107,9 +107,11 @@ export class Proc {
     for (const deadline = Date.now() + 60_000; probe; await sleep(100)) {
       const res = await fetch(url).catch(() => undefined);
       if (res?.status === 200) break;
-      if (proc.child.exitCode !== null || Date.now() > deadline) {
+      if (proc.child.exitCode !== null || proc.child.signalCode || Date.now() > deadline) {
         await proc.stop();
-        throw new Error(`${name} was not ready (exit code ${proc.child.exitCode}): ${proc.first.join('\n')}`);
+        throw new Error(
+          `${name} was not ready (exit ${proc.child.exitCode ?? proc.child.signalCode}): ${proc.first.join('\n')}`,
+        );
       }
     }
     return proc;
@@ -146,7 +148,8 @@ export class Proc {
 
   /** What it printed since the last look, if anything, for the log. */
   news(when: string): void {
-    if (this.lines) log(`  ${this.name} printed ${this.lines} lines ${when}, first: ${this.first.join(' | ')}`);
+    if (this.lines)
+      log(`  ${this.name} printed ${this.lines} lines ${when}, first: ${this.first.slice(0, 3).join(' | ')}`);
     this.lines = 0;
     this.first = [];
   }
