@@ -81,12 +81,13 @@ for (let i = opts.users - 1; i > 0; i--) {
   const j = Math.floor(Math.random() * (i + 1));
   [perm[i], perm[j]] = [perm[j]!, perm[i]!];
 }
+const working = perm.subarray(0, opts.workingSet);
 const rest = opts.users > opts.workingSet ? perm.subarray(opts.workingSet) : perm;
 const outside = { kind: 'sequence', ids: rest, cursor: { at: 0, wrapped: false } } as const;
 let ids = { lo: 0, hi: opts.users - 1 };
 const BODIES = {
   /** loginByOpenid of a working-set user, at random. */
-  cached: () => ({ kind: 'pick', ids: perm.subarray(0, opts.workingSet) }),
+  cached: () => ({ kind: 'pick', ids: working }),
   /** loginByOpenid of any user (the MySQL floor caches nothing; the surge). */
   anyUser: () => ({ kind: 'range', lo: 0, hi: opts.users - 1 }),
   /** loginByOpenid of users outside the working set, none twice (unless a run sends more than there are). */
@@ -283,9 +284,7 @@ async function fullGcs(proc: Proc): Promise<number | undefined> {
 
 /** loginByOpenid once per working-set user, so the cached scenarios find them in Redis. */
 async function warmCache(service: Proc) {
-  const failed = await postEach(`${service.url}${LOGIN}`, perm.subarray(0, opts.workingSet), (n) => ({
-    openid: benchOpenid(n),
-  }));
+  const failed = await postEach(`${service.url}${LOGIN}`, working, (n) => ({ openid: benchOpenid(n) }));
   await cleanSessions();
   log(`  cache warmed: ${opts.workingSet} users (${failed} failed calls)`);
 }
@@ -331,8 +330,8 @@ async function measure(s: Scenario) {
   Object.assign(facts, await s.after?.());
   if (Object.keys(facts).length) round.facts = facts;
   await cleanSessions();
-  const row = rows.get(s.name) ?? { name: s.name, rounds: [] };
-  rows.set(s.name, { ...row, rounds: [...row.rounds, round] });
+  if (!rows.has(s.name)) rows.set(s.name, { name: s.name, rounds: [] });
+  rows.get(s.name)!.rounds.push(round);
   log(
     `  ${fmt(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, RSS ${mib(rssNow)} ` +
       `(${procs} procs), CPU % of a core: server ${(round.cpu * 100).toFixed(0)}, wrk ${(r.gen * 100).toFixed(0)}` +
