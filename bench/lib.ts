@@ -29,7 +29,7 @@ const tryTo = <T>(f: () => T, otherwise: T) => {
     return otherwise;
   }
 };
-const read = (file: string) => tryTo(() => readFileSync(file, 'utf8'), '');
+export const read = (file: string) => tryTo(() => readFileSync(file, 'utf8'), '');
 const list = (dir: string) => tryTo(() => readdirSync(dir), []);
 /** utime + stime of a process, in clock ticks (0 once it is gone). */
 const ticksOf = (pid: number) => {
@@ -270,20 +270,18 @@ function machineTicks(): { total: number; busy: number } {
 
 /**
  * How busy the machine was with work that is not the bench's over one measurement: all busy CPU
- * minus that of the bench and its children and of MariaDB and Redis, as a share of all cores.
- * Other tenants of a shared machine show up here, and explain odd rounds.
+ * minus that of the bench and its children and of the MariaDB and Redis it drives (`backends`),
+ * as a share of all cores. Other tenants of a shared machine show up here, and explain odd rounds.
  */
-export function othersCpu(): (exitedSeconds: number) => number {
-  const backends = readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p) && /^(mariadbd|mysqld|redis-server)$/.test(read(`/proc/${p}/comm`).trim()))
-    .map(Number);
+export function othersCpu(backends: number[]): (exitedSeconds: number) => number {
   const ours = () => [...processTree(process.pid), ...backends];
   const before = new Map(ours().map((pid) => [pid, ticksOf(pid)]));
   const machine = machineTicks();
   // `exitedSeconds`: CPU of children that have exited meanwhile (wrk), which /proc no longer shows.
   return (exitedSeconds) => {
     const end = machineTicks();
-    const mine = ours().reduce((sum, pid) => sum + ticksOf(pid) - (before.get(pid) ?? 0), exitedSeconds * CLK_TCK);
+    const since = (pid: number) => Math.max(0, ticksOf(pid) - (before.get(pid) ?? 0)); // 0 once it is gone
+    const mine = ours().reduce((sum, pid) => sum + since(pid), exitedSeconds * CLK_TCK);
     const total = end.total - machine.total;
     return total > 0 ? Math.max(0, (end.busy - machine.busy - mine) / total) : 0;
   };

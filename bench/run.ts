@@ -12,7 +12,8 @@ import Redis from 'ioredis';
 import mysql from 'mysql2/promise';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
-import { benchOpenid, log, othersCpu, postEach, Proc, ROOT, scanKeys, sleep, wrk, type Bodies, type Load } from './lib';
+import { benchOpenid, log, othersCpu, postEach, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
+import type { Bodies, Load } from './lib';
 import { formatProfile, summarizeProfile } from './profile';
 import { fmt, mib, ratio, section, stat, writeBenchmarks } from './report';
 import type { Facts, Row, RowDef, Round } from './report';
@@ -289,6 +290,7 @@ async function warmCache(service: Proc) {
   log(`  cache warmed: ${opts.workingSet} users (${failed} failed calls)`);
 }
 
+const backends: number[] = [];
 const rows = new Map<string, Row>();
 const rss = { max: 0, during: '' };
 /** One round of one scenario: its hooks, the warm-up, and the measurement, with the server's own CPU. */
@@ -305,7 +307,7 @@ async function measure(s: Scenario) {
   const peak = (at: number, during: string) => heldToTarget && at > rss.max && Object.assign(rss, { max: at, during });
   peak(proc.rssWindow().rss, `a warm-up or cache fill before ${s.name}`);
   const gcs0 = proc === servers.service || proc === servers.fresh ? await fullGcs(proc) : undefined;
-  const others = othersCpu();
+  const others = othersCpu(backends);
   const cpu0 = [proc.cpuSeconds(), beside?.cpuSeconds() ?? 0];
   const started = performance.now();
   const r: Load = await wrk(url, BODIES[s.bodies ?? 'cached'](), opts.duration, opts.connections);
@@ -384,9 +386,13 @@ async function main(): Promise<void> {
   ids = seeded;
   const connect = () => mysql.createConnection(parseDatabaseUrl(db.url));
   const conn = await connect();
-  const [[{ version }]] = (await conn.query('SELECT VERSION() AS version')) as unknown as [{ version: string }[]];
+  const query = 'SELECT VERSION() AS version, @@pid_file AS pidFile';
+  const [[{ version, pidFile }]] = (await conn.query(query)) as unknown as [{ version: string; pidFile: string }[]];
   await conn.end();
-  const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1];
+  const redisInfo = await redis.info('server');
+  const redisVersion = /redis_version:(\S+)/.exec(redisInfo)?.[1];
+  // The servers the bench drives, whose CPU is its doing (not a test suite's servers beside it).
+  backends.push(Number(/process_id:(\d+)/.exec(redisInfo)?.[1]), Number(read(pidFile)));
   const stale = await scanKeys(redis, `${P}*`, true);
   if (stale) log(`redis: removed ${stale} keys left under ${P}`);
   baseEnv = {
