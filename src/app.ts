@@ -17,16 +17,18 @@ import type { Logger } from './logger';
 import { serveMedia } from './media/serve';
 import { healthRouter, opsRouter } from './ops/routes';
 import type { Services } from './services';
+import { pushDispatcher, pushEffects } from './users/push-events';
 import { userRoutes } from './users/routes';
+import { pushReceiver } from './wechat/push/receiver';
 
 export type AppConfig = Pick<Config, 'bodyLimit' | 'authMode' | 'identity' | 'rateLimit' | 'trustProxy' | 'http'> &
-  Partial<Pick<Config, 'env'>>;
+  Partial<Pick<Config, 'env' | 'push' | 'wechat'>>;
 
 /** Where the user routes are mounted: POST /service/user/<name>. */
 export const API_PREFIX = '/service/user';
 
 function apiRoutes(services: Services): RouteSpec[] {
-  return userRoutes(services.users, services.flows);
+  return userRoutes(services.users, services.flows, services.rights);
 }
 
 /** The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. */
@@ -86,6 +88,13 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? healthRoutes(ctx, next) : next()));
   // Uploaded avatars, GET /media/avatar/<name>: on the public listener, outside the envelope.
   app.use(serveMedia(services.media));
+  // WeChat's message push, /wechat/push, only while WECHAT_PUSH_TOKEN is set (else a 404 as any
+  // unknown path): outside the envelope, the body limits and the rate limits, with its own.
+  if (config.push?.token) {
+    const { token, aesKeys } = config.push;
+    const handle = pushDispatcher(pushEffects(services.rights, logger), logger);
+    app.use(pushReceiver({ token, aesKeys, appid: config.wechat?.appid ?? '' }, handle, logger));
+  }
   app.use(envelope());
   app.use(readBody(config.bodyLimit));
   app.use(shedder.gate());

@@ -10,6 +10,7 @@ import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
 import { ProfileFlows } from './users/flows';
+import { AccountRights } from './users/rights';
 import { dateFormatter } from './users/model';
 import { UserRepository } from './users/repository';
 import { UserService } from './users/service';
@@ -27,6 +28,8 @@ export interface Services {
   users: UserService;
   /** WeChat's phone-number and avatar flows (bindPhone, avatar). */
   flows: ProfileFlows;
+  /** deleteAccount, exportData, and what WeChat's authorization pushes take back. */
+  rights: AccountRights;
   media: MediaStore;
   metrics: Metrics;
   readiness: Readiness;
@@ -138,6 +141,7 @@ export async function createServices(
     formatDate,
     logger,
   });
+  const rights = new AccountRights({ users, media, logger });
   const readiness = new Readiness(
     {
       mysql: () => db.raw('SELECT 1').timeout(config.db.queryTimeoutMs),
@@ -155,6 +159,7 @@ export async function createServices(
     sessions,
     users,
     flows,
+    rights,
     media,
     metrics,
     readiness,

@@ -36,6 +36,11 @@ export interface Config {
     timeoutMs: number;
     sessionKeyTtlSeconds: number;
   };
+  /**
+   * WeChat's message push (/wechat/push): off while `token` is ''. `aesKeys` decrypt the secure
+   * mode's messages, the current EncodingAESKey first, then the previous one during a rotation.
+   */
+  push: { token: string; aesKeys: string[] };
   cache: { ttlSeconds: number; absentTtlMs: number };
   timeZone: string;
   logLevel: string;
@@ -162,6 +167,35 @@ const schema = Joi.object({
     .messages({ 'string.pattern.base': '{{#label}} may not have a query or a fragment' })
     .required(),
   MEDIA_DIR: Joi.string().min(1).required(),
+  // WeChat's own rules for the message push settings: Token 3-32 letters and digits,
+  // EncodingAESKey 43 characters of base64 (32 bytes once WeChat's '=' is added).
+  WECHAT_PUSH_TOKEN: Joi.string()
+    .allow('')
+    .pattern(/^[A-Za-z0-9]{3,32}$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be 3-32 letters and digits' })
+    .required(),
+  WECHAT_PUSH_AES_KEY: Joi.string()
+    .allow('')
+    .pattern(/^[A-Za-z0-9+/]{43}$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be 43 characters of base64' })
+    .when('WECHAT_PUSH_TOKEN', {
+      is: '',
+      then: Joi.valid('').messages({ 'any.only': '{{#label}} needs WECHAT_PUSH_TOKEN' }),
+    })
+    .when('WECHAT_APPID', {
+      is: '',
+      then: Joi.valid('').messages({ 'any.only': '{{#label}} needs WECHAT_APPID (the secure mode checks it)' }),
+    })
+    .required(),
+  WECHAT_PUSH_AES_KEY_PREVIOUS: Joi.string()
+    .allow('')
+    .pattern(/^[A-Za-z0-9+/]{43}$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be 43 characters of base64' })
+    .when('WECHAT_PUSH_AES_KEY', {
+      is: '',
+      then: Joi.valid('').messages({ 'any.only': '{{#label}} needs WECHAT_PUSH_AES_KEY' }),
+    })
+    .required(),
   AVATAR_MAX_BYTES: Joi.number()
     .integer()
     .min(1024)
@@ -189,6 +223,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     'REDIS_CLUSTER_NODES',
     'TRUSTED_OPENID_HEADER',
     'TRUSTED_UNIONID_HEADER',
+    'WECHAT_PUSH_TOKEN',
+    'WECHAT_PUSH_AES_KEY',
+    'WECHAT_PUSH_AES_KEY_PREVIOUS',
   ]) {
     if (env[key] === '') merged[key] = '';
   }
@@ -224,6 +261,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiBase: String(v.WECHAT_API_BASE).replace(/\/+$/, ''),
       timeoutMs: v.WECHAT_TIMEOUT_MS,
       sessionKeyTtlSeconds: v.WECHAT_SESSION_KEY_TTL_SECONDS,
+    },
+    push: {
+      token: v.WECHAT_PUSH_TOKEN,
+      aesKeys: [v.WECHAT_PUSH_AES_KEY, v.WECHAT_PUSH_AES_KEY_PREVIOUS].filter(Boolean),
     },
     cache: { ttlSeconds: v.CACHE_TTL_SECONDS, absentTtlMs: v.CACHE_ABSENT_TTL_MS },
     timeZone: v.TIME_ZONE,

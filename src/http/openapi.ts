@@ -83,6 +83,9 @@ function convert(d: Description, options: ConvertOptions): SchemaObject {
     case 'number':
       out.type = d.rules?.some((r) => r.name === 'integer') ? 'integer' : 'number';
       break;
+    case 'boolean':
+      out.type = 'boolean';
+      break;
     case 'array':
       out.type = 'array';
       out.items = d.items?.length === 1 ? convert(d.items[0], options) : {};

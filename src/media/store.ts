@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -21,6 +21,11 @@ export interface MediaStore {
   open(key: string): Promise<StoredObject | null>;
   /** Idempotent. */
   remove(key: string): Promise<void>;
+  /**
+   * Removes every object whose key starts with `prefix` (`avatar/42_`: a user's avatars), and
+   * answers how many there were. Idempotent.
+   */
+  removeByPrefix(prefix: string): Promise<number>;
   /** The URL clients fetch `key` from. */
   url(key: string): string;
   /** The key of a URL this store handed out, or null for any other URL. */
@@ -91,6 +96,25 @@ export class DiskMediaStore implements MediaStore {
     await unlink(this.path(key)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
+  }
+
+  async removeByPrefix(prefix: string): Promise<number> {
+    const slash = prefix.indexOf('/');
+    const folder = prefix.slice(0, slash);
+    const start = prefix.slice(slash + 1);
+    if (slash < 1 || !/^[a-z]+$/.test(folder) || !/^[A-Za-z0-9_-]+$/.test(start)) {
+      throw new Error(`not a media key prefix: ${JSON.stringify(prefix).slice(0, 80)}`);
+    }
+    let names: string[];
+    try {
+      names = await readdir(join(this.root, folder));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    const keys = names.map((name) => `${folder}/${name}`).filter((key) => key.startsWith(prefix) && KEY.test(key));
+    await Promise.all(keys.map((key) => this.remove(key)));
+    return keys.length;
   }
 
   url(key: string): string {

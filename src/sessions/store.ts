@@ -1,4 +1,5 @@
 import {
+  parseSession,
   SESSION_JSON_HEAD,
   SessionReader,
   sessionJsonTail,
@@ -53,8 +54,11 @@ local function write_session(json, session, index, at)
 end
 `;
 
-// KEYS[1] session, KEYS[2] the user's index; ARGV[1] the session JSON, then the write's.
+// KEYS[1] session, KEYS[2] the user's index, KEYS[3] the user's cached profile (its slot: see
+// users/cache.ts); ARGV[1] the session JSON, then the write's, then ARGV[10] the session's
+// user_id. Nothing is stored, and 0 answered, for a user_id a deletion's tombstone names as gone.
 const ISSUE = `${WRITE_SESSION_LUA}
+if redis.call('HGET', KEYS[3], 'gone') == ARGV[10] then return 0 end
 write_session(ARGV[1], KEYS[1], KEYS[2], 2)
 return 1`;
 
@@ -72,7 +76,13 @@ end
 return {ended, redis.call('ZCARD', KEYS[1]), elsewhere}`;
 
 interface IssueCommand {
-  sessionIssue(key: string, index: string, json: string, ...args: SessionDraft['args']): Promise<number>;
+  sessionIssue(
+    key: string,
+    index: string,
+    profile: string,
+    json: string,
+    ...args: [...SessionDraft['args'], userId: string]
+  ): Promise<number>;
   sessionRevoke(
     index: string,
     batch: number,
@@ -169,7 +179,7 @@ export class SessionStore extends SessionReader {
     breaker?: RedisBreaker,
   ) {
     super(redis, { keyPrefix: keys.prefix, guard: breaker && ((call) => breaker.run(call)) });
-    redis.defineCommand('sessionIssue', { numberOfKeys: 2, lua: ISSUE });
+    redis.defineCommand('sessionIssue', { numberOfKeys: 3, lua: ISSUE });
     redis.defineCommand('sessionRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.issuer = redis as RedisClient & IssueCommand;
     tailTable();
@@ -180,16 +190,54 @@ export class SessionStore extends SessionReader {
     return draftSession(this.keys, this.settings, openid, nowMs);
   }
 
-  /** Stores a new session in one round trip (one script: the session and its index entry). */
+  /**
+   * Stores a new session in one round trip (one script: the session and its index entry). For
+   * a user_id deleted since the caller read it (a deletion's tombstone names it gone), a session
+   * without a user_id instead, in a second round trip.
+   */
   async issue(
     user: { user_id: number | null; openid: string; unionid?: string | null },
     d: SessionDraft = this.draft(user.openid),
   ): Promise<IssuedSession> {
-    const id = user.user_id === null ? 'null' : user.user_id;
-    const json = `${d.head}${id}${UNIONID_FIELD}${unionidLiteral(user.unionid)}${d.tail}`;
-    await this.guarded(() => this.issuer.sessionIssue(d.key, d.index, json, ...d.args));
+    const store = (id: string) =>
+      this.guarded(() =>
+        this.issuer.sessionIssue(
+          d.key,
+          d.index,
+          this.keys.profile(user.openid),
+          `${d.head}${id}${UNIONID_FIELD}${unionidLiteral(user.unionid)}${d.tail}`,
+          ...d.args,
+          id,
+        ),
+      );
+    const id = user.user_id === null ? 'null' : String(user.user_id);
+    // A user deleted since the caller read it: the openid has no user now, as for getOpenid
+    // before a registration.
+    if ((await store(id)) === 0) await store('null');
     return { token: d.token, expires_at: d.expires_at };
   }
+  /**
+   * The live sessions of the openid, oldest first, for the user's copy of their data (never a
+   * token: each is read here and dropped). At most the cap's worth (SESSION_MAX_PER_USER) and a
+   * few more, for an index grown before the cap existed. Reads nothing it could slide: a GET.
+   */
+  async listLive(openid: string): Promise<{ issued_at: number; expires_at: number; idle_timeout: number }[]> {
+    const index = this.keys.userSessions(openid);
+    return this.guarded(async () => {
+      const tokens = await this.issuer.zrange(index, 0, MAX_SESSIONS_PER_USER * 2 - 1);
+      const raws = await Promise.all(tokens.map((t) => this.issuer.get(this.keys.session(t))));
+      const now = Math.floor(Date.now() / 1000);
+      const live = [];
+      for (const raw of raws) {
+        const s = raw ? parseSession(raw) : null;
+        if (s && s.openid === openid && s.expires_at > now) {
+          live.push({ issued_at: s.issued_at, expires_at: s.expires_at, idle_timeout: s.idle_timeout });
+        }
+      }
+      return live;
+    });
+  }
+
   /**
    * Ends every session of the openid; answers how many were live. The index holds at most
    * SESSION_MAX_PER_USER tokens, so this is one script in the user's slot; only an index grown

@@ -34,6 +34,7 @@ local function fill(key, version, id, json, ttl, unionid)
   local cur = tonumber(redis.call('HGET', key, 'v'))
   local v = tonumber(version)
   if cur and (cur > v or (cur == v and redis.call('HEXISTS', key, 'user') == 1)) then return 0 end
+  redis.call('HDEL', key, 'gone')
   redis.call('HSET', key, 'v', version, 'id', id, 'user', json, 'u', unionid)
   redis.call('PEXPIRE', key, ttl)
   return 1
@@ -47,20 +48,26 @@ return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])`;
 // A miss, once its row is read: the fill and the caller's session in one round trip. KEYS as
 // LOGIN_LUA's; ARGV: version, user_id, user JSON, ttl ms, unionid literal, the session JSON's
 // head and tail, then WRITE_SESSION_LUA's. The session is stored even when a newer version
-// refuses the fill.
+// refuses the fill, unless the row read is of a user deleted since (`gone`): then nothing is
+// written and 0 answered, so a login that read the row just before a deletion cannot leave a
+// live session of the deleted user behind.
 const FILL_WITH_SESSION = `${FILL_FUNCTION}${WRITE_SESSION_LUA}
+if redis.call('HGET', KEYS[1], 'gone') == ARGV[2] then return 0 end
 fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 write_session(ARGV[6] .. ARGV[2] .. '${UNIONID_FIELD}' .. ARGV[5] .. ARGV[7], KEYS[2], KEYS[3], 8)
 return 1`;
 
-// KEYS[1] profile; ARGV: version, ttl ms. Replaces the key with a tombstone at
-// max(version, current version).
+// KEYS[1] profile; ARGV: version, ttl ms, and for a deletion the deleted user_id. Replaces the
+// key with a tombstone at max(version, current version). A deletion's tombstone also holds
+// `gone` (the user_id), which later tombstones keep while they live.
 const INVALIDATE = `
 local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
+local gone = ARGV[3] or redis.call('HGET', KEYS[1], 'gone')
 local v = tonumber(ARGV[1])
 if cur and cur > v then v = cur end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', v)
+if gone then redis.call('HSET', KEYS[1], 'gone', gone) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return v`;
 
@@ -127,7 +134,7 @@ interface CacheCommands {
     ...args: SessionDraft['args']
   ): Promise<number>;
   userCacheMarkAbsent(key: string, ttlMs: number): Promise<number>;
-  userCacheInvalidate(key: string, version: number, ttlMs: number): Promise<number>;
+  userCacheInvalidate(key: string, version: number, ttlMs: number, goneUserId?: number): Promise<number>;
   userCacheRevert(key: string, version: number): Promise<number>;
 }
 
@@ -248,12 +255,13 @@ export class UserCache {
   /**
    * fill() and the session of the caller that read the row, in one round trip. Throws when
    * Redis fails (then neither happened; the failure is also reported as a failed `fill`).
+   * Answers false, having written nothing, when the user was deleted since (see `bury`).
    */
-  async fillWithSession(openid: string, version: number, user: CachedUser, session: SessionDraft): Promise<void> {
+  async fillWithSession(openid: string, version: number, user: CachedUser, session: SessionDraft): Promise<boolean> {
     const { key, index, head, tail, args } = session;
     const profile = this.keys.profile(openid);
     try {
-      await this.breaker.run(() =>
+      const stored = await this.breaker.run(() =>
         this.redis.userCacheFillWithSession(
           profile,
           key,
@@ -268,6 +276,7 @@ export class UserCache {
           ...args,
         ),
       );
+      return stored !== 0;
     } catch (err) {
       this.events.error?.('fill', err);
       throw err;
@@ -288,6 +297,16 @@ export class UserCache {
   async invalidate(openid: string, version: number): Promise<void> {
     const key = this.keys.profile(openid);
     await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.tombstoneMs));
+  }
+
+  /**
+   * invalidate() for a deletion: the tombstone also says which user_id is gone, so that a login
+   * that read the row before the deletion committed stores no session for it (FILL_WITH_SESSION).
+   * Like the tombstone, it lives tombstoneMs; it names no personal data but the key's openid.
+   */
+  async bury(openid: string, version: number, userId: number): Promise<void> {
+    const key = this.keys.profile(openid);
+    await this.breaker.run(() => this.redis.userCacheInvalidate(key, version, this.tombstoneMs, userId));
   }
 
   /**

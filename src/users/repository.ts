@@ -21,6 +21,15 @@ const ASSIGNMENTS = PATCHABLE.map((column) => `\`${column.replace(/`/g, '``')}\`
 const PATCHABLE_SET = new Set<string>(PATCHABLE);
 
 const LOCK_ROW = 'SELECT openid, version FROM users WHERE id = ? FOR UPDATE';
+const LOCK_BY_OPENID = 'SELECT id, openid, avatar, version FROM users WHERE openid = ? LIMIT 2 FOR UPDATE';
+const DELETE_ROW = 'DELETE FROM users WHERE id = ?';
+const RECORD_DELETION = 'INSERT INTO account_deletions (user_id, reason) VALUES (?, ?)';
+
+/** Why an account was deleted, as account_deletions keeps it. */
+export type DeletionReason = 'user' | 'wechat_cancellation';
+
+/** What a deletion found under its lock: the row's id, version and avatar (its files go next). */
+export type DeletedRow = Pick<UserRow, 'id' | 'openid' | 'avatar' | 'version'>;
 /** The UPDATE for each subset of PATCHABLE (bit i: PATCHABLE[i] is set), built once. */
 const updates: string[] = [];
 
@@ -154,6 +163,34 @@ export class UserRepository {
       if (guard.status === 'rejected') throw guard.reason;
       if (write.status === 'rejected') throw write.reason;
       return true;
+    });
+  }
+
+  /**
+   * Deletes the user of an openid and records why, in one transaction, under the same row lock
+   * as updateProfile: an update waiting on the lock then finds no row, and one that held it
+   * first is committed (and its tombstone written) before this reads the version. `beforeWrite`
+   * is updateProfile's: the deletion is committed only once it has returned. Answers the row
+   * deleted, or null when there was none.
+   */
+  async deleteUser(
+    openid: string,
+    reason: DeletionReason,
+    beforeWrite: (current: DeletedRow) => Promise<void>,
+  ): Promise<DeletedRow | null> {
+    return inTransaction(this.db, this.queryTimeoutMs, async (query) => {
+      const rows = await query<DeletedRow[]>(LOCK_BY_OPENID, [openid]);
+      if (rows.length > 1) throw new Error('several users have this openid');
+      const [current] = rows;
+      if (!current) return null;
+      const write = async () => {
+        await query(DELETE_ROW, [current.id]);
+        await query(RECORD_DELETION, [current.id, reason]);
+      };
+      const [guard, written] = await Promise.allSettled([beforeWrite(current), write()]);
+      if (guard.status === 'rejected') throw guard.reason;
+      if (written.status === 'rejected') throw written.reason;
+      return current;
     });
   }
 }

@@ -1,8 +1,11 @@
 import { sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
 import type { ProfileFlows } from './flows';
+import type { AccountRights } from './rights';
 import {
+  deleteAccountInput,
   emptyListOutput,
+  exportOutput,
   identityInput,
   jsCodeInput,
   loginInput,
@@ -30,7 +33,12 @@ import type { UserService } from './service';
  * flows (not in the document), for the user of a session in every mode. Every route is rate
  * limited (the default).
  */
-export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[] {
+export function userRoutes(users: UserService, flows: ProfileFlows, accountRights?: AccountRights): RouteSpec[] {
+  // Absent where only the specs are read (the API page, the OpenAPI document, their tests).
+  const rights = (): AccountRights => {
+    if (!accountRights) throw new Error('the account routes were mounted without AccountRights');
+    return accountRights;
+  };
   return [
     defineRoute({
       name: 'login',
@@ -139,6 +147,33 @@ export function userRoutes(users: UserService, flows: ProfileFlows): RouteSpec[]
           throw err;
         }
       },
+    }),
+    defineRoute({
+      name: 'deleteAccount',
+      summary:
+        "Delete the session user's account for good (PIPL art. 47): profile, sessions, session_key, avatar " +
+        'files. Needs the token AND a fresh wx.login js_code of the same openid, in every mode',
+      input: deleteAccountInput,
+      output: nullOutput,
+      codes: { invalid: -1, upstream: -2, other: -2, unauthenticated: -10 },
+      session: 'required',
+      // Each call asks WeChat for the code: as dear as a write.
+      rateCost: 2,
+      handle: async ({ js_code }, ctx) => {
+        await rights().deleteAccount(sessionOf(ctx), js_code);
+        return null;
+      },
+    }),
+    defineRoute({
+      name: 'exportData',
+      summary:
+        'A copy of everything held about the session user (PIPL art. 45): the profile with the full phone, ' +
+        'the live sessions (never a token), whether a session_key is held (never its value)',
+      input: noInput,
+      output: exportOutput,
+      codes: { invalid: -1, other: -2, notFound: -4, unauthenticated: -10 },
+      session: 'required',
+      handle: (_input, ctx) => rights().exportData(sessionOf(ctx)),
     }),
   ];
 }

@@ -183,6 +183,16 @@ export const phoneCodeInput = Joi.object<PhoneCodeInput>({
     .example('e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144'),
 });
 
+export interface DeleteAccountInput {
+  js_code?: string;
+}
+// Optional here so that a missing code is -10 (not proven) rather than -1, as a stale one is.
+export const deleteAccountInput = Joi.object<DeleteAccountInput>({
+  js_code: fields.js_code.description(
+    'The code of a fresh wx.login of the same openid as the token (required: without it, -10)',
+  ),
+});
+
 /** The avatar route's form has its file only; nothing is read from a JSON body. */
 export const noInput = Joi.object({});
 
@@ -271,10 +281,23 @@ export const userOutput = Joi.object({
   user_id: fields.user_id.required(),
   openid: fields.openid.required(),
   unionid: fields.unionid,
-  nick_name: fields.nick_name.required(),
-  avatar: fields.avatar.required(),
+  // '' once WeChat has said the user withdrew it or that it was cleaned (/wechat/push): the
+  // document's fields stay strings.
+  nick_name: fields.nick_name
+    .allow('')
+    .required()
+    .description("Display name: 1-64 characters (an emoji counts as one), or '' once WeChat withdrew or cleaned it"),
+  avatar: fields.avatar
+    .allow('')
+    .required()
+    .description("Avatar URL, http or https, or '' once WeChat withdrew or cleaned it"),
   gender: fields.gender.required(),
-  phone: fields.phone.required(),
+  phone: fields.phone
+    .allow('')
+    .required()
+    .description(
+      "Contact string, 1-32 characters (not necessarily a phone number), or '' once the user withdrew it in WeChat",
+    ),
   ctime: dateTime('Created').required(),
   mtime: dateTime('Last modified').required(),
 })
@@ -310,6 +333,31 @@ export const openidOutput = Joi.object({
 }).meta({ component: 'Openid' });
 
 export const nullOutput = Joi.valid(null).description('null');
+
+export const exportOutput = Joi.object({
+  user: userOutput.required(),
+  sessions: Joi.array()
+    .items(
+      Joi.object({
+        issued_at: Joi.number().integer().required().description('When the session was opened, Unix seconds'),
+        expires_at: Joi.number().integer().required().description('Its absolute expiry, Unix seconds'),
+        idle_timeout: Joi.number().integer().required().description('Seconds without use after which it ends earlier'),
+      }),
+    )
+    .required()
+    .description('The live sessions, oldest first; never their tokens')
+    .example([{ issued_at: 1795650000, expires_at: 1796254800, idle_timeout: 172800 }]),
+  session_key_held: Joi.boolean()
+    .required()
+    .description("Whether WeChat's session_key for the user is held (server-side only); never its value")
+    .example(true),
+  avatar_stored_here: Joi.boolean()
+    .required()
+    .description('Whether user.avatar is a file this service stores (removed with the account)')
+    .example(false),
+})
+  .description('Everything the service holds about the user')
+  .meta({ component: 'DataExport' });
 
 export const emptyListOutput = Joi.array().length(0).description('an empty list, as in the document').example([]);
 

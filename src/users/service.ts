@@ -5,7 +5,7 @@ import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wec
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
-import type { RowPatch, UserRepository } from './repository';
+import type { DeletedRow, DeletionReason, RowPatch, UserRepository } from './repository';
 
 /** The session fields added to a login answer, beside the document's user fields. */
 export type SessionFields = {
@@ -28,6 +28,9 @@ export interface UserServiceDeps {
 const noSuchUser = () => new ServiceError('notFound', 'no such user');
 
 const sessionFields = (s: IssuedSession): SessionFields => ({ token: s.token, token_expires_at: s.expires_at });
+
+/** A live session as the user's copy of their data shows it: times only, never the token. */
+export type LiveSession = Awaited<ReturnType<SessionStore['listLive']>>[number];
 
 /** A user read from MySQL, with the row version its cache entry is filled at. */
 interface RowRead {
@@ -220,15 +223,18 @@ export class UserService {
     fill?: RowRead,
     draft: SessionDraft = this.deps.sessions.draft(openid),
   ): Promise<IssuedSession | null> {
+    let stored = true;
     try {
-      if (fill) await this.deps.cache.fillWithSession(openid, fill.version, fill.user, draft);
+      if (fill) stored = await this.deps.cache.fillWithSession(openid, fill.version, fill.user, draft);
       else await this.deps.sessions.issue({ user_id: userId, openid }, draft);
-      return draft;
     } catch (err) {
       this.deps.onStoreError?.('redis', 'session_issue', err);
       this.deps.logger.warn({ err: (err as Error)?.message }, 'session not issued: redis unavailable');
       return null;
     }
+    // The row was read just before its user was deleted: no session for a user that is gone.
+    if (!stored) throw noSuchUser();
+    return draft;
   }
 
   /**
@@ -259,6 +265,55 @@ export class UserService {
       if (changed !== undefined) this.endSharing(changed);
     }
     if (!found) throw noSuchUser();
+  }
+
+  /**
+   * Deletes the user row of an openid, with a record of when and why in account_deletions.
+   * Fenced as `update` is: under the row lock, a tombstone (marked with the user_id, see
+   * cache.bury) is confirmed by Redis before the deletion commits, or nothing changes (-2). So
+   * a concurrent update either committed before (and is deleted with the row) or finds no row
+   * after; a reader holding the row from before can neither cache it nor store a session with
+   * it. Sessions and the session_key are the caller's to end next (logout), as are files.
+   * Answers the row deleted, or null when there was none.
+   */
+  async deleteUser(openid: string, reason: DeletionReason): Promise<DeletedRow | null> {
+    const { repository, cache } = this.deps;
+    let deleted: DeletedRow | null;
+    let locked = false;
+    try {
+      deleted = await repository.deleteUser(openid, reason, async ({ id, version }) => {
+        locked = true;
+        try {
+          await cache.bury(openid, version + 1, id);
+        } catch (err) {
+          void cache.revert(openid, version + 1);
+          throw this.unavailable('redis', 'invalidate', err);
+        }
+      });
+    } catch (err) {
+      if (err instanceof ServiceError) throw err;
+      throw this.unavailable('mysql', 'delete', err);
+    } finally {
+      if (locked) this.endSharing(openid);
+    }
+    return deleted;
+  }
+
+  /**
+   * What is held about the user of an openid, for their copy (exportData): the user as served,
+   * its live sessions' times (never a token) and whether a session_key is held (never its value).
+   */
+  async holdings(openid: string): Promise<{ user: User; sessions: LiveSession[]; sessionKeyHeld: boolean }> {
+    const user = JSON.parse((await this.find(openid)).json) as User;
+    try {
+      const [sessions, sessionKeyHeld] = await Promise.all([
+        this.deps.sessions.listLive(openid),
+        this.deps.sessionKeys.has(openid),
+      ]);
+      return { user, sessions, sessionKeyHeld };
+    } catch (err) {
+      throw this.unavailable('redis', 'export', err);
+    }
   }
 
   /** Idempotent: ends every session of the openid and forgets its cached profile and session_key. */

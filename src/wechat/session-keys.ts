@@ -22,6 +22,11 @@ export class SessionKeyStore {
     await this.breaker.run(() => this.redis.multi().del(key).hset(key, fields).expire(key, this.ttlSeconds).exec());
   }
 
+  /** Whether a session_key is held for the openid (never what it is). */
+  async has(openid: string): Promise<boolean> {
+    return (await this.breaker.run(() => this.redis.hexists(this.keys.wechatSession(openid), 'session_key'))) === 1;
+  }
+
   async remove(openid: string): Promise<void> {
     await this.breaker.run(() => this.redis.del(this.keys.wechatSession(openid)));
   }

@@ -56,6 +56,35 @@ describe('configuration', () => {
     }
   });
 
+  it("validates WeChat's message push settings: off by default, WeChat's own shapes, each key with what it needs", () => {
+    expect(loadConfig({ NODE_ENV: 'production' }).push).to.deep.equal({ token: '', aesKeys: [] });
+    const key = 'a'.repeat(42) + 'Z';
+    const previous = 'b+/'.repeat(14) + 'c';
+    const ok = { NODE_ENV: 'production', WECHAT_APPID: 'wx1', WECHAT_PUSH_TOKEN: 'Tok3n' };
+    expect(loadConfig(ok).push).to.deep.equal({ token: 'Tok3n', aesKeys: [] });
+    expect(loadConfig({ ...ok, WECHAT_PUSH_AES_KEY: key, WECHAT_PUSH_AES_KEY_PREVIOUS: previous }).push).to.deep.equal({
+      token: 'Tok3n',
+      aesKeys: [key, previous],
+    });
+    const refused: [Record<string, string>, string][] = [
+      [{ ...ok, WECHAT_PUSH_TOKEN: 'ab' }, 'WECHAT_PUSH_TOKEN'],
+      [{ ...ok, WECHAT_PUSH_TOKEN: 'a'.repeat(33) }, 'WECHAT_PUSH_TOKEN'],
+      [{ ...ok, WECHAT_PUSH_TOKEN: 'tok-en' }, 'WECHAT_PUSH_TOKEN'],
+      [{ ...ok, WECHAT_PUSH_AES_KEY: key.slice(1) }, 'WECHAT_PUSH_AES_KEY'],
+      [{ ...ok, WECHAT_PUSH_AES_KEY: `${key.slice(1)}=` }, 'WECHAT_PUSH_AES_KEY'],
+      [{ ...ok, WECHAT_PUSH_TOKEN: '', WECHAT_PUSH_AES_KEY: key }, 'WECHAT_PUSH_AES_KEY'],
+      [{ ...ok, WECHAT_APPID: '', WECHAT_PUSH_AES_KEY: key }, 'WECHAT_PUSH_AES_KEY'],
+      [{ ...ok, WECHAT_PUSH_AES_KEY_PREVIOUS: previous }, 'WECHAT_PUSH_AES_KEY_PREVIOUS'],
+      [{ ...ok, WECHAT_PUSH_AES_KEY: key, WECHAT_PUSH_AES_KEY_PREVIOUS: 'short' }, 'WECHAT_PUSH_AES_KEY_PREVIOUS'],
+    ];
+    for (const [env, name] of refused) {
+      expect(() => loadConfig(env), JSON.stringify(env))
+        .to.throw(ConfigError)
+        .with.property('message')
+        .that.includes(name);
+    }
+  });
+
   const bad: Record<string, string> = {
     PORT: 'eighty',
     DATABASE_URL: 'postgres://x/y',

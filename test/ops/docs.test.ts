@@ -54,9 +54,19 @@ describe('GET /docs, in a real headless Chromium', function () {
     expect(listed).to.include.members(['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session']);
     const paths = await page.locator('.opblock-post .opblock-summary-path').allTextContents();
     expect(paths.map((p) => p.replace(/\u200b/g, ''))).to.have.members(
-      ['login', 'getOpenid', 'loginByOpenid', 'logout', 'get', 'update', 'session', 'bindPhone', 'avatar'].map(
-        (n) => `/service/user/${n}`,
-      ),
+      [
+        'login',
+        'getOpenid',
+        'loginByOpenid',
+        'logout',
+        'get',
+        'update',
+        'session',
+        'bindPhone',
+        'avatar',
+        'deleteAccount',
+        'exportData',
+      ].map((n) => `/service/user/${n}`),
     );
 
     const op = page.locator('#operations-users-loginByOpenid');
