@@ -97,7 +97,7 @@ const BODIES = {
   updates: () => ({ kind: 'update', ...ids }),
 } satisfies Record<string, () => Bodies>;
 
-/** The servers every round uses, started once and kept up (an idle one costs no CPU). */
+/** The servers, each started when a scenario first needs it and kept up (an idle one costs no CPU). */
 const SERVERS: Record<string, () => Promise<Proc>> = {
   service: () => startService('service WORKERS=1', 1, opts.serviceFlags),
   service2: () => startService('service WORKERS=2', 2),
@@ -110,6 +110,7 @@ const SERVERS: Record<string, () => Promise<Proc>> = {
 /** Services whose largest process is held to the 150 MB target (the surge's fresh one is not). */
 const RSS_TARGET = ['service', 'service2'];
 const servers: Record<string, Proc> = {};
+const server = async (key: string) => (servers[key] ??= await SERVERS[key]!());
 
 interface Scenario extends RowDef {
   /** The server it loads: a key of SERVERS (default service), or one its `before` puts in `servers`. */
@@ -296,7 +297,7 @@ const rss = { max: 0, during: '' };
 /** One round of one scenario: its hooks, the warm-up, and the measurement, with the server's own CPU. */
 async function measure(s: Scenario) {
   const facts: Facts = { ...(await s.before?.()) };
-  const proc = servers[s.server ?? 'service']!;
+  const proc = await server(s.server ?? 'service');
   const url = `${proc.url}${s.path ?? LOGIN}`;
   const beside = s.beside && (await Proc.start(`${s.name}: beside`, s.beside(proc), baseEnv));
   if (beside) await beside.line('READY');
@@ -413,19 +414,17 @@ async function main(): Promise<void> {
   let profiled: Awaited<ReturnType<typeof profile>> | undefined;
   try {
     if (!v['profile-only']) {
-      log('servers: the service (WORKERS=1 and WORKERS=2) and the floors');
-      for (const [key, start] of Object.entries(SERVERS)) servers[key] = await start();
       for (let round = 1; round <= opts.rounds; round++) {
         log(`--- round ${round} of ${opts.rounds}`);
         // The same start for every round: only the working set cached, no sessions.
         await dropProfiles();
-        await warmCache(servers.service!);
+        await warmCache(await server('service'));
         for (const group of SCENARIOS) {
           const order = round % 2 ? [...group.floors, ...group.paths] : [...group.paths, ...group.floors];
           for (const s of order) if (!s.skip) await measure(s);
         }
       }
-      for (const proc of Object.values(servers)) await stop(proc);
+      for (const proc of [...Proc.running]) await stop(proc);
     }
     if (!v['no-profile']) profiled = await profile();
   } finally {
