@@ -11,6 +11,7 @@ import { benchOpenid, log } from './lib';
 const NICKS = ['小明', '阿花', 'Tom', '晴天', '老王', 'Lily', '风之子', '糖糖'];
 const EMOJI = ['😀', '🐱', '🌸', '🚀', '🍵', '⭐'];
 const BATCH = 5000;
+const ENDS = 'SELECT COUNT(*) FROM users WHERE openid IN (?, ?)';
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 async function scalar(conn: mysql.Connection, sql: string, params: unknown[] = []): Promise<number> {
@@ -34,11 +35,9 @@ export async function seed(db: DbSettings, users: number, reseed: boolean) {
       const [n, lo, hi] = await Promise.all(
         ['COUNT(*)', 'MIN(id)', 'MAX(id)'].map((f) => scalar(conn, `SELECT ${f} FROM users`)),
       );
-      const ends = await scalar(conn, 'SELECT COUNT(*) FROM users WHERE openid IN (?, ?)', [
-        benchOpenid(0),
-        benchOpenid(users - 1),
-      ]);
-      return { ok: n === users && ends === 2 && hi! - lo! + 1 === users, n: n!, lo: lo!, hi: hi! };
+      const ends = [benchOpenid(0), benchOpenid(users - 1)];
+      const ok = n === users && hi! - lo! + 1 === users && (await scalar(conn, ENDS, ends)) === 2;
+      return { ok, n: n!, lo: lo!, hi: hi! };
     };
     const before = await check();
     if (before.ok && !reseed) {
@@ -52,18 +51,10 @@ export async function seed(db: DbSettings, users: number, reseed: boolean) {
     for (let from = 0; from < users; from += BATCH) {
       const rows = [];
       for (let n = from; n < Math.min(users, from + BATCH); n++) {
-        const created = new Date(base - n * 1000);
+        const [created, phone] = [new Date(base - n * 1000), `1${String(3_000_000_000 + n).padStart(10, '0')}`];
         const nick = `${NICKS[n % NICKS.length]}${EMOJI[n % EMOJI.length]}${n}`;
         const avatar = `https://thirdwx.qlogo.cn/mmopen/vi_32/bench${n.toString(36)}/132`;
-        rows.push([
-          benchOpenid(n),
-          nick,
-          avatar,
-          n % 2,
-          `1${String(3_000_000_000 + n).padStart(10, '0')}`,
-          created,
-          created,
-        ]);
+        rows.push([benchOpenid(n), nick, avatar, n % 2, phone, created, created]);
       }
       // mysql2 expands a nested array into (…),(…),…: one statement, one round trip per batch.
       await conn.query('INSERT INTO users (openid, nick_name, avatar, gender, phone, ctime, mtime) VALUES ?', [rows]);
