@@ -141,14 +141,14 @@ const sum = (row: Row, key: string) => row.rounds.reduce((a, r) => a + (r.facts?
 
 /** The attack row's attacker (bench/attack.ts): slowloris connections and bodies at the limit, full of keys. */
 const attacker = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, `${opts.attack.halfOpen}`, `${opts.attack.rate}`];
-function attacked(row: Row): string {
-  const answered = Object.keys(row.rounds[0]?.facts ?? {}).filter((k) => k.startsWith('HTTP '));
-  return (
-    `attacker: ${fmt(sum(row, 'sent'))} bodies sent (${answered.map((k) => `${k}: ${fmt(sum(row, k))}`).join(', ')}; ` +
-    `${fmt(sum(row, 'late'))} not sent, all connections busy); half-open alive at each round's end: ` +
-    row.rounds.map((r) => r.facts?.halfOpenAlive).join(', ')
-  );
-}
+/** What a beside process sent and how it was answered, over all rounds. */
+const answered = (row: Row) =>
+  `${fmt(sum(row, 'sent'))} bodies sent (${Object.keys(row.rounds[0]?.facts ?? {})
+    .filter((k) => k.startsWith('HTTP '))
+    .map((k) => `${k}: ${fmt(sum(row, k))}`)
+    .join(', ')}; ${fmt(sum(row, 'late'))} not sent, all connections busy)`;
+const attacked = (row: Row) =>
+  `attacker: ${answered(row)}; half-open alive at each round's end: ${row.rounds.map((r) => r.facts?.halfOpenAlive).join(', ')}`;
 
 /**
  * A fresh process whose first load is a surge of launches (a deploy at peak): the requests it
