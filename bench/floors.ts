@@ -136,17 +136,15 @@ const update =
   };
 
 const floor = process.argv[2];
-const redis = () => new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
 const db = { ...parseDatabaseUrl(config.db.url), connectionLimit: config.db.poolMax };
-const pool = () => mysql.createPool({ ...db, charset: 'utf8mb4', timezone: 'Z', supportBigNumbers: true });
 let answer: Answer;
 let store: { ready(listen: () => void): void; close(done: () => void): void };
 if (floor === 'redis' || floor === 'pipeline' || floor === 'koa') {
-  const client = redis();
+  const client = new Redis(config.redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
   answer = floor === 'pipeline' ? pipelineLogin(client) : redisLogin(client);
   store = { ready: (listen) => client.once('ready', listen), close: (done) => (client.disconnect(), done()) };
 } else if (floor === 'mysql' || floor === 'update') {
-  const p = pool();
+  const p = mysql.createPool({ ...db, charset: 'utf8mb4', timezone: 'Z', supportBigNumbers: true });
   answer = floor === 'mysql' ? mysqlLogin(p) : update(p);
   store = {
     // One query first: the pool has a connection and the table exists.

@@ -54,6 +54,7 @@ function processTree(pid: number): number[] {
  */
 export class Proc {
   static readonly running = new Set<Proc>();
+  readonly name: string;
   readonly url: string;
   /** The service's ops port: /readyz and /metrics. */
   readonly opsUrl: string;
@@ -66,13 +67,8 @@ export class Proc {
   private readonly exited: Promise<unknown>;
   private readonly waiting = new Map<string, (line: string) => void>();
 
-  private constructor(
-    readonly name: string,
-    args: string[],
-    env: NodeJS.ProcessEnv,
-    port: number,
-    opsPort: number,
-  ) {
+  private constructor(name: string, args: string[], env: NodeJS.ProcessEnv, port: number, opsPort: number) {
+    this.name = name;
     this.url = `http://127.0.0.1:${port}`;
     this.opsUrl = `http://127.0.0.1:${opsPort}`;
     const ports = { PORT: String(port), HOST: '127.0.0.1', OPS_PORT: String(opsPort), OPS_HOST: '127.0.0.1' };

@@ -137,20 +137,11 @@ export function section(report: RunReport, defs: RowDef[]): string {
   lines.push('', ...reported);
   if (report.profile) {
     const { summary: p, scenario } = report.profile;
-    const share = (l: { name: string; share: number }, code = '') =>
-      `${code}${l.name}${code} ${(l.share * 100).toFixed(1)} %`;
-    lines.push(
-      '',
-      `**Profile** (${scenario}, \`node --cpu-prof\`; self time, share of ${fmt(p.totalMs)} ms busy): ` +
-        `${p.categories
-          .filter((c) => c.share >= 0.01)
-          .map((c) => share(c))
-          .join('; ')}. ` +
-        `Top functions: ${p.functions
-          .slice(0, 4)
-          .map((f) => share(f, '`'))
-          .join(', ')}.`,
-    );
+    const pc = (l: { share: number }) => `${(l.share * 100).toFixed(1)} %`;
+    const groups = p.categories.filter((c) => c.share >= 0.01).map((c) => `${c.name} ${pc(c)}`);
+    const top = p.functions.slice(0, 4).map((f) => `\`${f.name}\` ${pc(f)}`);
+    const busy = `\`node --cpu-prof\`; self time, share of ${fmt(p.totalMs)} ms busy`;
+    lines.push('', `**Profile** (${scenario}, ${busy}): ${groups.join('; ')}. Top functions: ${top.join(', ')}.`);
   }
   return lines.join('\n');
 }

@@ -335,11 +335,11 @@ async function measure(s: Scenario) {
   await cleanSessions();
   if (!rows.has(s.name)) rows.set(s.name, { name: s.name, rounds: [] });
   rows.get(s.name)!.rounds.push(round);
+  const pc = (x?: number) => (x === undefined ? '—' : (x * 100).toFixed(0));
   log(
     `  ${fmt(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, RSS ${mib(rssNow)} ` +
-      `(${procs} procs), CPU % of a core: server ${(round.cpu * 100).toFixed(0)}, wrk ${(r.gen * 100).toFixed(0)}` +
-      `${round.beside === undefined ? '' : `, beside ${(round.beside * 100).toFixed(0)}`}, others ${(round.other * 100).toFixed(0)} % of the machine` +
-      `${round.gcs === undefined ? '' : `, ${round.gcs.toFixed(1)} full GCs/s`}${round.facts ? ` ${JSON.stringify(round.facts)}` : ''}`,
+      `(${procs} procs), CPU % of a core: server ${pc(round.cpu)}, wrk ${pc(r.gen)}, beside ${pc(round.beside)}, ` +
+      `others ${pc(round.other)} % of the machine, ${fmt(round.gcs, 1)} full GCs/s ${JSON.stringify(round.facts ?? {})}`,
   );
   proc.news('during the run');
 }
