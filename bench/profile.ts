@@ -51,22 +51,19 @@ export function summarizeProfile(file: string, root: string, top = 15, fromUs = 
   const ancestors = function* (id: number) {
     for (let p = parent.get(id); p !== undefined; p = parent.get(p)) yield byId.get(p)!.callFrame;
   };
-  const path = (url: string) => url.replace(/^file:\/\//, '');
-  const where = (url: string, line: number) => {
-    if (!url) return '(native)';
-    const p = path(url);
+  /** Where a script is: [its package (or the service's directory), the file from there]. */
+  const locate = (url: string): [string, string] => {
+    const p = url.replace(/^file:\/\//, '');
     const nm = p.lastIndexOf(NM);
-    return `${url.startsWith('node:') ? url : nm >= 0 ? p.slice(nm + NM.length) : relative(root, p)}:${line + 1}`;
+    const file = nm >= 0 ? p.slice(nm + NM.length) : relative(root, p);
+    const parts = file.split(sep);
+    if (nm >= 0) return [parts[0]!.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!, file];
+    return [parts.length > 2 ? parts.slice(0, -1).join('/') : parts.join('/'), file];
   };
-  const origin = (url: string) => {
-    if (!url) return 'native: GC, C++ bindings (writev…), V8';
-    if (url.startsWith('node:')) return 'node core (node:…)';
-    const p = path(url);
-    const nm = p.lastIndexOf(NM);
-    const parts = nm >= 0 ? p.slice(nm + NM.length).split(sep) : relative(root, p).split(sep);
-    if (nm >= 0) return parts[0]!.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!;
-    return parts.length > 2 ? parts.slice(0, -1).join('/') : parts.join('/');
-  };
+  const where = (url: string, line: number) =>
+    !url ? '(native)' : `${url.startsWith('node:') ? url : locate(url)[1]}:${line + 1}`;
+  const origin = (url: string) =>
+    !url ? 'native: GC, C++ bindings (writev…), V8' : url.startsWith('node:') ? 'node core (node:…)' : locate(url)[0];
   const category = (id: number) => {
     const { functionName: name, url } = byId.get(id)!.callFrame;
     if (name === '(garbage collector)') return 'GC';
