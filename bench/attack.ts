@@ -5,23 +5,35 @@
  *   every few seconds and never finish (slowloris); one the server closes is reopened.
  * - `rate` bodies a second of exactly 16 KiB (the body limit), JSON objects full of small keys
  *   (the costliest shape to parse per byte), POSTed to loginByOpenid over 4 keep-alive
- *   connections, each waiting for its answer before the next.
+ *   connections (or `connections`), each waiting for its answer before the next.
+ * With `<connections> <token> <file>` after the rate, the bodies are instead avatar uploads of the
+ * file (multipart, as wx.uploadFile sends) by the token's user: one user uploading from many
+ * connections.
  * It prints READY once its half-open connections are open (or after 5 s) and the bodies start;
  * on SIGTERM, one line `FACTS {…}`: bodies sent, owed but not sent (every connection busy),
  * answered by HTTP status, reconnects and half-open connections alive; then it exits.
  *
- *   node --import tsx bench/attack.ts <url> <halfOpen> <rate>
+ *   node --import tsx bench/attack.ts <url> <halfOpen> <rate> [<connections> <token> <file>]
  */
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 
 const [url, halfOpen, rate] = [new URL(process.argv[2]!), Number(process.argv[3]), Number(process.argv[4])];
-const [port, host, path] = [Number(url.port), url.hostname, '/service/user/loginByOpenid'];
+const [port, host, login] = [Number(url.port), url.hostname, '/service/user/loginByOpenid'];
+const [connections = '4', token, file] = process.argv.slice(5);
 
 // `{"openid":"bench_0","k0":0,"k1":0,…}` padded with spaces to exactly 16 KiB.
 let json = '{"openid":"bench_0"';
 for (let i = 0; json.length + `,"k${i}":0`.length + 1 <= 16384; i++) json += `,"k${i}":0`;
-const body = Buffer.from(`${json}}`.padEnd(16384, ' '));
-const head = `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: application/json\r\n`;
+const part = '--b0\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n';
+const [path, type, body] = token
+  ? [
+      '/service/user/avatar',
+      `multipart/form-data; boundary=b0\r\nAuthorization: Bearer ${token}`,
+      Buffer.concat([Buffer.from(part), readFileSync(file!), Buffer.from('\r\n--b0--\r\n')]),
+    ]
+  : [login, 'application/json', Buffer.from(`${json}}`.padEnd(16384, ' '))];
+const head = `POST ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nContent-Type: ${type}\r\n`;
 const request = Buffer.concat([Buffer.from(`${head}Content-Length: ${body.length}\r\n\r\n`), body]);
 
 const stats: Record<string, number> = { sent: 0, late: 0, reconnects: 0, halfOpenAlive: 0 };
@@ -46,7 +58,7 @@ function openSlow(): void {
   const s = opened(openSlow);
   s.once('connect', () => {
     slow.add(s);
-    s.write(`POST ${path} HTTP/1.1\r\nHost: ${host}\r\n`);
+    s.write(`POST ${login} HTTP/1.1\r\nHost: ${host}\r\n`);
     if (slow.size >= halfOpen) allOpen();
   });
   s.once('close', () => slow.delete(s));
@@ -77,7 +89,7 @@ function openSender(i: number): void {
   });
   sender.socket.once('close', () => (sender.busy = true));
 }
-for (let i = 0; i < 4; i++) openSender(i);
+for (let i = 0; i < Number(connections); i++) openSender(i);
 
 // Paced from the start: every 10 ms, as many bodies as the rate owes go to idle connections;
 // a body owed while every connection still waits is counted late and not sent.

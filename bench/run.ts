@@ -4,12 +4,13 @@
  * (bench/report.ts). docs/performance.md says what the rows mean; `npm run bench -- --help`.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Redis from 'ioredis';
 import mysql from 'mysql2/promise';
+import sharp from 'sharp';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
 import { benchOpenid, log, othersCpu, postEach, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
@@ -28,7 +29,10 @@ const OPTIONS: Record<string, [string | boolean, string]> = {
   connections: ['50', "wrk's connections"],
   'working-set': ['10000', 'users the cached scenarios draw from, logged in (cached) at the start of each round'],
   burst: ['1500', 'connections of the surge before the after-a-burst row (0 leaves the row out)'],
-  'attack-half-open': ['300', 'half-open connections of the attack row (0 with --attack-rate 0 leaves it out)'],
+  'attack-half-open': [
+    '300',
+    'half-open connections of the attack row (0 with --attack-rate 0 leaves it and the uploading row out)',
+  ],
   'attack-rate': ['200', 'bodies a second, each at the 16 KiB body limit, of the attack row'],
   mysql: [process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306', 'MySQL server, without a database'],
   redis: [
@@ -137,6 +141,7 @@ const MYSQL_FLOOR = 'floor: node:http + mysql2';
 const TXN_FLOOR = 'floor: node:http + mysql2 transaction';
 const UPDATE = '/service/user/update';
 const TSX = ['--import', 'tsx'];
+const JSON_TYPE = { 'content-type': 'application/json' };
 const sum = (row: Row, key: string) => row.rounds.reduce((a, r) => a + (r.facts?.[key] ?? 0), 0);
 
 /** The attack row's attacker (bench/attack.ts): slowloris connections and bodies at the limit, full of keys. */
@@ -149,6 +154,19 @@ const answered = (row: Row) =>
     .join(', ')}; ${fmt(sum(row, 'late'))} not sent, all connections busy)`;
 const attacked = (row: Row) =>
   `attacker: ${answered(row)}; half-open alive at each round's end: ${row.rounds.map((r) => r.facts?.halfOpenAlive).join(', ')}`;
+
+/** The uploading row's user: a session of bench_0 each round, and a 1600x1200 photo made once. */
+const PHOTO = join(os.tmpdir(), `user-service-bench-avatar-${process.pid}.jpg`);
+const MEDIA = join(os.tmpdir(), `user-service-bench-media-${process.pid}`);
+let token = '';
+async function uploading() {
+  const noise = { type: 'gaussian' as const, mean: 128, sigma: 40 };
+  const photo = { width: 1600, height: 1200, channels: 3 as const, background: '#888', noise };
+  if (!existsSync(PHOTO)) await sharp({ create: photo }).jpeg({ quality: 60 }).toFile(PHOTO);
+  const body = JSON.stringify({ openid: benchOpenid(0) });
+  const res = await fetch(`${(await server('service')).url}${LOGIN}`, { method: 'POST', body, headers: JSON_TYPE });
+  token = ((await res.json()) as { data: { token: string } }).data.token;
+}
 
 /**
  * A fresh process whose first load is a surge of launches (a deploy at peak): the requests it
@@ -216,6 +234,17 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
         vs: CACHED,
         skip: !opts.attack.halfOpen && !opts.attack.rate,
         ...{ beside: attacker, by: 'attacker', reported: attacked },
+      },
+      {
+        // One user uploads a photo from 8 connections as fast as it is answered: what the upload
+        // bounds leave the JSON routes.
+        name: 'loginByOpenid cached, WORKERS=1, one user uploading',
+        note: '8 connections uploading for one user',
+        vs: CACHED,
+        skip: !opts.attack.halfOpen && !opts.attack.rate,
+        before: uploading,
+        beside: (p) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token, PHOTO],
+        ...{ by: 'uploader', reported: (row) => `uploader: ${answered(row)}` },
       },
       {
         name: 'loginByOpenid cached, fresh WORKERS=1 after a burst',
@@ -399,7 +428,13 @@ async function main(): Promise<void> {
   baseEnv = {
     ...{ PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', LOG_LEVEL: 'warn' },
     ...{ DATABASE_URL: db.url, DB_POOL_MAX: '10', REDIS_URL: String(v.redis), REDIS_KEY_PREFIX: P },
-    ...{ RATE_LIMIT_IP: '0', RATE_LIMIT_OPENID: '0' },
+    ...{ RATE_LIMIT_IP: '0', RATE_LIMIT_OPENID: '0', MEDIA_DIR: MEDIA },
+    // As `npm start` runs it (package.json config.malloc_env).
+    ...Object.fromEntries(
+      String(pkg.config.malloc_env)
+        .split(' ')
+        .map((kv) => kv.split('=')),
+    ),
   };
   // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
   const pool = await bufferPool(connect, String(v['buffer-pool']));
@@ -432,6 +467,7 @@ async function main(): Promise<void> {
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     for (const proc of Proc.running) await proc.stop();
     log(`redis: removed ${await scanKeys(redis, `${P}*`, true)} keys under ${P}`);
+    for (const dir of [MEDIA, PHOTO]) rmSync(dir, { recursive: true, force: true });
     redis.disconnect();
   }
   if (v['profile-only']) {

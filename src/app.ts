@@ -7,6 +7,7 @@ import { parseBody, readBody } from './http/body';
 import { clientIp, clientIpRule } from './http/client-ip';
 import { envelope } from './http/envelope';
 import { identityGuard } from './http/identity';
+import { isPeerError, LINGER, lingeringClose } from './http/linger';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
@@ -54,11 +55,14 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   // Programmer errors arrive here (from the envelope); operational ones are answers, not logs.
   app.on('error', (err: Error, ctx?: Koa.Context) => {
     const state = ctx?.state as RouteState | undefined;
+    if (isPeerError(err)) return peerError(services, logger, err, state?.requestId);
     logger.error({ err, reqId: state?.requestId, route: state?.route?.name ?? ctx?.path }, 'unexpected error');
   });
 
+  const rateLimits = rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit);
+  services.metrics.rateLimitKeysSource = rateLimits.localKeys;
   const guards = [
-    rateLimitGuard(services.redis, services.keys, services.breaker, config.rateLimit),
+    rateLimits,
     authGuard(config.authMode, services.sessions),
     identityGuard(
       { authMode: config.authMode, ...config.identity },
@@ -81,6 +85,12 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   const router = buildRouter(API_PREFIX, apiRoutes(services), guards);
   const shedder = new LoadShedder(config.http.maxInflight, () => services.metrics.shedRequests.inc());
   services.metrics.inflightSource = () => shedder.inflight;
+  app.use(
+    lingeringClose(LINGER, {
+      onAborted: () => services.metrics.peerErrors.inc({ kind: 'aborted_body' }),
+      onUnread: (outcome) => services.metrics.unreadBodies.inc({ outcome }),
+    }),
+  );
   app.use(clientIp(clientRule, logger));
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   // Liveness answers before the load shedder: a probe must not fail because the process is busy.
@@ -104,6 +114,13 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   return app;
 }
 
+/** A client's connection failed (reset, cut mid-request): counted, and a debug line without a stack. */
+function peerError(services: Services, logger: Logger, err: Error, reqId?: string): void {
+  services.metrics.peerErrors.inc({ kind: 'socket' });
+  const code = (err as NodeJS.ErrnoException).code;
+  if (logger.isLevelEnabled('debug')) logger.debug({ reqId, code, err: err.message }, 'client connection error');
+}
+
 /**
  * The operator's app, for the OPS_PORT listener: /healthz, /readyz, /metrics, /openapi.json and
  * /docs; no body parser, no envelope: probes and scrapers, never the mini-program. Given the
@@ -120,6 +137,7 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
     });
   }
   app.on('error', (err: Error, ctx?: Koa.Context) => {
+    if (isPeerError(err)) return peerError(services, logger, err);
     logger.error({ err, route: (ctx?.state as RouteState | undefined)?.ops ?? ctx?.path }, 'unexpected error');
   });
   // Generated from the same specs the router mounts and validates with: it cannot drift.

@@ -67,3 +67,16 @@ export class RateLimitedError extends ServiceError {
     super('rateLimited', `too many requests, retry after ${retryAfterSeconds} s`);
   }
 }
+
+/**
+ * No room for this now (every slot of a bounded resource, such as uploads, is taken): answered
+ * with HTTP 503 and Retry-After, as the load shedder answers.
+ */
+export class BusyError extends ServiceError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 1,
+  ) {
+    super('unavailable', message);
+  }
+}

@@ -6,6 +6,7 @@ import { Readiness } from './ops/readiness';
 import { RedisBreaker } from './redis/breaker';
 import { connectRedis, createRedis, type RedisClient } from './redis/client';
 import { DiskMediaStore, type MediaStore } from './media/store';
+import { MediaSweeper } from './media/sweep';
 import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
@@ -31,6 +32,8 @@ export interface Services {
   /** deleteAccount, exportData, and what WeChat's authorization pushes take back. */
   rights: AccountRights;
   media: MediaStore;
+  /** Removes avatar files no user references (MEDIA_SWEEP_INTERVAL_MS). */
+  sweeper: MediaSweeper;
   metrics: Metrics;
   readiness: Readiness;
   close(): Promise<void>;
@@ -40,6 +43,12 @@ export interface Services {
 export interface ServiceOverrides {
   repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
 }
+
+/**
+ * A file this young is never swept: an upload's write and the update storing its URL are a
+ * decode and a transaction apart (seconds), on whichever instance shares the disk.
+ */
+const SWEEP_GRACE_MS = 60_000;
 
 /** tarn's pool behind knex: what /metrics reports as db_pool_connections. */
 interface TarnPool {
@@ -111,8 +120,9 @@ export async function createServices(
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
   const formatDate = dateFormatter(config.timeZone);
-  const users = new UserService({
-    repository: (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs),
+  const repository = (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs);
+  const users: UserService = new UserService({
+    repository,
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),
@@ -123,6 +133,8 @@ export async function createServices(
       metrics.storeError(store, op);
       logger.debug({ store, op, err: (err as Error)?.message }, 'store operation failed');
     },
+    // flows is built below (it updates through users); only an update, later, calls this.
+    onAvatarReplaced: (userId, replaced) => flows.releaseAvatar(userId, replaced),
   });
   // One WeChat access token for every process and instance, for every WeChat server API.
   const accessTokens = new AccessTokenProvider(
@@ -131,17 +143,42 @@ export async function createServices(
     keys,
     breaker,
     logger.child({ component: 'wechat' }),
+    { refusalBackoffMs: config.wechat.tokenRefusalBackoffMs },
   );
   const media = new DiskMediaStore(config.media.dir, config.media.publicBaseUrl);
-  const flows = new ProfileFlows({
+  const flows: ProfileFlows = new ProfileFlows({
     users,
     phones: new PhoneNumberApi(config.wechat, accessTokens),
     media,
-    avatarMaxBytes: config.media.avatarMaxBytes,
+    limits: config.media,
+    avatarsOf: (ids) => repository.avatarsOf(ids),
     formatDate,
     logger,
   });
   const rights = new AccountRights({ users, media, logger });
+  const sweeper = new MediaSweeper(
+    media,
+    {
+      folder: 'avatar',
+      intervalMs: config.media.sweepIntervalMs,
+      batch: config.media.sweepBatch,
+      graceMs: SWEEP_GRACE_MS,
+      referenced: (keys) => flows.referencedAvatars(keys),
+    },
+    logger.child({ component: 'media' }),
+  );
+  sweeper.start();
+  // glibc's malloc keeps what each decode thread freed (RSS only grows with uploads) unless
+  // told otherwise at start: package.json's config.malloc_env, the systemd unit. Said in
+  // production only, where it matters and where nobody counts warnings of a test run.
+  const glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
+    ?.glibcVersionRuntime;
+  if (config.env === 'production' && glibc && !process.env.MALLOC_MMAP_THRESHOLD_) {
+    logger.warn(
+      { MALLOC_ARENA_MAX: 2, MALLOC_MMAP_THRESHOLD_: 131072 },
+      'glibc malloc without a fixed mmap threshold: avatar decodes will keep RSS high; start with these (docs/limits.md)',
+    );
+  }
   const readiness = new Readiness(
     {
       mysql: () => db.raw('SELECT 1').timeout(config.db.queryTimeoutMs),
@@ -161,9 +198,11 @@ export async function createServices(
     flows,
     rights,
     media,
+    sweeper,
     metrics,
     readiness,
     async close() {
+      await sweeper.stop();
       // QUIT lets replies already on their way arrive; it fails fast (no offline queue, command
       // timeout) when Redis is gone, and then the socket is simply dropped.
       await redis.quit().catch(() => redis.disconnect());

@@ -35,6 +35,8 @@ export interface Config {
     apiBase: string;
     timeoutMs: number;
     sessionKeyTtlSeconds: number;
+    /** How long every process remembers WeChat's refusal of an access token (0: not at all). */
+    tokenRefusalBackoffMs: number;
   };
   /**
    * WeChat's message push (/wechat/push): off while `token` is ''. `aesKeys` decrypt the secure
@@ -49,7 +51,7 @@ export interface Config {
   /** Headers a trusted gateway (WeChat Cloud Run) sets to the caller's ids; '' when none. */
   identity: { trustedOpenidHeader: string; trustedUnionidHeader: string };
   sessions: { ttlSeconds: number; idleSeconds: number; maxPerUser: number };
-  rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number };
+  rateLimit: { windowSeconds: number; ipPoints: number; openidPoints: number; localKeys: number };
   /** Proxy hops in front of the service (TRUST_PROXY: false = 0, true = 1); see http/client-ip.ts. */
   trustProxy: number;
   /** json, pretty (pino-pretty), or auto: pretty in development when stdout is a terminal. */
@@ -81,6 +83,18 @@ export interface Config {
     /** The URL base clients reach this service at: avatar URLs are <base>/media/avatar/<name>. */
     publicBaseUrl: string;
     avatarMaxBytes: number;
+    /** Uploads read or worked on at once, per process and per user (docs/limits.md). */
+    uploadsMax: number;
+    uploadsPerUser: number;
+    /** Uploads one user may start a minute, per process (0: no pace). */
+    uploadsPerUserPerMinute: number;
+    /** A body slower than this over 5 s is cut (408). */
+    uploadMinBytesPerSecond: number;
+    /** The most a decode may hold, estimated from the image's header. */
+    decodeMaxBytes: number;
+    /** The orphan sweep: every `sweepIntervalMs` (0: never), at most `sweepBatch` files a pass. */
+    sweepIntervalMs: number;
+    sweepBatch: number;
   };
 }
 
@@ -121,6 +135,7 @@ const schema = Joi.object({
     .required(),
   WECHAT_TIMEOUT_MS: positiveInt.required(),
   WECHAT_SESSION_KEY_TTL_SECONDS: positiveInt.required(),
+  WECHAT_TOKEN_REFUSAL_BACKOFF_MS: Joi.number().integer().min(0).max(600_000).required(),
   CACHE_TTL_SECONDS: positiveInt.required(),
   CACHE_ABSENT_TTL_MS: positiveInt.required(),
   TIME_ZONE: timeZone.required(),
@@ -138,6 +153,7 @@ const schema = Joi.object({
   RATE_LIMIT_WINDOW_SECONDS: positiveInt.required(),
   RATE_LIMIT_IP: Joi.number().integer().min(0).required(),
   RATE_LIMIT_OPENID: Joi.number().integer().min(0).required(),
+  RATE_LIMIT_LOCAL_KEYS: Joi.number().integer().min(100).max(1_000_000).required(),
   TRUST_PROXY: Joi.alternatives(Joi.boolean(), Joi.number().integer().min(0).max(MAX_PROXY_HOPS)).required(),
   REDIS_CLUSTER_NODES: Joi.string()
     .allow('')
@@ -201,6 +217,13 @@ const schema = Joi.object({
     .min(1024)
     .max(20 * 1024 * 1024)
     .required(),
+  AVATAR_UPLOADS_MAX: positiveInt.max(1024).required(),
+  AVATAR_UPLOADS_PER_USER: positiveInt.max(Joi.ref('AVATAR_UPLOADS_MAX')).required(),
+  AVATAR_UPLOADS_PER_USER_PER_MINUTE: Joi.number().integer().min(0).max(6000).required(),
+  AVATAR_UPLOAD_MIN_BYTES_PER_S: Joi.number().integer().min(0).required(),
+  AVATAR_DECODE_MAX_BYTES: Joi.number().integer().min(1_000_000).required(),
+  MEDIA_SWEEP_INTERVAL_MS: Joi.number().integer().min(0).required(),
+  MEDIA_SWEEP_BATCH: positiveInt.max(100_000).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
@@ -261,6 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiBase: String(v.WECHAT_API_BASE).replace(/\/+$/, ''),
       timeoutMs: v.WECHAT_TIMEOUT_MS,
       sessionKeyTtlSeconds: v.WECHAT_SESSION_KEY_TTL_SECONDS,
+      tokenRefusalBackoffMs: v.WECHAT_TOKEN_REFUSAL_BACKOFF_MS,
     },
     push: {
       token: v.WECHAT_PUSH_TOKEN,
@@ -281,6 +305,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS,
       ipPoints: v.RATE_LIMIT_IP,
       openidPoints: v.RATE_LIMIT_OPENID,
+      localKeys: v.RATE_LIMIT_LOCAL_KEYS,
     },
     trustProxy: Number(v.TRUST_PROXY),
     logFormat: v.LOG_FORMAT,
@@ -302,6 +327,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       dir: v.MEDIA_DIR,
       publicBaseUrl: String(v.PUBLIC_BASE_URL).replace(/\/+$/, ''),
       avatarMaxBytes: v.AVATAR_MAX_BYTES,
+      uploadsMax: v.AVATAR_UPLOADS_MAX,
+      uploadsPerUser: v.AVATAR_UPLOADS_PER_USER,
+      uploadsPerUserPerMinute: v.AVATAR_UPLOADS_PER_USER_PER_MINUTE,
+      uploadMinBytesPerSecond: v.AVATAR_UPLOAD_MIN_BYTES_PER_S,
+      decodeMaxBytes: v.AVATAR_DECODE_MAX_BYTES,
+      sweepIntervalMs: v.MEDIA_SWEEP_INTERVAL_MS,
+      sweepBatch: v.MEDIA_SWEEP_BATCH,
     },
   };
 }

@@ -201,7 +201,8 @@ export function readBody(limit: string): Middleware {
         (ctx.state as BodyState).rawBody = { kind, bytes };
       }
     } catch (err) {
-      // What is left of a refused body is never read: the connection cannot carry another request.
+      // The rest of a refused body is not read here: the connection cannot carry another
+      // request. Where the app has it, lingeringClose (http/linger.ts) bounds what follows.
       if (!req.complete) ctx.set('Connection', 'close');
       throw err;
     }

@@ -1,5 +1,5 @@
 import type { Context, Middleware } from 'koa';
-import { RateLimitedError, ServiceError } from '../errors';
+import { BusyError, RateLimitedError, ServiceError } from '../errors';
 import { COMMON_CODES, RawJson, type RouteState } from './route';
 
 const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
@@ -34,12 +34,17 @@ export function envelope(): Middleware {
         ctx.set('Retry-After', String(err.retryAfterSeconds));
         return answer(ctx, 429, COMMON_CODES.rateLimited!, err.message);
       }
+      if (err instanceof BusyError) {
+        ctx.set('Retry-After', String(err.retryAfterSeconds));
+        return answer(ctx, 503, 503, err.message);
+      }
       if (err instanceof ServiceError) {
         const code = route ? (route.codes[err.kind] ?? COMMON_CODES[err.kind] ?? route.codes.other) : -1;
         return answer(ctx, 200, code, err.message);
       }
       const status = clientErrorStatus(err);
       if (status === 413) return answer(ctx, 413, 413, 'request body too large');
+      if (status === 408) return answer(ctx, 408, 408, 'request body too slow');
       if (status === 415) return answer(ctx, 415, 415, 'unsupported Content-Encoding: send identity, gzip or deflate');
       if (status) {
         return answer(ctx, 200, -1, err instanceof SyntaxError ? 'malformed JSON body' : 'unreadable request body');

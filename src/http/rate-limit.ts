@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { LRUCache } from 'lru-cache';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../errors';
 import type { RedisBreaker } from '../redis/breaker';
 import type { RedisClient } from '../redis/client';
@@ -13,40 +14,93 @@ export interface RateLimitSettings {
   ipPoints: number;
   /** Calls per window from one client on one user (openid, or user_id for update); 0 turns it off. */
   openidPoints: number;
+  /**
+   * RATE_LIMIT_LOCAL_KEYS: keys each budget counts in this process at most while Redis is down
+   * (clients, or client+user pairs, active within a window). ~200 bytes each: 10,000 keep the
+   * three budgets under ~6 MB whatever the number of clients.
+   */
+  localKeys: number;
+}
+
+/**
+ * The per-process fallback while Redis does not answer: the same fixed windows, kept in an LRU
+ * of at most `maxKeys` keys and expired when next looked at, never by a timer.
+ * rate-limiter-flexible's RateLimiterMemory keeps a key and a timer per client for the whole
+ * window, unbounded: a storm from new addresses (many real clients, or IPv6 /64s) grew the heap
+ * by ~1 KB a request until the process ran out of memory, and throughput fell tenfold.
+ *
+ * What bounding costs: past `maxKeys` keys in a window the least recently seen are forgotten,
+ * and a forgotten client starts a fresh window. A client hammering from one address keeps its
+ * key fresh and stays limited; only someone touching `maxKeys` other keys in between (i.e. who
+ * has that many addresses, each a budget of its own anyway) can make one forgotten.
+ */
+export class LocalWindows {
+  private readonly windows: LRUCache<string, { used: number; resetAt: number }>;
+
+  constructor(
+    private readonly points: number,
+    private readonly durationMs: number,
+    maxKeys: number,
+  ) {
+    this.windows = new LRUCache({ max: maxKeys });
+  }
+
+  /** Keys held now (at most maxKeys). */
+  get size(): number {
+    return this.windows.size;
+  }
+
+  /** Takes `cost` points of the key's window; throws a RateLimiterRes when that is over budget. */
+  consume(key: string, cost: number, now = Date.now()): void {
+    let window = this.windows.get(key);
+    if (!window || window.resetAt <= now) {
+      window = { used: 0, resetAt: now + this.durationMs };
+      this.windows.set(key, window);
+    }
+    window.used += cost;
+    if (window.used > this.points) throw new RateLimiterRes(0, window.resetAt - now, window.used, false);
+  }
 }
 
 /**
  * Fixed-window counters in Redis (rate-limiter-flexible), so every service process sharing the
- * Redis shares the budget. When Redis does not answer, a per-process in-memory limiter with
- * the same budget takes over: the limits degrade, reads keep flowing.
+ * Redis shares the budget. When Redis does not answer, a per-process LocalWindows with the same
+ * budget takes over: the limits degrade, reads keep flowing, memory stays bounded.
  */
 class Limiter {
-  private readonly shared: RateLimiterAbstract;
-  private readonly local: RateLimiterAbstract;
+  private readonly shared: RateLimiterRedis;
+  readonly local: LocalWindows;
 
   constructor(
     redis: RedisClient,
     keyPrefix: string,
     private readonly points: number,
     duration: number,
+    localKeys: number,
     private readonly breaker: RedisBreaker,
   ) {
-    this.local = new RateLimiterMemory({ keyPrefix, points, duration });
+    this.local = new LocalWindows(points, duration * 1000, localKeys);
     this.shared = new RateLimiterRedis({
       storeClient: redis,
       keyPrefix,
       points,
       duration,
       rejectIfRedisNotReady: true,
-      insuranceLimiter: this.local,
     });
   }
 
-  /** While the breaker is open, straight to the local limiter: no request waits on Redis. */
-  consume(key: string, cost = 1): Promise<unknown> {
+  /** While the breaker is open, straight to the local windows: no request waits on Redis. */
+  async consume(key: string, cost = 1): Promise<void> {
     // A cost above the whole budget would refuse every call; at most it takes the window.
     const points = Math.min(cost, this.points);
-    return this.breaker.isOpen ? this.local.consume(key, points) : this.shared.consume(key, points);
+    if (this.breaker.isOpen) return this.local.consume(key, points);
+    try {
+      await this.shared.consume(key, points);
+    } catch (err) {
+      if (err instanceof RateLimiterRes) throw err;
+      // Redis failed or is not ready: this call is counted here instead.
+      this.local.consume(key, points);
+    }
   }
 }
 
@@ -67,18 +121,22 @@ export function rateLimitGuard(
   keys: KeyLayout,
   breaker: RedisBreaker,
   settings: RateLimitSettings,
-): RouteGuard {
+): RouteGuard & { localKeys(): number } {
   const make = (scope: string, points: number) =>
-    points > 0 ? new Limiter(redis, keys.rateLimit(scope), points, settings.windowSeconds, breaker) : null;
+    points > 0
+      ? new Limiter(redis, keys.rateLimit(scope), points, settings.windowSeconds, settings.localKeys, breaker)
+      : null;
   const byClient = make('ip', settings.ipPoints);
   const byOpenid = make('openid', settings.openidPoints);
   const byUserId = make('user', settings.openidPoints);
 
-  return (route) => {
+  const guard: RouteGuard = (route) => {
     if (route.rateLimited === false || (!byClient && !byOpenid)) return null;
     const cost = route.rateCost ?? 1;
     return (ctx: Context, input) => consume(ctx, input, cost);
   };
+  const localKeys = () => [byClient, byOpenid, byUserId].reduce((n, l) => n + (l?.local.size ?? 0), 0);
+  return Object.assign(guard, { localKeys });
 
   async function consume(ctx: Context, input: unknown, cost: number): Promise<void> {
     const { openid, user_id: userId } = input as { openid?: unknown; user_id?: unknown };

@@ -4,11 +4,12 @@ import { contentTypeOf } from './image';
 import type { MediaStore } from './store';
 
 /**
- * The only media URLs there are: /media/avatar/<user_id>_<YYYYMMDDHHmmss>.<ext>. The raw path
+ * The only media URLs there are: /media/avatar/<user_id>_<YYYYMMDDHHmmss>_<hex>.<ext> (and the
+ * names without `_<hex>` that uploads were given before it was added). The raw path
  * is matched before any decoding, so an escape (%2e%2e, %2f), a backslash or a NUL can never
  * form a name: anything else under /media is 404.
  */
-const AVATAR_PATH = /^\/media\/(avatar\/[0-9]{1,10}_[0-9]{14}\.(jpg|png|webp))$/;
+const AVATAR_PATH = /^\/media\/(avatar\/[0-9]{1,16}_[0-9]{14}(?:_[0-9a-f]{12})?\.(jpg|png|webp))$/;
 
 const notFound = { code: 404, msg: 'not found', data: null };
 

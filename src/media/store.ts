@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, unlink, writeFile } from 'node:fs/promises';
+import type { Dir } from 'node:fs';
+import { lstat, link, mkdir, open, opendir, readdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -30,7 +31,17 @@ export interface MediaStore {
   url(key: string): string;
   /** The key of a URL this store handed out, or null for any other URL. */
   keyOf(url: string): string | null;
+  /**
+   * The next `limit` keys of `folder` last written before `before` (ms since the epoch), in no
+   * order, resuming where the last call stopped and starting over once all were seen; `wrapped`
+   * says the last call reached the end. Leftovers of writes that never finished (a crash)
+   * older than that are removed on the way. For the orphan sweep (media/sweep.ts).
+   */
+  page(folder: string, limit: number, before: number): Promise<{ keys: string[]; wrapped: boolean }>;
 }
+
+/** A file being written; one left behind by a crash is removed by the sweep (page). */
+const TEMP_PREFIX = '.tmp-';
 
 /** Keys are a folder and a file name of safe characters: nothing can climb out of the root. */
 const KEY = /^[a-z]+\/[A-Za-z0-9_-]{1,100}\.[a-z0-9]{1,5}$/;
@@ -58,7 +69,7 @@ export class DiskMediaStore implements MediaStore {
   async create(key: string, data: Buffer): Promise<boolean> {
     const path = this.path(key);
     await mkdir(dirname(path), { recursive: true });
-    const temp = join(dirname(path), `.tmp-${randomBytes(8).toString('hex')}`);
+    const temp = join(dirname(path), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
     await writeFile(temp, data, { flag: 'wx' });
     try {
       await link(temp, path);
@@ -125,6 +136,39 @@ export class DiskMediaStore implements MediaStore {
     if (!url.startsWith(this.urlBase)) return null;
     const key = url.slice(this.urlBase.length);
     return KEY.test(key) ? key : null;
+  }
+
+  private cursor: { folder: string; dir: Dir } | undefined;
+
+  async page(folder: string, limit: number, before: number): Promise<{ keys: string[]; wrapped: boolean }> {
+    if (this.cursor?.folder !== folder) {
+      await this.cursor?.dir.close().catch(() => undefined);
+      this.cursor = undefined;
+      try {
+        this.cursor = { folder, dir: await opendir(join(this.root, folder), { bufferSize: 64 }) };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { keys: [], wrapped: true };
+        throw err;
+      }
+    }
+    const { dir } = this.cursor;
+    const keys: string[] = [];
+    for (let seen = 0; seen < limit; seen++) {
+      const entry = await dir.read();
+      if (!entry) {
+        this.cursor = undefined;
+        await dir.close().catch(() => undefined);
+        return { keys, wrapped: true };
+      }
+      if (!entry.isFile()) continue;
+      const path = join(this.root, folder, entry.name);
+      const stat = await lstat(path).catch(() => null);
+      if (!stat || stat.mtimeMs >= before) continue;
+      const key = `${folder}/${entry.name}`;
+      if (KEY.test(key)) keys.push(key);
+      else if (entry.name.startsWith(TEMP_PREFIX)) await unlink(path).catch(() => undefined);
+    }
+    return { keys, wrapped: false };
   }
 
   private path(key: string): string {

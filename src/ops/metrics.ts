@@ -90,11 +90,40 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly peerErrors = new Counter({
+    name: `${PREFIX}http_peer_errors_total`,
+    help:
+      'Requests a client gave up on: bodies it stopped sending (kind="aborted_body") and connection errors ' +
+      '(kind="socket": reset, closed mid-request, unparsable HTTP); logged at debug only',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly unreadBodies = new Counter({
+    name: `${PREFIX}http_unread_bodies_total`,
+    help:
+      'Bodies answered before they were read to their end, by what the lingering close did with the rest: ' +
+      'read to its end ("drained") or cut at its bound ("cut")',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
+  /** Reads how many keys the rate limits keep in this process (set by the app that owns them). */
+  rateLimitKeysSource?: () => number;
 
   constructor(pool?: () => PoolStats | undefined) {
     const inflight = () => this.inflightSource?.();
+    const rateLimitKeys = () => this.rateLimitKeysSource?.();
+    new Gauge({
+      name: `${PREFIX}rate_limit_local_keys`,
+      help: 'Clients and client+user pairs the rate limits count in this process while Redis is down (bounded)',
+      registers: [this.registry],
+      collect() {
+        this.set(rateLimitKeys() ?? 0);
+      },
+    });
     new Gauge({
       name: `${PREFIX}http_inflight_requests`,
       help: 'API requests of this process past their body and not yet answered (bounded by MAX_INFLIGHT)',

@@ -22,6 +22,8 @@ export interface KeyLayout extends SessionKeys {
   wechatAccessToken(appid: string): string;
   /** String: a random value, held (SET NX PX) by the one process refreshing that token. */
   wechatAccessTokenLock(appid: string): string;
+  /** String: the errcode of WeChat's last refusal of that token, for a short backoff (PX). */
+  wechatAccessTokenRefused(appid: string): string;
 }
 
 export function keyLayout(prefix: string): KeyLayout {
@@ -32,5 +34,6 @@ export function keyLayout(prefix: string): KeyLayout {
     rateLimit: (scope) => `${prefix}ratelimit:${scope}`,
     wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
     wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,
+    wechatAccessTokenRefused: (appid) => `${prefix}wechat:{${appid}}:access_token:refused`,
   };
 }

@@ -20,7 +20,7 @@ const PATCHABLE = ['nick_name', 'avatar', 'gender', 'phone', 'unionid'] as const
 const ASSIGNMENTS = PATCHABLE.map((column) => `\`${column.replace(/`/g, '``')}\` = ?, `);
 const PATCHABLE_SET = new Set<string>(PATCHABLE);
 
-const LOCK_ROW = 'SELECT openid, version FROM users WHERE id = ? FOR UPDATE';
+const LOCK_ROW = 'SELECT openid, version, avatar FROM users WHERE id = ? FOR UPDATE';
 const LOCK_BY_OPENID = 'SELECT id, openid, avatar, version FROM users WHERE openid = ? LIMIT 2 FOR UPDATE';
 const DELETE_ROW = 'DELETE FROM users WHERE id = ?';
 const RECORD_DELETION = 'INSERT INTO account_deletions (user_id, reason) VALUES (?, ?)';
@@ -150,11 +150,11 @@ export class UserRepository {
   async updateProfile(
     id: number,
     patch: RowPatch,
-    beforeWrite: (current: Pick<UserRow, 'openid' | 'version'>) => Promise<void>,
+    beforeWrite: (current: Pick<UserRow, 'openid' | 'version' | 'avatar'>) => Promise<void>,
   ): Promise<boolean> {
     const { sql, values } = writeOf(patch, id);
     return inTransaction(this.db, this.queryTimeoutMs, async (query) => {
-      const [current] = await query<Pick<UserRow, 'openid' | 'version'>[]>(LOCK_ROW, [id]);
+      const [current] = await query<Pick<UserRow, 'openid' | 'version' | 'avatar'>[]>(LOCK_ROW, [id]);
       if (!current) return false;
       // Side by side: no reader sees the changed row before COMMIT, which waits for both. The
       // row lock and the pooled connection (DB_POOL_MAX of them) are held for one round trip
@@ -192,5 +192,20 @@ export class UserRepository {
       if (written.status === 'rejected') throw written.reason;
       return current;
     });
+  }
+
+  /** The avatar URL of each of these users that exists (the media sweep's "is it referenced"). */
+  async avatarsOf(ids: number[]): Promise<Map<number, string>> {
+    const found = new Map<number, string>();
+    for (let i = 0; i < ids.length; i += MAX_BATCH) {
+      const rows = (await this.db
+        .raw(
+          `SELECT id, avatar FROM users WHERE id IN (?${',?'.repeat(Math.min(MAX_BATCH, ids.length - i) - 1)})`,
+          ids.slice(i, i + MAX_BATCH),
+        )
+        .timeout(this.queryTimeoutMs)) as unknown as [{ id: number | string; avatar: string }[]];
+      for (const row of rows[0]) found.set(Number(row.id), row.avatar);
+    }
+    return found;
   }
 }

@@ -1,5 +1,6 @@
 import { sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
+import { leaveShedder } from '../http/shed';
 import type { ProfileFlows } from './flows';
 import type { AccountRights } from './rights';
 import {
@@ -133,6 +134,9 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       output: userOutput,
       codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
       session: 'required',
+      // A decode costs up to a few hundred ms of a core: a tenth of a client's pace (60 a
+      // minute at the default RATE_LIMIT_IP), which a user changing an avatar never nears.
+      rateCost: 10,
       multipart: {
         file: 'file',
         description: 'A JPEG, PNG or WebP image (decided from its content, not its name)',
@@ -140,10 +144,12 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       },
       handle: async (_input, ctx) => {
         try {
-          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req));
+          return new RawJson(await flows.setAvatar(sessionOf(ctx), ctx.req, () => leaveShedder(ctx)));
         } catch (err) {
           // An upload refused half-read: the rest is not read, so the connection cannot be reused.
           if (!ctx.req.complete) ctx.set('Connection', 'close');
+          // A client too slow to send is not waited for to read: cut once the 408 is written.
+          if ((err as { status?: number }).status === 408) ctx.res.once('finish', () => ctx.req.socket.destroy());
           throw err;
         }
       },

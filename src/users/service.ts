@@ -23,6 +23,12 @@ export interface UserServiceDeps {
   logger: Logger;
   /** Told of every store failure that fails a call (metrics count them). */
   onStoreError?(store: 'mysql' | 'redis', op: string, err: unknown): void;
+  /**
+   * Told, once an update is committed, of the avatar it replaced: read under the row lock, so
+   * of concurrent updates each is told exactly the value it overwrote (the media it named can
+   * then be released at once, by whichever route changed it).
+   */
+  onAvatarReplaced?(userId: number, replaced: string): Promise<void>;
 }
 
 const noSuchUser = () => new ServiceError('notFound', 'no such user');
@@ -247,9 +253,11 @@ export class UserService {
     const { repository, cache } = this.deps;
     let found: boolean;
     let changed: string | undefined;
+    let replaced: string | undefined;
     try {
-      found = await repository.updateProfile(userId, patch, async ({ openid, version }) => {
+      found = await repository.updateProfile(userId, patch, async ({ openid, version, avatar }) => {
         changed = openid;
+        if (patch.avatar !== undefined && avatar !== patch.avatar) replaced = avatar;
         try {
           await cache.invalidate(openid, version + 1);
         } catch (err) {
@@ -265,6 +273,7 @@ export class UserService {
       if (changed !== undefined) this.endSharing(changed);
     }
     if (!found) throw noSuchUser();
+    if (replaced !== undefined) await this.deps.onAvatarReplaced?.(userId, replaced);
   }
 
   /**

@@ -23,6 +23,11 @@ export interface AccessTokenTiming {
   waitMs: number;
   /** How often a waiting caller looks for the refreshed token. */
   pollMs: number;
+  /**
+   * WECHAT_TOKEN_REFUSAL_BACKOFF_MS: how long a refusal of stable_token (an errcode) is
+   * remembered, by every process, before WeChat is asked again; 0 remembers none.
+   */
+  refusalBackoffMs: number;
 }
 
 /** errcodes by which a WeChat API says the access token is no longer valid. */
@@ -40,6 +45,9 @@ const STABLE_TOKEN_ERRCODES: Record<number, string> = {
   45011: 'rate limited by WeChat, retry later',
   89503: 'this server IP needs administrator confirmation',
 };
+
+const refused = (errcode: number) =>
+  new WechatApiError(errcode, `${STABLE_TOKEN_ERRCODES[errcode] ?? 'request refused'}, remembered for a short while`);
 
 // A token's shape, loosely: printable ASCII, no spaces. Anything else is not stored.
 const TOKEN_SHAPE = /^[\x21-\x7e]{16,2048}$/;
@@ -73,16 +81,19 @@ export class AccessTokenProvider {
   private readonly redis: RedisClient & Commands;
   private readonly key: string;
   private readonly lockKey: string;
+  private readonly refusedKey: string;
   private readonly timing: AccessTokenTiming;
   /** This process's refresh in flight: callers in one process share it. */
   private inflight?: Promise<string>;
   /** A background refresh ahead of expiry is tried at most once per this time, per process. */
   private nextAheadAt = 0;
+  /** The last refusal this process saw or stored, remembered here too should Redis miss it. */
+  private refusal?: { errcode: number; until: number };
 
   constructor(
     private readonly settings: AccessTokenSettings,
     redis: RedisClient,
-    keys: Pick<KeyLayout, 'wechatAccessToken' | 'wechatAccessTokenLock'>,
+    keys: Pick<KeyLayout, 'wechatAccessToken' | 'wechatAccessTokenLock' | 'wechatAccessTokenRefused'>,
     private readonly breaker: RedisBreaker,
     private readonly logger: Logger,
     timing: Partial<AccessTokenTiming> = {},
@@ -92,10 +103,12 @@ export class AccessTokenProvider {
     this.redis = redis as RedisClient & Commands;
     this.key = keys.wechatAccessToken(settings.appid);
     this.lockKey = keys.wechatAccessTokenLock(settings.appid);
+    this.refusedKey = keys.wechatAccessTokenRefused(settings.appid);
     const lockMs = timing.lockMs ?? settings.timeoutMs * 2 + 1000;
     this.timing = {
       refreshAheadMs: 300_000,
       pollMs: 50,
+      refusalBackoffMs: 10_000,
       lockMs,
       waitMs: lockMs + settings.timeoutMs,
       ...timing,
@@ -150,6 +163,7 @@ export class AccessTokenProvider {
   private async refresh(rejected?: string, { wait = true } = {}): Promise<string> {
     const deadline = Date.now() + this.timing.waitMs;
     for (;;) {
+      await this.unlessRefused();
       const lock = randomBytes(16).toString('hex');
       const held = await this.store(() => this.redis.set(this.lockKey, lock, 'PX', this.timing.lockMs, 'NX'));
       if (held) {
@@ -159,7 +173,7 @@ export class AccessTokenProvider {
           if (current && current.token !== rejected && current.leftMs >= this.timing.refreshAheadMs) {
             return current.token;
           }
-          const fresh = await this.fetch();
+          const fresh = await this.fetch().catch((err: unknown) => this.remember(err));
           await this.store(() => this.redis.set(this.key, fresh.token, 'PX', fresh.expiresInMs));
           this.logger.info({ expiresInSeconds: fresh.expiresInMs / 1000 }, 'wechat access token refreshed');
           return fresh.token;
@@ -175,9 +189,43 @@ export class AccessTokenProvider {
         await sleep(this.timing.pollMs);
         const current = await this.read();
         if (current && current.token !== rejected) return current.token;
+        // The holder's refusal is stored before its lock goes: every waiter has it at once.
+        await this.unlessRefused();
         if (!(await this.store(() => this.redis.exists(this.lockKey)))) break;
       }
     }
+  }
+
+  /**
+   * A WeChat that refuses the token (IP not whitelisted, secret changed, quota used up, busy)
+   * answers the same for a while: the refusal is stored for refusalBackoffMs, before the lock is
+   * released, and every caller of every process answers it at once meanwhile instead of asking
+   * again. Kept in this process too: if Redis misses the write, this process still does not ask.
+   * With Redis down there is no token to read either, and callers answer "unavailable" before
+   * WeChat would be asked.
+   */
+  private async remember(err: unknown): Promise<never> {
+    const backoff = this.timing.refusalBackoffMs;
+    if (err instanceof WechatApiError && backoff > 0) {
+      this.refusal = { errcode: err.errcode, until: Date.now() + backoff };
+      this.logger.warn(
+        { errcode: err.errcode, backoffMs: backoff },
+        'wechat refused the access token: not asking again meanwhile',
+      );
+      await this.store(() => this.redis.set(this.refusedKey, String(err.errcode), 'PX', backoff)).catch(
+        () => undefined,
+      );
+    }
+    throw err;
+  }
+
+  /** Throws the refusal remembered by this or another process, if its backoff still runs. */
+  private async unlessRefused(): Promise<void> {
+    const local = this.refusal;
+    if (local && Date.now() < local.until) throw refused(local.errcode);
+    if (this.timing.refusalBackoffMs <= 0) return;
+    const shared = await this.store(() => this.redis.get(this.refusedKey));
+    if (shared !== null) throw refused(Number(shared));
   }
 
   private async fetch(): Promise<{ token: string; expiresInMs: number }> {

@@ -105,7 +105,7 @@ describe('avatar upload (multipart, sharp) and /media serving', function () {
     expect(res.status).to.equal(200);
     expect(res.body.code, res.body.msg).to.equal(0);
     const avatar: string = res.body.data.avatar;
-    expect(avatar).to.match(new RegExp(`^${PUBLIC_BASE_URL}/media/avatar/${u.user_id}_\\d{14}\\.jpg$`));
+    expect(avatar).to.match(new RegExp(`^${PUBLIC_BASE_URL}/media/avatar/${u.user_id}_\\d{14}_[0-9a-f]{12}\\.jpg$`));
     expect(res.body.data).to.include({ user_id: u.user_id, openid: u.openid });
     expect(userOutput.validate(res.body.data, { convert: false }).error).to.equal(undefined);
     // Through the same update path: a read right after sees the new avatar.

@@ -104,10 +104,9 @@ describe('drainer (in process)', () => {
     server.close();
   });
 
-  /** A POST on a keep-alive connection of its own, resolving with the answer's headers. */
-  const send = () =>
+  /** A POST on a keep-alive connection of its own (or `agent`'s), resolving with the answer's headers. */
+  const send = (agent = new Agent({ keepAlive: true, maxSockets: 1 })) =>
     new Promise<IncomingHttpHeaders>((resolve, reject) => {
-      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
       agents.push(agent);
       const req = request({ port, host: '127.0.0.1', method: 'POST', path: '/', agent }, (res) => {
         res.resume();
@@ -137,7 +136,8 @@ describe('drainer (in process)', () => {
 
   it('answers what is in flight with Connection: close, then resolves once all is closed', async () => {
     const d = drainer(server);
-    const before = Array.from({ length: 3 }, send);
+    const idle = new Agent({ keepAlive: true, maxSockets: 1 });
+    const before = [send(idle), send(), send()];
     await eventually(() => held.length === 3, 5000, 10);
     answer(1);
     expect((await before[0])!.connection).to.equal('keep-alive');
@@ -145,7 +145,29 @@ describe('drainer (in process)', () => {
     answer(2);
     const headers = await Promise.all(before.slice(1));
     headers.forEach((h) => expect(h.connection).to.equal('close'));
+    // The idle keep-alive connection was not closed under its client: its next request is
+    // served, and answered with Connection: close.
+    const next = send(idle);
+    await eventually(() => held.length === 1, 5000, 10);
+    answer(1);
+    expect((await next).connection).to.equal('close');
     expect(await drained).to.equal(true);
     expect(d.inflight).to.equal(0);
+  });
+
+  it('leaves an idle keep-alive connection to end by itself: closed by its client, nothing is reset', async () => {
+    const d = drainer(server);
+    const idle = new Agent({ keepAlive: true, maxSockets: 1 });
+    const first = send(idle);
+    await eventually(() => held.length === 1, 5000, 10);
+    answer(1);
+    await first;
+    const drained = d.drain(5000);
+    let settled = false;
+    void drained.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled, 'drained while a keep-alive connection was still open').to.equal(false);
+    idle.destroy(); // the client lets its idle connection go
+    expect(await drained).to.equal(true);
   });
 });

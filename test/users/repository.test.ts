@@ -162,7 +162,7 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
       },
     );
     expect(found).to.equal(true);
-    expect(seen).to.deep.equal([{ openid: before.openid, version: 1 }]);
+    expect(seen).to.deep.equal([{ openid: before.openid, version: 1, avatar: before.avatar }]);
     const after = await read(before.id);
     expect(after).to.include({
       phone: '2',

@@ -163,6 +163,31 @@ describe('the shared WeChat access token (src/wechat/access-token.ts)', function
     expect(failure?.message).to.not.include(appid);
     expect(await redis.exists(keys.wechatAccessToken(appid), keys.wechatAccessTokenLock(appid))).to.equal(0);
   });
+
+  it('remembers a refusal for every process: the others answer it at once, without asking WeChat', async () => {
+    const appid = newAppid();
+    const timing = { refusalBackoffMs: 800 };
+    const [a, b, c] = [process_(appid, timing), process_(appid, timing), process_(appid, timing)];
+    const calls = wechat.tokenCalls.length;
+    wechat.tokenRefusal = { errcode: 40164, errmsg: 'invalid ip' };
+    wechat.tokenDelayMs = 200; // b and c wait on a's lock meanwhile
+    const codes: unknown[] = [];
+    try {
+      const first = a.get();
+      await eventually(() => wechat.tokenCalls.length > calls, 5000, 5);
+      const settled = await Promise.allSettled([first, b.get(), c.get(), b.get()]);
+      for (const s of settled) codes.push(s.status === 'rejected' ? (s.reason as WechatApiError).errcode : 'token');
+      expect(wechat.tokenCalls.length - calls).to.equal(1);
+      expect(codes).to.deep.equal([40164, 40164, 40164, 40164]);
+      // The refusal outlives nobody's memory for long: after the backoff, asked again.
+      wechat.tokenRefusal = undefined;
+      await eventually(async () => (await c.get().catch(() => '')) !== '', 5000, 100);
+      expect(wechat.tokenCalls.length - calls).to.equal(2);
+    } finally {
+      wechat.tokenRefusal = undefined;
+      wechat.tokenDelayMs = 0;
+    }
+  });
 });
 
 describe('bindPhone with WORKERS=2 (the real processes)', function () {

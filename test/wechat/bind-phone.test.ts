@@ -11,6 +11,9 @@ import { testKeys, testRedis } from '../helpers/stores';
 const SECRET = 'bind-phone-wechat-secret-42';
 const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 const newCode = () => `phone-code-${randomBytes(8).toString('hex')}`;
+/** WECHAT_TOKEN_REFUSAL_BACKOFF_MS of the service here: short, so that tests can outwait it. */
+const BACKOFF_MS = 1000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const newPhone = () => `139${String(Math.floor(Math.random() * 1e8)).padStart(8, '0')}`;
 
 describe('bindPhone (WeChat getuserphonenumber, one shared access token)', function () {
@@ -51,6 +54,7 @@ describe('bindPhone (WeChat getuserphonenumber, one shared access token)', funct
         // The fake shares this process with the service: a loaded machine must not time it out.
         WECHAT_TIMEOUT_MS: 5000,
         REDIS_COMMAND_TIMEOUT_MS: 2000,
+        WECHAT_TOKEN_REFUSAL_BACKOFF_MS: BACKOFF_MS,
         LOG_LEVEL: 'trace',
       },
       logs,
@@ -186,8 +190,40 @@ describe('bindPhone (WeChat getuserphonenumber, one shared access token)', funct
     } finally {
       wechat.tokenRefusal = undefined;
     }
-    // The lock was released: the next call refreshes at once.
+    // The lock was released: once the refusal's backoff is over, the next call refreshes.
     expect(await redis.exists(keys.wechatAccessTokenLock(appid))).to.equal(0);
+    await sleep(BACKOFF_MS + 50);
+    expect((await svc.call('bindPhone', phoneCode(), bearer(u.token))).body.code).to.equal(0);
+  });
+
+  it('a refusing WeChat (40164) is asked once per backoff: 20 calls in a row make one stable_token call', async () => {
+    const u = await user();
+    await redis.del(keys.wechatAccessToken(appid));
+    await sleep(BACKOFF_MS + 50); // no refusal of an earlier test is still remembered
+    wechat.tokenRefusal = { errcode: 40164, errmsg: 'invalid ip 10.0.0.1, not in whitelist' };
+    const asked = wechat.tokenCalls.length;
+    try {
+      const started = performance.now();
+      for (let i = 0; i < 20; i++) {
+        const res = await svc.call('bindPhone', phoneCode(), bearer(u.token));
+        expect(res.body.code, `call ${i}`).to.equal(-2);
+        expect(res.body.msg).to.include('40164');
+      }
+      const within = performance.now() - started < BACKOFF_MS;
+      // On a machine too slow to make 20 calls within the backoff, one more ask is fair.
+      expect(wechat.tokenCalls.length - asked).to.equal(within ? 1 : 2);
+      const ttl = await redis.pttl(keys.wechatAccessTokenRefused(appid));
+      if (within) expect(ttl).to.be.within(1, BACKOFF_MS);
+      // After the backoff WeChat is asked again, once, and its refusal remembered again.
+      await sleep(BACKOFF_MS + 50);
+      const again = wechat.tokenCalls.length;
+      for (let i = 0; i < 3; i++)
+        expect((await svc.call('bindPhone', phoneCode(), bearer(u.token))).body.code).to.equal(-2);
+      expect(wechat.tokenCalls.length - again).to.equal(1);
+    } finally {
+      wechat.tokenRefusal = undefined;
+    }
+    await sleep(BACKOFF_MS + 50);
     expect((await svc.call('bindPhone', phoneCode(), bearer(u.token))).body.code).to.equal(0);
   });
 
