@@ -26,15 +26,23 @@ export interface Row {
   name: string;
   rounds: Round[];
 }
+/** The options of a run (see run.ts) that its report shows. */
+export interface Options {
+  connections: number;
+  rounds: number;
+  warmup: number;
+  duration: number;
+  workingSet: number;
+  burst: number;
+  attack: { halfOpen: number; rate: number };
+}
+/** A goal, and whether a row meets it from its ratios to its `vs` row and its stats. */
+export type Target = [string, (q: { rps: number; p99: number }, s: ReturnType<typeof stat>) => boolean];
 export interface RunReport {
   users: number;
   date: string;
   machine: string;
-  /** The options of the run (see run.ts). */
-  load: { connections: number; rounds: number; warmup: number; duration: number; workingSet: number } & {
-    burst: number;
-    attack: { halfOpen: number; rate: number };
-  };
+  load: Options;
   /** Seconds seeding took; null when the rows of an earlier run were kept. */
   seedSeconds: number | null;
   rows: Row[];
@@ -48,9 +56,8 @@ export interface RowDef {
   /** Its name in other rows' "vs" column. */
   short?: string;
   vs?: string;
-  note?: string | ((row: Row, load: RunReport['load']) => string);
-  /** The goal, and whether the row meets it, from its ratios to `vs` and its stats. */
-  target?: [string, (q: { rps: number; p99: number }, s: ReturnType<typeof stat>) => boolean];
+  note?: string | ((row: Row, load: Options) => string);
+  target?: Target;
   reported?(row: Row, of: (name: string) => Row | undefined): string;
   /** What its beside process is, in the CPU column. */
   by?: string;

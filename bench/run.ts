@@ -17,7 +17,7 @@ import { benchOpenid, log, othersCpu, postEach, Proc, read, ROOT, scanKeys, slee
 import type { Bodies, Load } from './lib';
 import { formatProfile, summarizeProfile } from './profile';
 import { fmt, mib, ratio, section, stat, writeBenchmarks } from './report';
-import type { Facts, Row, RowDef, Round } from './report';
+import type { Facts, Options, Row, RowDef, Round, Target } from './report';
 import { bufferPool, seed } from './setup';
 
 const OPTIONS: Record<string, [string | boolean, string]> = {
@@ -31,14 +31,11 @@ const OPTIONS: Record<string, [string | boolean, string]> = {
   burst: ['1500', 'connections of the surge before the after-a-burst row (0 leaves the row out)'],
   'attack-half-open': [
     '300',
-    'half-open connections of the attack row (0 with --attack-rate 0 leaves it and the uploading row out)',
+    'half-open connections of the attack row; 0 and --attack-rate 0: no attack or upload row',
   ],
   'attack-rate': ['200', 'bodies a second, each at the 16 KiB body limit, of the attack row'],
   mysql: [process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306', 'MySQL server, without a database'],
-  redis: [
-    process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0',
-    'Redis (keys under bench:, removed before and after)',
-  ],
+  redis: [process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0', 'Redis; the keys under bench: are removed'],
   'buffer-pool': ['fit', "fit: InnoDB's buffer pool raised to hold the users table for the run; keep: as it is"],
   'service-flags': ['', 'node flags for the WORKERS=1 services, e.g. "--cpu-prof" (implies --no-write)'],
   'profile-only': [false, 'measure nothing else: the cached path under node --cpu-prof, summarized'],
@@ -144,18 +141,30 @@ const TSX = ['--import', 'tsx'];
 const JSON_TYPE = { 'content-type': 'application/json' };
 const sum = (row: Row, key: string) => row.rounds.reduce((a, r) => a + (r.facts?.[key] ?? 0), 0);
 
-/** The attack row's attacker (bench/attack.ts): slowloris connections and bodies at the limit, full of keys. */
-const attacker = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, `${opts.attack.halfOpen}`, `${opts.attack.rate}`];
+// What the rows below do beyond loading a server with wrk, and what they say, row by row.
+const CACHED_TARGET: Target = ['≥ 0.8, p99 ≤ 1, no errors', (q, s) => q.rps >= 0.8 && q.p99 <= 1 && !s.errors];
+const atLeast = (x: number): Target => [`≥ ${x}`, (q) => q.rps >= x];
+type Of = (name: string) => Row | undefined;
+const koaLine = (koa: Row, of: Of) =>
+  `cached ÷ Koa floor (the service's own cost): ${fmt(ratio(of(CACHED), koa).rps, 2)} ×`;
+const workersLine = (row: Row, of: Of) =>
+  `WORKERS=2 ÷ WORKERS=1, cached: ${fmt(ratio(row, of(CACHED)).rps, 2)} × (${stat(row).procs} vs ${stat(of(CACHED)!).procs} processes)`;
+
 /** What a beside process sent and how it was answered, over all rounds. */
 const answered = (row: Row) =>
   `${fmt(sum(row, 'sent'))} bodies sent (${Object.keys(row.rounds[0]?.facts ?? {})
     .filter((k) => k.startsWith('HTTP '))
     .map((k) => `${k}: ${fmt(sum(row, k))}`)
     .join(', ')}; ${fmt(sum(row, 'late'))} not sent, all connections busy)`;
+
+/** The attack row's attacker (bench/attack.ts): slowloris connections and bodies at the limit, full of keys. */
+const noAttack = !opts.attack.halfOpen && !opts.attack.rate;
+const attacker = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, `${opts.attack.halfOpen}`, `${opts.attack.rate}`];
+const attackNote = (_: Row, o: Options) => `${o.attack.halfOpen} half-open + ${o.attack.rate}/s × 16 KiB bodies`;
 const attacked = (row: Row) =>
   `attacker: ${answered(row)}; half-open alive at each round's end: ${row.rounds.map((r) => r.facts?.halfOpenAlive).join(', ')}`;
 
-/** The uploading row's user: a session of bench_0 each round, and a 1600x1200 photo made once. */
+/** The uploading row's user (bench/attack.ts too): a session of bench_0 each round, a 1600x1200 photo made once. */
 const PHOTO = join(os.tmpdir(), `user-service-bench-avatar-${process.pid}.jpg`);
 const MEDIA = join(os.tmpdir(), `user-service-bench-media-${process.pid}`);
 let token = '';
@@ -167,6 +176,8 @@ async function uploading() {
   const res = await fetch(`${(await server('service')).url}${LOGIN}`, { method: 'POST', body, headers: JSON_TYPE });
   token = ((await res.json()) as { data: { token: string } }).data.token;
 }
+const uploader = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token, PHOTO];
+const uploaded = (row: Row) => `uploader: ${answered(row)}`;
 
 /**
  * A fresh process whose first load is a surge of launches (a deploy at peak): the requests it
@@ -181,12 +192,16 @@ async function surge(): Promise<Facts> {
   await cleanSessions();
   return { requests: r.requests, failed: r.errors };
 }
+const stopFresh = async () => (await stop(servers.fresh!), { rssPeak: servers.fresh!.peak });
+const GC_TARGET: Target = ['≤ 1 full GC/s, no errors', (_, s) => s.gcs !== undefined && s.gcs <= 1 && !s.errors];
+const burstNote = (_: Row, o: Options) => `a ${fmt(o.burst)}-connection, ${BURST_S} s surge first`;
 const surged = (row: Row) =>
   `surge: ${fmt(sum(row, 'requests'))} requests (${fmt(sum(row, 'failed'))} failed); RSS of its process ` +
   `${mib(Math.max(...row.rounds.map((r) => r.facts?.rssPeak ?? 0)))}, outside the 150 MB target`;
 
 /** Uncached: each profile the measured run fills is a miss; the cache is emptied after the warm-up. */
 let uncachedFrom = 0;
+const dropped = async () => void (await dropProfiles());
 async function emptyCache() {
   await settle();
   await dropProfiles();
@@ -206,89 +221,42 @@ const missRate = (row: Row) =>
 /**
  * Every scenario, in groups: the floors, then the paths compared with them (`vs`). Odd rounds
  * run a group's floors before its paths, even rounds after, so no path always follows its floor.
+ * A row loads the service (WORKERS=1) with cached logins unless it says otherwise.
  */
+// prettier-ignore
 const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
   {
     floors: [
       { name: REDIS_FLOOR, short: 'Redis floor', server: 'redisFloor', scale: 'gauge' },
       { name: 'floor: node:http + ioredis pipeline', note: 'for reference', server: 'pipelineFloor', vs: REDIS_FLOOR },
-      {
-        name: 'floor: Koa + @koa/router + ioredis',
-        note: "the framework's ceiling",
-        server: 'koaFloor',
-        vs: REDIS_FLOOR,
-        reported: (row, of) => `cached ÷ Koa floor (the service's own cost): ${fmt(ratio(of(CACHED), row).rps, 2)} ×`,
-      },
+      { name: 'floor: Koa + @koa/router + ioredis', note: "the framework's ceiling", server: 'koaFloor',
+        vs: REDIS_FLOOR, reported: koaLine },
     ],
     paths: [
-      {
-        name: CACHED,
-        short: 'clean row',
-        vs: REDIS_FLOOR,
-        target: ['≥ 0.8, p99 ≤ 1, no errors', (q, s) => q.rps >= 0.8 && q.p99 <= 1 && !s.errors],
-        scale: 'judged',
-      },
-      {
-        name: 'loginByOpenid cached, WORKERS=1, under attack',
-        note: (_, o) => `${o.attack.halfOpen} half-open + ${o.attack.rate}/s × 16 KiB bodies`,
-        vs: CACHED,
-        skip: !opts.attack.halfOpen && !opts.attack.rate,
-        ...{ beside: attacker, by: 'attacker', reported: attacked },
-      },
-      {
-        // One user uploads a photo from 8 connections as fast as it is answered: what the upload
-        // bounds leave the JSON routes.
-        name: 'loginByOpenid cached, WORKERS=1, one user uploading',
-        note: '8 connections uploading for one user',
-        vs: CACHED,
-        skip: !opts.attack.halfOpen && !opts.attack.rate,
-        before: uploading,
-        beside: (p) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token, PHOTO],
-        ...{ by: 'uploader', reported: (row) => `uploader: ${answered(row)}` },
-      },
-      {
-        name: 'loginByOpenid cached, fresh WORKERS=1 after a burst',
-        note: (_, o) => `a ${fmt(o.burst)}-connection, ${BURST_S} s surge first`,
-        server: 'fresh',
-        vs: REDIS_FLOOR,
-        skip: !opts.burst,
-        ...{ before: surge, after: async () => (await stop(servers.fresh!), { rssPeak: servers.fresh!.peak }) },
-        target: ['≤ 1 full GC/s, no errors', (_, s) => s.gcs !== undefined && s.gcs <= 1 && !s.errors],
-        reported: surged,
-      },
-      {
-        name: 'loginByOpenid cached, WORKERS=2',
-        server: 'service2',
-        vs: REDIS_FLOOR,
-        reported: (row, of) =>
-          `WORKERS=2 ÷ WORKERS=1, cached: ${fmt(ratio(row, of(CACHED)).rps, 2)} × (${stat(row).procs} vs ${stat(of(CACHED)!).procs} processes)`,
-      },
+      { name: CACHED, short: 'clean row', vs: REDIS_FLOOR, target: CACHED_TARGET, scale: 'judged' },
+      { name: 'loginByOpenid cached, WORKERS=1, under attack', note: attackNote, vs: CACHED, skip: noAttack,
+        beside: attacker, by: 'attacker', reported: attacked },
+      // One user uploads a photo from 8 connections as fast as it is answered: what upload bounds leave the rest.
+      { name: 'loginByOpenid cached, WORKERS=1, one user uploading', note: '8 connections uploading for one user',
+        vs: CACHED, skip: noAttack, before: uploading, beside: uploader, by: 'uploader', reported: uploaded },
+      { name: 'loginByOpenid cached, fresh WORKERS=1 after a burst', note: burstNote, server: 'fresh', vs: REDIS_FLOOR,
+        skip: !opts.burst, before: surge, after: stopFresh, target: GC_TARGET, reported: surged },
+      { name: 'loginByOpenid cached, WORKERS=2', server: 'service2', vs: REDIS_FLOOR, reported: workersLine },
       { name: 'get (cached)', path: '/service/user/get', vs: REDIS_FLOOR },
     ],
   },
   {
     floors: [{ name: MYSQL_FLOOR, short: 'MySQL floor', server: 'mysqlFloor', bodies: 'anyUser', scale: 'reference' }],
     paths: [
-      {
-        name: 'loginByOpenid uncached',
-        note: missRate,
-        bodies: 'outside',
-        vs: MYSQL_FLOOR,
-        target: ['≥ 0.8', (q) => q.rps >= 0.8],
-        scale: 'judged',
-        ...{ before: async () => void (await dropProfiles()), measured: emptyCache, after: misses },
-      },
+      { name: 'loginByOpenid uncached', note: missRate, bodies: 'outside', vs: MYSQL_FLOOR, target: atLeast(0.8),
+        scale: 'judged', before: dropped, measured: emptyCache, after: misses },
     ],
   },
   {
     floors: [{ name: TXN_FLOOR, short: 'txn floor', server: 'updateFloor', path: UPDATE, bodies: 'updates' }],
     paths: [
-      {
-        name: 'update nick_name',
-        note: 'random users',
-        ...{ path: UPDATE, bodies: 'updates', vs: TXN_FLOOR },
-        target: ['≥ 0.7', (q) => q.rps >= 0.7],
-      },
+      { name: 'update nick_name', note: 'random users', path: UPDATE, bodies: 'updates', vs: TXN_FLOOR,
+        target: atLeast(0.7) },
     ],
   },
 ];
