@@ -1,21 +1,23 @@
 import Koa from 'koa';
 import type { RequestListener } from 'node:http';
+import defaults from '../config/default.json';
 import pkg from '../package.json';
 import type { Config } from './config';
 import { authGuard } from './http/auth';
 import { parseBody, readBody } from './http/body';
 import { clientIp, clientIpRule } from './http/client-ip';
-import { envelope } from './http/envelope';
+import { envelope, refusal } from './http/envelope';
 import { identityGuard } from './http/identity';
 import { isPeerError, LINGER, lingeringClose } from './http/linger';
 import { observe } from './http/observe';
 import { buildOpenApi } from './http/openapi';
 import { rateLimitGuard } from './http/rate-limit';
 import type { RouteSpec, RouteState } from './http/route';
-import { buildRouter } from './http/router';
+import { anyPath, buildRouter, refuseUnrouted, routerPaths } from './http/router';
 import { LoadShedder } from './http/shed';
 import type { Logger } from './logger';
-import { serveMedia } from './media/serve';
+import { mediaPaths, serveMedia } from './media/serve';
+import { DOCS_ASSETS } from './ops/docs';
 import { healthRouter, opsRouter } from './ops/routes';
 import type { Services } from './services';
 import { pushDispatcher, pushEffects } from './users/push-events';
@@ -32,14 +34,19 @@ function apiRoutes(services: Services): RouteSpec[] {
   return userRoutes(services.users, services.flows, services.rights);
 }
 
-/** The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. */
-export function openApiDocument(routes: RouteSpec[]): object {
+/**
+ * The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. The
+ * ops port is the configured OPS_PORT (config/default.json's for docs/api.md).
+ */
+export function openApiDocument(routes: RouteSpec[], opsPort: number = defaults.OPS_PORT): object {
   // Generated from the same specs the router mounts and validates with: it cannot drift.
   return buildOpenApi(routes, {
     title: 'WeChat mini-program user service',
     version: pkg.version,
     description: pkg.description,
     prefix: API_PREFIX,
+    opsPort,
+    docsAssets: DOCS_ASSETS,
   });
 }
 
@@ -94,7 +101,8 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   app.use(clientIp(clientRule, logger));
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   // Liveness answers before the load shedder: a probe must not fail because the process is busy.
-  const healthRoutes = healthRouter().routes() as Koa.Middleware;
+  const health = healthRouter();
+  const healthRoutes = health.routes() as Koa.Middleware;
   app.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? healthRoutes(ctx, next) : next()));
   // Uploaded avatars, GET /media/avatar/<name>: on the public listener, outside the envelope.
   app.use(serveMedia(services.media));
@@ -106,11 +114,11 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     app.use(pushReceiver({ token, aesKeys, appid: config.wechat?.appid ?? '' }, handle, logger));
   }
   app.use(envelope());
+  app.use(refuseUnrouted(anyPath(routerPaths(router, health), mediaPaths), refusal));
   app.use(readBody(config.bodyLimit));
   app.use(shedder.gate());
   app.use(parseBody());
   app.use(router.routes());
-  app.use(router.allowedMethods());
   return app;
 }
 
@@ -123,15 +131,16 @@ function peerError(services: Services, logger: Logger, err: Error, reqId?: strin
 
 /**
  * The operator's app, for the OPS_PORT listener: /healthz, /readyz, /metrics, /openapi.json and
- * /docs; no body parser, no envelope: probes and scrapers, never the mini-program. Given the
- * API's handler, it passes the API's paths on to it untouched (same limits, same shedder), so
- * that the console's "try it out" reaches this very process from the operator's side.
+ * /docs; no body parser, no envelope (only its 404 and 405 take the envelope's shape): probes and
+ * scrapers, never the mini-program. Given the API's handler, it passes the API's paths (and
+ * /media/) on to it untouched (same limits, same shedder), so that the console's "try it out"
+ * reaches this very process from the operator's side.
  */
-export function createOpsApp(services: Services, logger: Logger, api?: RequestListener): Koa {
+export function createOpsApp(services: Services, logger: Logger, api?: RequestListener, opsPort?: number): Koa {
   const app = new Koa();
   if (api) {
     app.use((ctx, next) => {
-      if (!ctx.path.startsWith(`${API_PREFIX}/`)) return next();
+      if (!ctx.path.startsWith(`${API_PREFIX}/`) && !ctx.path.startsWith('/media/')) return next();
       ctx.respond = false;
       return api(ctx.req, ctx.res);
     });
@@ -141,10 +150,10 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
     logger.error({ err, route: (ctx?.state as RouteState | undefined)?.ops ?? ctx?.path }, 'unexpected error');
   });
   // Generated from the same specs the router mounts and validates with: it cannot drift.
-  const openapi = openApiDocument(apiRoutes(services));
+  const openapi = openApiDocument(apiRoutes(services), opsPort);
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
+  app.use(refuseUnrouted(routerPaths(ops), refusal));
   app.use(ops.routes());
-  app.use(ops.allowedMethods());
   return app;
 }

@@ -1,7 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { dropDatabase, ensureDatabase } from '../src/db/knex';
+import { installFetchCheck } from './helpers/contract';
 import { testConfig } from './helpers/env';
 import { deleteByPrefix, testRedis } from './helpers/stores';
+
+// Every answer of a watched service that a test fetches is held to its /openapi.json.
+installFetchCheck();
 
 /** Root hooks: the run's database is dropped and its Redis keys deleted, pass or fail. */
 export const mochaHooks = {

@@ -4,17 +4,24 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { API_PREFIX, openApiDocument } from '../app';
+import { loadConfig } from '../config';
 import { FAILURE_MEANINGS, FAILURE_MEANINGS_ZH, OTHER_FAILURE_MEANING } from '../errors';
+import type { ProfileFlows } from '../users/flows';
 import { userRoutes } from '../users/routes';
-import { codeKinds, type SchemaObject } from './openapi';
-import { COMMON_CODES, type RouteSpec } from './route';
+import { BODY_RULES, codeKinds, commonCodes, unauthenticatedMeaning, type SchemaObject } from './openapi';
+import type { RouteSpec } from './route';
+
+type FailureKindOrOther = ReturnType<typeof codeKinds>[number]['kinds'][number];
 
 export const API_REFERENCE_FILE = join(__dirname, '..', '..', 'docs', 'api.md');
 
 /** HTTP answers the envelope gives to any path, outside the OpenAPI operations (http/envelope.ts). */
 const ANY_PATH_ANSWERS: Record<number, { code: number; en: string }> = {
-  404: { code: 404, en: 'no such route: every route is POST /service/user/<name>' },
-  405: { code: 405, en: 'method not allowed: the routes take POST only' },
+  404: { code: 404, en: 'no such path: every route is POST /service/user/<name>' },
+  405: {
+    code: 405,
+    en: 'a method the path does not take (any method: GET, PUT, TRACE, OPTIONS, QUERY...), with `Allow` naming the ones it takes',
+  },
 };
 
 /**
@@ -22,10 +29,10 @@ const ANY_PATH_ANSWERS: Record<number, { code: number; en: string }> = {
  * status the document gains without a line here stops `npm run docs`, so none goes untranslated.
  */
 const HTTP_MEANINGS_ZH: Record<number, string> = {
-  404: '没有这个接口：所有接口都是 POST /service/user/<name>',
-  405: '方法不允许：接口只接受 POST',
-  413: '请求体超过 BODY_LIMIT（默认 1mb）',
-  415: '不支持的请求体类型（Content-Type），见各接口列出的类型',
+  404: '没有这个路径：所有接口都是 POST /service/user/<name>',
+  405: '该路径不接受此方法（任何方法：GET、PUT、TRACE、OPTIONS、QUERY……），响应头 Allow 列出可用的方法',
+  413: '请求体超过 BODY_LIMIT（解压之后计算）',
+  415: '不支持的 Content-Encoding：只接受 identity、gzip 或 deflate',
   429: FAILURE_MEANINGS_ZH.rateLimited,
   503: '服务繁忙或暂不可用，请稍后重试（见 Retry-After）',
 };
@@ -47,7 +54,7 @@ type Schema = SchemaObject & {
 
 interface Operation {
   summary: string;
-  requestBody: { content: Record<string, { schema: Schema }> };
+  requestBody: { description?: string; content: Record<string, { schema: Schema }> };
   responses: Record<string, { description: string; content?: Record<string, { schema: Schema }> }>;
 }
 
@@ -56,8 +63,15 @@ interface Document {
   components: { schemas: Record<string, Schema> };
 }
 
-/** The route specs alone: their handlers are never called here, so they get no services. */
-const specsOnly = (): RouteSpec[] => userRoutes({} as never, {} as never);
+/**
+ * The route specs alone: their handlers are never called here, so they get no services, only
+ * the configured values the specs show (the avatar limit), as config/ gives them without env.
+ */
+function specsOnly(): RouteSpec[] {
+  const config = loadConfig({});
+  const flows: Pick<ProfileFlows, 'avatarMaxBytes'> = { avatarMaxBytes: config.media.avatarMaxBytes };
+  return userRoutes({} as never, flows as ProfileFlows);
+}
 
 /** The OpenAPI document of the user routes, as the app builds it. */
 export function apiDocument(routes: RouteSpec[] = specsOnly()): Document {
@@ -89,7 +103,8 @@ function typeOf(doc: Document, raw: Schema): string {
   const schema = resolve(doc, raw);
   const alternatives = schema.anyOf ?? schema.oneOf;
   if (alternatives) return alternatives.map((alt) => typeOf(doc, alt)).join(' | ');
-  let type = schema.type ?? (schema.enum?.every((v) => v === null) ? 'null' : 'any');
+  const onlyNull = schema.enum?.length && schema.enum.every((v) => v === null);
+  let type = onlyNull ? 'null' : (schema.type ?? 'any');
   if (type === 'string' && schema.format === 'binary') type = 'file';
   else if (type === 'string' && schema.format === 'uri') type = 'string (URL)';
   return schema.nullable && type !== 'null' ? `${type} | null` : type;
@@ -141,7 +156,8 @@ function exampleOf(doc: Document, raw: Schema, where: string): unknown {
   if ('example' in schema) return schema.example;
   if (schema.enum?.length === 1) return schema.enum[0];
   const alternatives = schema.anyOf ?? schema.oneOf;
-  if (alternatives?.length) return exampleOf(doc, alternatives[0]!, where);
+  // An object's anyOf only says which of its fields are required together (one-of rules).
+  if (alternatives?.length && !schema.properties) return exampleOf(doc, alternatives[0]!, where);
   if (schema.type === 'object' && schema.properties) {
     const out: Record<string, unknown> = {};
     for (const [name, child] of Object.entries(schema.properties)) {
@@ -217,10 +233,16 @@ function requestExample(route: RouteSpec, op: Operation, request: unknown): stri
 function routeSection(doc: Document, route: RouteSpec): string {
   const op = operationOf(doc, route);
   const { request, data } = routeExamples(route, doc);
+  const meaning = (kind: FailureKindOrOther, lang: 'en' | 'zh') =>
+    kind === 'other'
+      ? OTHER_FAILURE_MEANING[lang]
+      : kind === 'unauthenticated'
+        ? unauthenticatedMeaning(route)[lang]
+        : (lang === 'en' ? FAILURE_MEANINGS : FAILURE_MEANINGS_ZH)[kind];
   const codes = codeKinds(route).map(({ code: value, kinds }) => [
     String(value),
-    kinds.map((kind) => (kind === 'other' ? OTHER_FAILURE_MEANING.zh : FAILURE_MEANINGS_ZH[kind])).join('；'),
-    kinds.map((kind) => (kind === 'other' ? OTHER_FAILURE_MEANING.en : FAILURE_MEANINGS[kind])).join('; '),
+    kinds.map((kind) => meaning(kind, 'zh')).join('；'),
+    kinds.map((kind) => meaning(kind, 'en')).join('; '),
   ]);
   const answers = httpAnswers(op);
   const body = Object.values(op.requestBody.content)[0]!.schema;
@@ -232,6 +254,8 @@ function routeSection(doc: Document, route: RouteSpec): string {
     `Body 请求体: ${Object.keys(op.requestBody.content).map(code).join(', ')}`,
     '### Request fields 请求参数',
     table(['field 字段', 'type 类型', 'required 必须', 'limits 限制', 'description 说明'], fieldRows(doc, body)),
+    resolve(doc, body).description ?? '',
+    route.multipart ? (op.requestBody.description ?? '') : '',
     '### Answer data 返回 data',
     dataRows.length
       ? table(['field 字段', 'type 类型', 'always 必有', 'limits 限制', 'description 说明'], dataRows)
@@ -261,9 +285,9 @@ export function renderApiReference(routes: RouteSpec[] = specsOnly()): string {
   );
   for (const op of ops) for (const a of httpAnswers(op)) if (!statuses.has(a.status)) statuses.set(a.status, a);
   const common = [
-    ...(Object.entries(COMMON_CODES) as [keyof typeof FAILURE_MEANINGS, number][])
-      .filter(([, value]) => value < 0)
-      .map(([kind, value]) => ['200', String(value), FAILURE_MEANINGS_ZH[kind], FAILURE_MEANINGS[kind]]),
+    ...commonCodes()
+      .filter(([, common]) => common.code < 0)
+      .map(([kind, common]) => ['200', String(common.code), FAILURE_MEANINGS_ZH[kind], FAILURE_MEANINGS[kind]]),
     ...[...statuses.entries()]
       .sort(([a], [b]) => a - b)
       .map(([status, a]) => [String(status), String(a.code), zhOfStatus(status), a.en]),
@@ -277,7 +301,8 @@ export function renderApiReference(routes: RouteSpec[] = specsOnly()): string {
       `所有接口均为 ${code(`POST ${API_PREFIX}/<name>`)}。本文由校验请求的同一份接口定义生成（${code('npm run docs')}），与服务保持一致。`,
       '## Conventions 约定',
       [
-        `- **Request 请求**: a JSON body (${code('Content-Type: application/json')}, what ${code('wx.request')} sends by default) or a form (${code('application/x-www-form-urlencoded')}), unless a route lists other types. Fields not listed are ignored. 请求体为 JSON（${code('wx.request')} 默认）或表单；未列出的字段会被忽略。`,
+        `- **Request 请求**: a JSON body (${code('Content-Type: application/json')}, what ${code('wx.request')} sends by default) or a form (${code('application/x-www-form-urlencoded')}), unless a route lists other types. ${BODY_RULES} 请求体为 JSON（${code('wx.request')} 默认）或表单；未列出的字段会被忽略；JSON 中任何位置出现键 ${code('__proto__')}（即使在被忽略的字段里）都视为格式错误（-1）；数字也可以写成字符串。`,
+        `- **Methods 方法**: a path not listed here is 404; any method a path does not take (GET on a route, PUT on ${code('/healthz')}, TRACE, OPTIONS, QUERY...) is 405 with ${code('Allow')} naming the ones it takes. Both in the envelope, never a 5xx. 未列出的路径返回 404；路径不接受的方法（任何方法）返回 405，响应头 ${code('Allow')} 列出可用的方法；均为 JSON 应答，不会是 5xx。`,
         `- **Answer 应答**: ${code('{"code": 0, "msg": "success", "data": ...}')} with HTTP 200. A failure has another ${code('code')}, ${code('data')} null and a ${code('msg')} for the developer (not for end users). 失败时 ${code('code')} 非 0，${code('data')} 为 null，${code('msg')} 供开发者排查。`,
         `- **Token**: in strict mode (${code('AUTH_MODE=token')}) a route that touches a user's data needs that user's session token, as ${code('Authorization: Bearer <token>')} or a ${code('token')} field; without one it answers -10. 严格模式下，操作用户数据的接口需要该用户的 token（请求头 ${code('Authorization: Bearer <token>')} 或 ${code('token')} 字段），否则返回 -10。`,
       ].join('\n'),

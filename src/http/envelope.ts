@@ -1,6 +1,6 @@
 import type { Context, Middleware } from 'koa';
 import { BusyError, RateLimitedError, ServiceError } from '../errors';
-import { COMMON_CODES, RawJson, type RouteState } from './route';
+import { COMMON_CODES, commonCode, RawJson, type RouteState } from './route';
 
 const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
 
@@ -8,6 +8,11 @@ function answer(ctx: Context, status: number, code: number, msg: string): void {
   ctx.status = status;
   ctx.body = { code, msg, data: null };
   (ctx.state as RouteState).code = code;
+}
+
+/** An HTTP refusal outside any route (404, 405), in the envelope: its code is its status. */
+export function refusal(ctx: Context, status: 404 | 405, msg: string): void {
+  answer(ctx, status, status, msg);
 }
 
 /** Body-parser (co-body) failures carry a 4xx status; a too-large body keeps its own. */
@@ -32,14 +37,14 @@ export function envelope(): Middleware {
       const route = state.route;
       if (err instanceof RateLimitedError) {
         ctx.set('Retry-After', String(err.retryAfterSeconds));
-        return answer(ctx, 429, COMMON_CODES.rateLimited!, err.message);
+        return answer(ctx, 429, COMMON_CODES.rateLimited.code, err.message);
       }
       if (err instanceof BusyError) {
         ctx.set('Retry-After', String(err.retryAfterSeconds));
         return answer(ctx, 503, 503, err.message);
       }
       if (err instanceof ServiceError) {
-        const code = route ? (route.codes[err.kind] ?? COMMON_CODES[err.kind] ?? route.codes.other) : -1;
+        const code = route ? (route.codes[err.kind] ?? commonCode(err.kind)?.code ?? route.codes.other) : -1;
         return answer(ctx, 200, code, err.message);
       }
       const status = clientErrorStatus(err);
@@ -65,7 +70,7 @@ export function envelope(): Middleware {
       }
       return;
     }
+    // Nothing answered (refuseUnrouted refuses unknown paths and methods before any body is read).
     if (ctx.status === 404 && ctx.body == null) answer(ctx, 404, 404, `no route for ${ctx.method} ${ctx.path}`);
-    else if (ctx.status === 405) answer(ctx, 405, 405, `method ${ctx.method} not allowed, use POST`);
   };
 }

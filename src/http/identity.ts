@@ -23,6 +23,9 @@ export interface IdentityProvers {
   exchangeCode(jsCode: string): Promise<{ openid: string; unionid?: string }>;
 }
 
+/** The body fields that name the caller: without either, only a header can (the OpenAPI document's one-of). */
+export const IDENTITY_FIELDS = ['openid', 'js_code'] as const;
+
 /** What an identifying route's input holds once the guard has run (see users/schemas.ts). */
 interface IdentityInput {
   openid?: string;
@@ -66,7 +69,9 @@ export function identityGuard(settings: IdentitySettings, provers: IdentityProve
     if (settings.authMode === 'token') {
       throw refuse('an openid alone proves nothing: send a js_code or a session token of this openid');
     }
-    if (input.openid === undefined) throw new ServiceError('invalid', '"openid" or "js_code" is required');
+    if (input.openid === undefined) {
+      throw new ServiceError('invalid', `${IDENTITY_FIELDS.map((f) => `"${f}"`).join(' or ')} is required`);
+    }
   }
 
   async function prove(ctx: Context, input: IdentityInput): Promise<Proof | null> {

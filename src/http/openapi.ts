@@ -1,6 +1,7 @@
 import type Joi from 'joi';
-import { FAILURE_MEANINGS, OTHER_FAILURE_MEANING, type FailureKind } from '../errors';
-import { COMMON_CODES, type RouteSpec } from './route';
+import { FAILURE_MEANINGS, FAILURE_MEANINGS_ZH, OTHER_FAILURE_MEANING, type FailureKind } from '../errors';
+import { IDENTITY_FIELDS } from './identity';
+import { COMMON_CODES, type CommonCode, type RouteSpec } from './route';
 
 /** An OpenAPI 3.0 Schema Object (the subset this converter writes). */
 export type SchemaObject = Record<string, unknown>;
@@ -104,13 +105,24 @@ function convert(d: Description, options: ConvertOptions): SchemaObject {
 
   for (const rule of d.rules ?? []) applyRule(out, d.type, rule);
 
+  // joi refuses an empty string unless it is allowed: the document says so.
+  if (d.type === 'string' && out.minLength === undefined && !flags.only && matchesEmpty(out.pattern)) {
+    out.minLength = 1;
+  }
   const allowed = (d.allow ?? []).filter((v) => v !== null);
   if (d.allow?.includes(null)) out.nullable = true;
+  // OpenAPI 3.0's `nullable` needs a type beside it: null alone is written as a nullable object.
+  if (out.nullable && out.type === undefined && flags.only && allowed.length === 0) out.type = 'object';
   if (flags.only) out.enum = d.allow ?? [];
   else if (allowed.length && d.type === 'string' && allowed.every((v) => v === '')) delete out.minLength;
   else if (allowed.length) throw new Error(`openapi: .allow(${JSON.stringify(allowed)}) is not supported`);
 
   return withCommon(out, d, metas);
+}
+
+/** Whether a JSON Schema pattern (or none) lets '' through: else it says "not empty" already. */
+function matchesEmpty(pattern: unknown): boolean {
+  return typeof pattern !== 'string' || new RegExp(pattern, 'u').test('');
 }
 
 function applyRule(out: SchemaObject, type: string, rule: { name: string; args?: Record<string, unknown> }): void {
@@ -123,9 +135,16 @@ function applyRule(out: SchemaObject, type: string, rule: { name: string; args?:
     case 'string.max':
       out.maxLength = limit;
       return;
-    case 'string.uri':
+    case 'string.uri': {
       out.format = 'uri';
+      // joi takes only the listed schemes (case-sensitive), and an authority after them.
+      const schemes = (rule.args?.options as { scheme?: string[] } | undefined)?.scheme;
+      if (schemes) {
+        if (out.pattern) throw new Error('openapi: a uri rule beside a pattern');
+        out.pattern = `^(?:${schemes.join('|')})://`;
+      }
       return;
+    }
     case 'string.pattern': {
       const regex = String(rule.args?.regex);
       const match = /^\/(.*)\/([a-z]*)$/s.exec(regex);
@@ -173,6 +192,10 @@ export interface OpenApiInfo {
   description: string;
   /** Where the routes are mounted, e.g. /service/user. */
   prefix: string;
+  /** The operations listener's port (OPS_PORT) as configured: the default of its server variable. */
+  opsPort: number;
+  /** The files the console serves under /docs/ (src/ops/docs.ts). */
+  docsAssets: readonly string[];
 }
 
 /** HTTP answers outside the document's codes that any route may give (see http/envelope.ts). */
@@ -182,6 +205,11 @@ const COMMON_HTTP_ANSWERS: Record<string, { description: string; code: number }>
   '503': { description: 'The process has MAX_INFLIGHT requests in flight: retry after Retry-After seconds', code: 503 },
 };
 
+/** The common codes (http/route.ts), with their kinds. */
+export function commonCodes(): [FailureKind, CommonCode][] {
+  return Object.entries(COMMON_CODES) as [FailureKind, CommonCode][];
+}
+
 /** One line per document code of a route: the failures it stands for (`other`: any it does not name). */
 export function codeKinds(route: RouteSpec): { code: number; kinds: (FailureKind | 'other')[] }[] {
   const byCode = new Map<number, (FailureKind | 'other')[]>();
@@ -189,10 +217,10 @@ export function codeKinds(route: RouteSpec): { code: number; kinds: (FailureKind
   for (const [kind, code] of Object.entries(route.codes) as [FailureKind | 'other', number][]) {
     if (kind !== 'other') add(code, kind);
   }
-  // A route with an owner demands a token in strict mode (http/auth.ts), one with
-  // `session: 'required'` in every mode.
-  if ((route.owner || route.session === 'required') && route.codes.unauthenticated === undefined) {
-    add(COMMON_CODES.unauthenticated!, 'unauthenticated');
+  // What the guards may answer on this route (http/route.ts), unless its own table names the
+  // kind; HTTP answers (429) are listed as statuses by operation().
+  for (const [kind, common] of commonCodes()) {
+    if (common.code < 0 && common.on(route) && route.codes[kind] === undefined) add(common.code, kind);
   }
   add(route.codes.other, 'other');
   return [...byCode.entries()].sort(([a], [b]) => b - a).map(([code, kinds]) => ({ code, kinds }));
@@ -206,16 +234,32 @@ export function codeTable(route: RouteSpec): { code: number; meaning: string }[]
       .map((kind) =>
         kind === 'other'
           ? OTHER_FAILURE_MEANING.en
-          : kind === 'unauthenticated' && route.session === 'required'
-            ? SESSION_REQUIRED
+          : kind === 'unauthenticated'
+            ? unauthenticatedMeaning(route).en
             : FAILURE_MEANINGS[kind],
       )
       .join('; '),
   }));
 }
 
-const SESSION_REQUIRED =
-  'no valid session token (Authorization: Bearer <token>, or a `token` field): required in every AUTH_MODE';
+/** What -10 means on a route: which guard answers it there, and when. */
+export function unauthenticatedMeaning(route: RouteSpec): { en: string; zh: string } {
+  if (route.session === 'required') {
+    return {
+      en: 'no valid session token (Authorization: Bearer <token>, or a `token` field): required in every AUTH_MODE',
+      zh: '没有有效的会话 token（Authorization: Bearer <token> 或 token 字段）：任何模式下都需要',
+    };
+  }
+  if (route.identifies) {
+    return {
+      en:
+        'the js_code, session token or gateway header proves another openid than the body names; in strict mode ' +
+        '(AUTH_MODE=token) also an openid with no proof, or an invalid or expired token',
+      zh: 'js_code、会话 token 或网关请求头证明的 openid 与请求体中的不同；严格模式（AUTH_MODE=token）下仅有 openid 而无凭证、或 token 无效或过期时也返回此码',
+    };
+  }
+  return { en: FAILURE_MEANINGS.unauthenticated, zh: FAILURE_MEANINGS_ZH.unauthenticated };
+}
 
 const envelopeOf = (code: SchemaObject, msg: SchemaObject, data: SchemaObject): SchemaObject => ({
   type: 'object',
@@ -228,13 +272,14 @@ const failureEnvelope = (codes: number[]): SchemaObject =>
   envelopeOf(
     { type: 'integer', enum: codes },
     { type: 'string', description: 'what went wrong, for a developer' },
-    { nullable: true, enum: [null], description: 'always null on a failure' },
+    { type: 'object', nullable: true, enum: [null], description: 'always null on a failure' },
   );
 
 /** A multipart route's body: the file field, as wx.uploadFile sends it. */
 function multipartBody(multipart: NonNullable<RouteSpec['multipart']>): SchemaObject {
   return {
     required: true,
+    description: `One file part, \`${multipart.file}\`, at most ${multipart.maxBytes} bytes (AVATAR_MAX_BYTES; one byte more is HTTP 413). A second file part, or none, is -1.`,
     content: {
       'multipart/form-data': {
         schema: {
@@ -244,7 +289,7 @@ function multipartBody(multipart: NonNullable<RouteSpec['multipart']>): SchemaOb
             [multipart.file]: {
               type: 'string',
               format: 'binary',
-              description: `${multipart.description}; at most ${multipart.maxBytes} bytes`,
+              description: `${multipart.description}; at most ${multipart.maxBytes} bytes; exactly one file part`,
             },
           },
         },
@@ -253,12 +298,28 @@ function multipartBody(multipart: NonNullable<RouteSpec['multipart']>): SchemaOb
   };
 }
 
+/** What every JSON or form body is held to beyond its schema (http/body.ts, http/router.ts). */
+export const BODY_RULES =
+  'A JSON body is an object. A key `__proto__` anywhere in it, even inside a field that is otherwise ignored, ' +
+  'makes the body malformed (-1). Fields not listed are ignored. A number may also come as a string holding ' +
+  'it (as every field of a form does).';
+
 function jsonBody(route: RouteSpec, components: Record<string, SchemaObject>): SchemaObject {
   const bodyName = `${route.name}Body`;
-  components[bodyName] = toOpenApiSchema(route.input, { allowUnknown: true, components });
+  const schema = toOpenApiSchema(route.input, { allowUnknown: true, components });
+  if (route.identifies) {
+    // The identity guard (http/identity.ts) needs one of these unless a header proves the caller.
+    const fields = IDENTITY_FIELDS.map((field) => `\`${field}\``).join(' or ');
+    schema.anyOf = IDENTITY_FIELDS.map((field) => ({ required: [field] }));
+    schema.description =
+      `${fields} is required (-1 without either in openid mode, -10 in strict mode), unless the trusted ` +
+      "gateway's header (TRUSTED_OPENID_HEADER) or, in strict mode, a session token names the caller.";
+  }
+  components[bodyName] = schema;
   const input = { $ref: `#/components/schemas/${bodyName}` };
   return {
     required: true,
+    description: BODY_RULES,
     content: {
       'application/json': { schema: input },
       // A form carries the same fields; numbers may come as digit strings.
@@ -303,8 +364,10 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
       code: 413,
     };
   }
-  if (route.rateLimited !== false) {
-    httpAnswers['429'] = { description: FAILURE_MEANINGS.rateLimited, code: COMMON_CODES.rateLimited! };
+  for (const [kind, common] of commonCodes()) {
+    if (common.code >= 100 && common.on(route)) {
+      httpAnswers[String(common.code)] = { description: FAILURE_MEANINGS[kind], code: common.code };
+    }
   }
   for (const [status, answer] of Object.entries(httpAnswers)) {
     responses[status] = {
@@ -332,8 +395,25 @@ const CHECK: SchemaObject = {
   properties: { ok: { type: 'boolean' }, ms: { type: 'integer' }, error: { type: 'string' } },
 };
 
-/** The operations endpoints (src/ops/routes.ts), which no joi schema describes. */
-const OPS_PATHS: Record<string, unknown> = {
+/**
+ * The operations listener (OPS_PORT): the paths only it serves name it as their server, so that a
+ * client reading this document against the API address does not look for them there (404).
+ */
+function opsServers(opsPort: number): SchemaObject[] {
+  return [
+    {
+      url: 'http://{host}:{opsPort}',
+      description: 'The operations listener (OPS_PORT): keep it private; the API port answers these paths 404',
+      variables: {
+        host: { default: 'localhost', description: "the service's host" },
+        opsPort: { default: String(opsPort), description: 'OPS_PORT' },
+      },
+    },
+  ];
+}
+
+/** The operations endpoints (src/ops/routes.ts, src/ops/docs.ts), which no joi schema describes. */
+const opsPaths = (opsPort: number, docsAssets: readonly string[]): Record<string, unknown> => ({
   '/healthz': {
     get: {
       operationId: 'healthz',
@@ -348,6 +428,7 @@ const OPS_PATHS: Record<string, unknown> = {
     },
   },
   '/readyz': {
+    servers: opsServers(opsPort),
     get: {
       operationId: 'readyz',
       tags: ['operations'],
@@ -370,6 +451,7 @@ const OPS_PATHS: Record<string, unknown> = {
     },
   },
   '/openapi.json': {
+    servers: opsServers(opsPort),
     get: {
       operationId: 'openapi',
       tags: ['operations'],
@@ -378,12 +460,70 @@ const OPS_PATHS: Record<string, unknown> = {
     },
   },
   '/metrics': {
+    servers: opsServers(opsPort),
     get: {
       operationId: 'metrics',
       tags: ['operations'],
       summary: 'Prometheus metrics (text exposition format)',
       responses: { '200': { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } },
     },
+  },
+  '/docs': {
+    servers: opsServers(opsPort),
+    get: {
+      operationId: 'docs',
+      tags: ['operations'],
+      summary: 'A Swagger UI console over this document; its "try it out" calls the API through this listener',
+      responses: { '200': { description: 'the page', content: { 'text/html': { schema: { type: 'string' } } } } },
+    },
+  },
+  '/docs/{asset}': {
+    servers: opsServers(opsPort),
+    get: {
+      operationId: 'docsAsset',
+      tags: ['operations'],
+      summary: "The console's scripts, style sheet and icon, served from the service itself",
+      // Any name is this path (405 for another method); only the files listed are 200.
+      parameters: [
+        {
+          name: 'asset',
+          in: 'path',
+          required: true,
+          description: `one of ${docsAssets.join(', ')}`,
+          schema: { type: 'string', example: docsAssets[0] },
+        },
+      ],
+      responses: {
+        '200': { description: 'the file', content: { '*/*': { schema: { type: 'string', format: 'binary' } } } },
+        '404': {
+          description: 'not one of the listed files',
+          content: { 'text/plain': { schema: { type: 'string' } } },
+        },
+      },
+    },
+  },
+});
+
+/**
+ * What a listener answers outside the operations listed (http/router.ts, refuseUnrouted): the
+ * same for every method, the uncommon ones included, and never a 5xx.
+ */
+const ANY_PATH =
+  'A path not listed here is 404; a method a listed path does not take (any method: PUT, TRACE, OPTIONS, ' +
+  'QUERY, PROPFIND...) is 405 with `Allow` naming the ones it takes (a GET path takes HEAD too). Both answer ' +
+  'in the envelope (`NotFound`, `MethodNotAllowed` under components/responses). Requests that are not HTTP ' +
+  "Node's parser accepts (an unknown method, headers over HTTP_MAX_HEADER_SIZE) get 400 or 431 from Node, " +
+  'without a body, and the connection is closed.';
+
+export const ANY_PATH_RESPONSES: Record<'NotFound' | 'MethodNotAllowed', SchemaObject> = {
+  NotFound: {
+    description: 'No such path (on this listener)',
+    content: json(failureEnvelope([404])),
+  },
+  MethodNotAllowed: {
+    description: 'The path does not take this method; `Allow` names the ones it takes',
+    headers: { Allow: { schema: { type: 'string' }, description: 'e.g. `POST`, or `GET, HEAD`' } },
+    content: json(failureEnvelope([405])),
   },
 };
 
@@ -422,19 +562,19 @@ export function buildOpenApi(routes: RouteSpec[], info: OpenApiInfo): SchemaObje
   const paths: Record<string, unknown> = {};
   const schemas: Record<string, SchemaObject> = {};
   for (const route of routes) paths[`${info.prefix}/${route.name}`] = { post: operation(route, schemas) };
-  Object.assign(paths, MEDIA_PATHS, OPS_PATHS);
+  Object.assign(paths, MEDIA_PATHS, opsPaths(info.opsPort, info.docsAssets));
   const securitySchemes = routes.some((r) => r.session === 'required')
     ? { session: { type: 'http', scheme: 'bearer', description: 'The token a login answer carries' } }
     : undefined;
   return {
     openapi: '3.0.3',
-    info: { title: info.title, version: info.version, description: info.description },
+    info: { title: info.title, version: info.version, description: `${info.description}\n\n${ANY_PATH}` },
     tags: [
       { name: 'users', description: 'The routes of the API document (user-api.zh.md)' },
       { name: 'media', description: 'Files uploaded through the API' },
       { name: 'operations', description: 'Probes and metrics for operators' },
     ],
     paths,
-    components: { schemas, ...(securitySchemes ? { securitySchemes } : {}) },
+    components: { schemas, responses: ANY_PATH_RESPONSES, ...(securitySchemes ? { securitySchemes } : {}) },
   };
 }

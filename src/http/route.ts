@@ -5,8 +5,40 @@ import type { FailureKind } from '../errors';
 /** Which code of the API document each kind of failure is, for one route. */
 export type CodeTable = Partial<Record<FailureKind, number>> & { invalid: number; other: number };
 
-/** Codes every route shares, beside its own table. */
-export const COMMON_CODES: Partial<Record<FailureKind, number>> = { unauthenticated: -10, rateLimited: 429 };
+/** A code any route may answer, beside its own table, and the routes that can answer it. */
+export interface CommonCode {
+  /** A document code (negative) or, for a failure answered outside HTTP 200, its HTTP status. */
+  code: number;
+  /**
+   * Whether a guard may answer this route with it, in any AUTH_MODE and configuration: the
+   * OpenAPI document lists the code on exactly these routes, and the contract tests hold every
+   * real answer to the document (test/helpers/contract.ts), so a guard that refuses a route this
+   * does not name fails the suite.
+   */
+  on(route: RouteSpec): boolean;
+}
+
+/**
+ * Codes every route shares, beside its own table: the one place a guard's failure gets its code.
+ * The envelope answers a failure of one of these kinds with it (unless the route's table says
+ * otherwise), and the document lists it on the routes `on` names. A new guard's failure is a
+ * new entry here (and its kind and meanings in errors.ts).
+ */
+export const COMMON_CODES = {
+  // auth.ts on routes with an owner (strict mode) or a required session; identity.ts on
+  // identifying routes (a proof for another openid, or, in strict mode, none).
+  unauthenticated: {
+    code: -10,
+    on: (route) => route.owner !== undefined || route.session === 'required' || route.identifies === true,
+  },
+  // rate-limit.ts: every route unless its spec opts out.
+  rateLimited: { code: 429, on: (route) => route.rateLimited !== false },
+} satisfies Partial<Record<FailureKind, CommonCode>>;
+
+/** The common code of a failure kind, if it has one. */
+export function commonCode(kind: FailureKind): CommonCode | undefined {
+  return (COMMON_CODES as Partial<Record<FailureKind, CommonCode>>)[kind];
+}
 
 /** JSON text already serialised (the cached user): spliced into the envelope as is. */
 export class RawJson {

@@ -1,5 +1,6 @@
 import Router from '@koa/router';
 import type Joi from 'joi';
+import type { Context, Middleware } from 'koa';
 import { ServiceError } from '../errors';
 import type { RouteGuard, RouteSpec, RouteState } from './route';
 
@@ -44,4 +45,47 @@ export function buildRouter(prefix: string, routes: RouteSpec[], guards: RouteGu
     });
   }
   return router;
+}
+
+/** The methods a listener answers on a path, or null when it has no such path. */
+export type PathMethods = (path: string) => readonly string[] | null;
+
+/** The paths of koa-routers, with their methods (a GET route answers HEAD too, as @koa/router does). */
+export function routerPaths(...routers: Router[]): PathMethods {
+  return (path) => {
+    const methods = new Set<string>();
+    for (const router of routers) {
+      for (const layer of router.match(path, 'GET').path) for (const method of layer.methods) methods.add(method);
+    }
+    return methods.size ? [...methods] : null;
+  };
+}
+
+/** The union of several listeners' parts (each a PathMethods). */
+export function anyPath(...tables: PathMethods[]): PathMethods {
+  return (path) => {
+    const methods = new Set(tables.flatMap((table) => table(path) ?? []));
+    return methods.size ? [...methods] : null;
+  };
+}
+
+/**
+ * Refuses, before any body is read, a request no route of the listener would take: 404 for a
+ * path it does not have, else 405 with `Allow` for a method it does not answer there. Any method
+ * Node's parser accepts gets here (TRACE, QUERY, PROPFIND, OPTIONS...): @koa/router's
+ * allowedMethods() answered those outside its own list with 501, so any client could raise the
+ * service's 5xx count at will. `answer` formats the refusal (the envelope, on the API port).
+ */
+export function refuseUnrouted(
+  paths: PathMethods,
+  answer: (ctx: Context, status: 404 | 405, message: string) => void,
+): Middleware {
+  return (ctx, next) => {
+    const methods = paths(ctx.path);
+    if (!methods) return answer(ctx, 404, `no route for ${ctx.method} ${ctx.path}`);
+    if (methods.includes(ctx.method)) return next();
+    const allow = [...methods].sort().join(', ');
+    ctx.set('Allow', allow);
+    return answer(ctx, 405, `method ${ctx.method} not allowed on ${ctx.path}: use ${allow}`);
+  };
 }

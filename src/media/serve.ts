@@ -13,6 +13,9 @@ const AVATAR_PATH = /^\/media\/(avatar\/[0-9]{1,16}_[0-9]{14}(?:_[0-9a-f]{12})?\
 
 const notFound = { code: 404, msg: 'not found', data: null };
 
+/** The media paths that exist, and their methods: any other method there is 405 (app.ts). */
+export const mediaPaths = (path: string): readonly string[] | null => (AVATAR_PATH.test(path) ? ['GET', 'HEAD'] : null);
+
 /** GET/HEAD /media/...: stored media, immutable (a new upload always gets a new name). */
 export function serveMedia(store: MediaStore): Middleware {
   return async (ctx, next) => {

@@ -12,6 +12,9 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   'favicon-32x32.png': { file: 'favicon-32x32.png', type: 'image/png' },
 };
 
+/** Every file under /docs/, for the OpenAPI document. */
+export const DOCS_ASSETS: readonly string[] = ['init.js', ...Object.keys(ASSETS)];
+
 const PAGE = `<!DOCTYPE html>
 <html lang="en">
   <head>

@@ -1,6 +1,10 @@
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
+import { checkAnswer } from './contract';
+
+const flat = (headers: Record<string, string | string[] | undefined>) =>
+  Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v]));
 
 /** `{"openid":"<openid>","x":[{},{},…]}` of exactly `size` bytes: as many objects as fit. */
 export function keysBody(openid: string, size: number): Buffer {
@@ -45,6 +49,16 @@ export function rawPost(
           body = JSON.parse(text);
         } catch {
           // not JSON: the test says what it expected
+        }
+        try {
+          checkAnswer(`${url}${path}`, {
+            method: 'POST',
+            status: res.statusCode ?? 0,
+            headers: flat(res.headers),
+            body: text,
+          });
+        } catch (err) {
+          return reject(err);
         }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
       });

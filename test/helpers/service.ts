@@ -1,4 +1,5 @@
 import { startServer, type RunningServer } from '../../src/server';
+import { watchService } from './contract';
 import { testConfig } from './env';
 import { post, type Answer } from './http';
 
@@ -23,6 +24,8 @@ export async function startService(
   logTo?: LogCapture,
 ): Promise<TestService> {
   const running = await startServer(testConfig(overrides), logTo);
+  // Every answer it gives is held to the document it serves (helpers/contract.ts).
+  const unwatch = await watchService(running.url, running.opsUrl);
   return {
     ...running,
     call: (route, body, opts) => post(running.url, route, body, opts),
@@ -30,9 +33,13 @@ export async function startService(
     // to HTTP_KEEP_ALIVE_TIMEOUT_MS for those fetch keeps after a test's last request. A test
     // that stops its service is done calling it, so they are closed first, sparing every suite
     // that wait; test/ops/shutdown.test.ts and reload.test.ts drain the real way.
-    stop: (graceMs) => {
+    async stop(graceMs) {
       running.server.closeIdleConnections();
-      return running.stop(graceMs);
+      try {
+        return await running.stop(graceMs);
+      } finally {
+        unwatch();
+      }
     },
   };
 }

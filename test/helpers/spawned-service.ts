@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { watchService } from './contract';
 import { TEST_ENV } from './env';
 
 const ROOT = join(__dirname, '..', '..');
@@ -81,5 +82,8 @@ export async function spawnService(
       reject(new Error(`exited with ${code} before listening: ${stderr.join('\n')}`));
     });
   });
+  // Its answers are held to the document it serves until it exits (helpers/contract.ts).
+  const unwatch = await watchService(url, opsUrl);
+  void exited.then(unwatch);
   return { proc, url, opsUrl, logs, stderr, exited };
 }

@@ -39,6 +39,19 @@ describe('docs/api.md', () => {
     expect(page).to.match(/\n\| 200 \| -10 \| /);
   });
 
+  it('shows the configured avatar limit, the one-of rule and the rules no schema can say', () => {
+    const page = renderApiReference();
+    const avatar = page.split('\n## avatar\n')[1]!;
+    expect(avatar).to.include('at most 2097152 bytes');
+    expect(avatar).to.include('A second file part, or none, is -1');
+    expect(page).to.not.include('undefined');
+    expect(page).to.include('A key `__proto__` anywhere in it');
+    for (const name of ['login', 'loginByOpenid']) {
+      expect(page.split(`\n## ${name}\n`)[1], name).to.include('`openid` or `js_code` is required');
+    }
+    expect(page).to.include('405 with `Allow`');
+  });
+
   it('gives examples that its route accepts and answers: requests pass validation, data fits the output', () => {
     for (const route of routes) {
       const { request, data } = routeExamples(route);

@@ -41,8 +41,9 @@ describe('OpenAPI document', function () {
       expect(op, name).to.be.an('object');
       expect(op.operationId).to.equal(name);
       const spec = specs.get(name)!;
-      // Routes with an owner also answer -10 in strict mode (AUTH_MODE=token).
-      const strict = spec.owner ? [-10] : [];
+      // Routes with an owner also answer -10 in strict mode (AUTH_MODE=token); identifying
+      // routes in either mode (a proof for another openid).
+      const strict = spec.owner || spec.identifies ? [-10] : [];
       const codes = [...new Set([...Object.values(spec.codes), ...strict])].sort((a, b) => b - a);
       const [success, failure] = op.responses['200'].content['application/json'].schema.oneOf;
       expect(success.properties.code.enum, name).to.deep.equal([0]);
@@ -66,6 +67,34 @@ describe('OpenAPI document', function () {
     }
     const updateCodes = doc.paths['/service/user/update'].post['x-codes'];
     expect(updateCodes.find((c: { code: number }) => c.code === -3).meaning).to.include('not JSON');
+  });
+
+  it('allows -10 on login and loginByOpenid, which the identity guard answers in both modes', () => {
+    for (const name of ['login', 'loginByOpenid']) {
+      const op = doc.paths[`/service/user/${name}`].post;
+      const failure = op.responses['200'].content['application/json'].schema.oneOf[1];
+      expect(failure.properties.code.enum, name).to.include(-10);
+      expect(op['x-codes'].find((c: { code: number }) => c.code === -10).meaning, name).to.include('another openid');
+    }
+    // getOpenid proves nothing about a body openid: no guard answers it -10.
+    const getOpenid = doc.paths['/service/user/getOpenid'].post;
+    expect(getOpenid['x-codes'].map((c: { code: number }) => c.code)).to.not.include(-10);
+  });
+
+  it('says one of openid and js_code is required, and what minimum lengths joi holds strings to', () => {
+    const { schemas } = doc.components;
+    for (const name of ['loginBody', 'loginByOpenidBody']) {
+      expect(schemas[name].anyOf, name).to.deep.equal([{ required: ['openid'] }, { required: ['js_code'] }]);
+      expect(schemas[name].description, name).to.include('TRUSTED_OPENID_HEADER');
+    }
+    // joi refuses '' for a string unless it allows it: session's token, for one.
+    expect(schemas.sessionBody.properties.token).to.include({ minLength: 1, maxLength: 256 });
+    // joi takes only http(s) URLs with an authority.
+    expect(new RegExp(schemas.loginBody.properties.avatar.pattern).test('ftp://e.com/a.png')).to.equal(false);
+    expect(new RegExp(schemas.loginBody.properties.avatar.pattern).test('https://e.com/a.png')).to.equal(true);
+    // The rules no schema can say are said in words: __proto__, and one file part.
+    expect(doc.paths['/service/user/get'].post.requestBody.description).to.include('`__proto__`');
+    expect(doc.paths['/service/user/avatar'].post.requestBody.description).to.include('A second file part');
   });
 
   it('describes request fields from the joi schemas, with code-point lengths', async () => {
@@ -132,10 +161,21 @@ describe('OpenAPI document', function () {
     expect(new RegExp(media.parameters[0].schema.pattern).test('../x.jpg')).to.equal(false);
   });
 
-  it('lists the operations endpoints too', () => {
-    for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json']) {
+  it('lists the operations endpoints too, those of the ops listener with it as their server', () => {
+    for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json', '/docs', '/docs/{asset}']) {
       expect(doc.paths[path]?.get, path).to.be.an('object');
     }
+    for (const path of ['/readyz', '/metrics', '/openapi.json', '/docs', '/docs/{asset}']) {
+      const [server] = doc.paths[path].servers;
+      expect(server.url, path).to.equal('http://{host}:{opsPort}');
+      expect(server.description, path).to.include('OPS_PORT');
+    }
+    // Both listeners answer these: the document's own address serves them.
+    for (const path of ['/healthz', '/media/avatar/{name}', '/service/user/get']) {
+      expect(doc.paths[path].servers, path).to.equal(undefined);
+    }
+    expect(doc.components.responses.MethodNotAllowed.headers.Allow).to.be.an('object');
+    expect(doc.info.description).to.include('405 with `Allow`');
   });
 
   describe('the joi converter', () => {
@@ -146,11 +186,14 @@ describe('OpenAPI document', function () {
         f: Joi.number(),
         e: Joi.number().valid(0, 1),
         nul: Joi.string().allow(null),
+        empty: Joi.string().allow(''),
         arr: Joi.array().items(Joi.string()).max(3),
         alt: Joi.alternatives(Joi.string(), Joi.number()),
         meta: Joi.string()
           .max(10)
           .meta({ openapi: { maxLength: 5 } }),
+        uri: Joi.string().uri({ scheme: ['https'] }),
+        only: Joi.valid(null),
       });
       expect(toOpenApiSchema(schema, { allowUnknown: false })).to.deep.equal({
         type: 'object',
@@ -159,10 +202,14 @@ describe('OpenAPI document', function () {
           n: { type: 'integer', minimum: 1, maximum: 9 },
           f: { type: 'number' },
           e: { type: 'number', enum: [0, 1] },
-          nul: { type: 'string', nullable: true },
-          arr: { type: 'array', items: { type: 'string' }, maxItems: 3 },
-          alt: { anyOf: [{ type: 'string' }, { type: 'number' }] },
-          meta: { type: 'string', maxLength: 5 },
+          // joi refuses '' unless allowed; a pattern that cannot match '' says so already.
+          nul: { type: 'string', minLength: 1, nullable: true },
+          empty: { type: 'string' },
+          arr: { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 3 },
+          alt: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'number' }] },
+          meta: { type: 'string', minLength: 1, maxLength: 5 },
+          uri: { type: 'string', format: 'uri', pattern: '^(?:https)://' },
+          only: { type: 'object', nullable: true, enum: [null] },
         },
         required: ['s'],
         additionalProperties: false,

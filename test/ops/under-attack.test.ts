@@ -87,7 +87,16 @@ describe('the real service under attack (production node flags)', function () {
     createInterface({ input: probe.stdout! }).on('line', (line) => answers.push({ ...JSON.parse(line), phase }));
     let phase = 'warm-up'; // the probe's first fetch loads undici: not the service's time
     let peakRss = 0;
-    const sampler = setInterval(() => (peakRss = Math.max(peakRss, memory(proc.pid!).rss)), 100);
+    // A failed assertion leaves the interval running after afterEach ends the process: it stops
+    // itself then, instead of throwing from a timer into whichever test runs next (the test's
+    // own `exitCode` assertion is what notices a process that died).
+    const sampler = setInterval(() => {
+      try {
+        peakRss = Math.max(peakRss, memory(proc.pid!).rss);
+      } catch {
+        clearInterval(sampler);
+      }
+    }, 100);
     await eventually(() => answers.length >= 3, 20_000, 20);
     phase = 'attacks';
 

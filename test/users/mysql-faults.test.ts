@@ -4,6 +4,7 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createApp, createOpsApp } from '../../src/app';
 import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
+import { watchService } from '../helpers/contract';
 import { newOpenid, testConfig } from '../helpers/env';
 import { FakeWechat } from '../helpers/fake-wechat';
 import { post, userPart, loginBody } from '../helpers/http';
@@ -41,11 +42,14 @@ async function serviceWithDatabaseAt(port: number, env: Record<string, string> =
   await Promise.all([server, opsServer].map((s) => new Promise((r) => s.once('listening', r))));
   const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as { port: number }).port}`;
   const url = urlOf(server);
+  // Its answers, MySQL down, are held to the document like any service's (helpers/contract.ts).
+  const unwatch = await watchService(url, urlOf(opsServer));
   return {
     url,
     opsUrl: urlOf(opsServer),
     call: (route: string, body: unknown) => post(url, route, body),
     close: async () => {
+      unwatch();
       await new Promise((r) => server.close(r));
       await new Promise((r) => opsServer.close(r));
       await services.close();
