@@ -38,7 +38,7 @@ function apiRoutes(services: Services): RouteSpec[] {
  * The OpenAPI document of the routes: served at /openapi.json, rendered into docs/api.md. The
  * ops port is the configured OPS_PORT (config/default.json's for docs/api.md).
  */
-export function openApiDocument(routes: RouteSpec[], opsPort: number = defaults.OPS_PORT): object {
+export function openApiDocument(routes: RouteSpec[], opsPort: number = defaults.OPS_PORT, push = false): object {
   // Generated from the same specs the router mounts and validates with: it cannot drift.
   return buildOpenApi(routes, {
     title: 'WeChat mini-program user service',
@@ -47,6 +47,7 @@ export function openApiDocument(routes: RouteSpec[], opsPort: number = defaults.
     prefix: API_PREFIX,
     opsPort,
     docsAssets: DOCS_ASSETS,
+    push,
   });
 }
 
@@ -110,7 +111,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
   // unknown path): outside the envelope, the body limits and the rate limits, with its own.
   if (config.push?.token) {
     const { token, aesKeys } = config.push;
-    const handle = pushDispatcher(pushEffects(services.rights, logger), logger);
+    const handle = pushDispatcher(pushEffects(services.rights, logger, services.content), logger);
     app.use(pushReceiver({ token, aesKeys, appid: config.wechat?.appid ?? '' }, handle, logger));
   }
   app.use(envelope());
@@ -136,7 +137,14 @@ function peerError(services: Services, logger: Logger, err: Error, reqId?: strin
  * /media/) on to it untouched (same limits, same shedder), so that the console's "try it out"
  * reaches this very process from the operator's side.
  */
-export function createOpsApp(services: Services, logger: Logger, api?: RequestListener, opsPort?: number): Koa {
+export function createOpsApp(
+  services: Services,
+  logger: Logger,
+  api?: RequestListener,
+  opsPort?: number,
+  /** /wechat/push is mounted on the API (WECHAT_PUSH_TOKEN set): the document lists it. */
+  push = false,
+): Koa {
   const app = new Koa();
   if (api) {
     app.use((ctx, next) => {
@@ -150,7 +158,7 @@ export function createOpsApp(services: Services, logger: Logger, api?: RequestLi
     logger.error({ err, route: (ctx?.state as RouteState | undefined)?.ops ?? ctx?.path }, 'unexpected error');
   });
   // Generated from the same specs the router mounts and validates with: it cannot drift.
-  const openapi = openApiDocument(apiRoutes(services), opsPort);
+  const openapi = openApiDocument(apiRoutes(services), opsPort, push);
   const ops = opsRouter({ metrics: services.metrics, readiness: services.readiness, openapi });
   app.use(observe({ logger, onRequest: (o) => services.metrics.observeRequest(o) }));
   app.use(refuseUnrouted(routerPaths(ops), refusal));

@@ -13,7 +13,8 @@ export type FailureKind =
   | 'upstream' // WeChat refused or could not be reached
   | 'unavailable' // a backing store failed
   | 'unauthenticated' // strict mode: no valid token, or a token of another user
-  | 'rateLimited'; // too many requests from this client, or from it on one user
+  | 'rateLimited' // too many requests from this client, or from it on one user
+  | 'contentRefused'; // WeChat's content check refused a nickname
 
 /**
  * What each kind means to a client, for /openapi.json and docs/api.md. Records, so a new kind
@@ -29,6 +30,7 @@ export const FAILURE_MEANINGS: Record<FailureKind, string> = {
   unavailable: 'MySQL or Redis is unavailable; try again',
   unauthenticated: 'no valid session token of this user (strict mode, AUTH_MODE=token)',
   rateLimited: 'too many requests from this client, or from it on one user (HTTP 429, Retry-After)',
+  contentRefused: "refused by WeChat's content check: the nickname was not stored; ask the user for another",
 };
 
 /** The same in Chinese, for docs/api.md, whose first readers are mini-program developers. */
@@ -42,6 +44,7 @@ export const FAILURE_MEANINGS_ZH: Record<FailureKind, string> = {
   unavailable: 'MySQL 或 Redis 不可用，请稍后重试',
   unauthenticated: '没有该用户的有效会话 token（严格模式，AUTH_MODE=token）',
   rateLimited: '请求过于频繁（按客户端 IP 或 openid 限流），HTTP 429，见 Retry-After',
+  contentRefused: '内容安全检测未通过：昵称未保存，请用户换一个',
 };
 
 /** A route's "other error" code (`other` in its table): any failure the table does not name. */

@@ -59,7 +59,10 @@ export async function startServer(
   const api = createApp(config, services, logger).callback();
   const server = createListener(api, config.http);
   const connections = drainer(server);
-  const opsServer = createListener(createOpsApp(services, logger, api, config.ops.port).callback(), config.http);
+  const opsServer = createListener(
+    createOpsApp(services, logger, api, config.ops.port, config.push.token !== '').callback(),
+    config.http,
+  );
   const port = await listen(server, config.port, config.host);
   const opsPort = await listen(opsServer, config.ops.port, config.ops.host).catch(async (err: Error) => {
     server.close();

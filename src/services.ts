@@ -11,6 +11,7 @@ import { keyLayout, type KeyLayout } from './redis/keys';
 import { SessionStore } from './sessions/store';
 import { UserCache } from './users/cache';
 import { ProfileFlows } from './users/flows';
+import { ContentCheck } from './users/content';
 import { AccountRights } from './users/rights';
 import { dateFormatter } from './users/model';
 import { UserRepository } from './users/repository';
@@ -18,6 +19,7 @@ import { UserService } from './users/service';
 import { AccessTokenProvider } from './wechat/access-token';
 import { WechatClient } from './wechat/client';
 import { PhoneNumberApi } from './wechat/phone-number';
+import { SecurityApi } from './wechat/security';
 import { SessionKeyStore } from './wechat/session-keys';
 
 export interface Services {
@@ -31,6 +33,8 @@ export interface Services {
   flows: ProfileFlows;
   /** deleteAccount, exportData, and what WeChat's authorization pushes take back. */
   rights: AccountRights;
+  /** WeChat's content check of nicknames and avatars; its image verdicts come by the push. */
+  content: ContentCheck;
   media: MediaStore;
   /** Removes avatar files no user references (MEDIA_SWEEP_INTERVAL_MS). */
   sweeper: MediaSweeper;
@@ -119,9 +123,28 @@ export async function createServices(
     },
   });
   const sessions = new SessionStore(redis, keys, config.sessions, breaker);
+  // One WeChat access token for every process and instance, for every WeChat server API.
+  const accessTokens = new AccessTokenProvider(
+    config.wechat,
+    redis,
+    keys,
+    breaker,
+    logger.child({ component: 'wechat' }),
+    { refusalBackoffMs: config.wechat.tokenRefusalBackoffMs },
+  );
+  const content = new ContentCheck({
+    api: new SecurityApi(config.wechat, accessTokens),
+    redis,
+    keys,
+    breaker,
+    settings: config.content,
+    logger: logger.child({ component: 'content-check' }),
+    count: (kind, verdict) => metrics.contentCheck(kind, verdict),
+  });
   const formatDate = dateFormatter(config.timeZone);
   const repository = (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs);
   const users: UserService = new UserService({
+    content,
     repository,
     cache,
     sessions,
@@ -136,15 +159,6 @@ export async function createServices(
     // flows is built below (it updates through users); only an update, later, calls this.
     onAvatarReplaced: (userId, replaced) => flows.releaseAvatar(userId, replaced),
   });
-  // One WeChat access token for every process and instance, for every WeChat server API.
-  const accessTokens = new AccessTokenProvider(
-    config.wechat,
-    redis,
-    keys,
-    breaker,
-    logger.child({ component: 'wechat' }),
-    { refusalBackoffMs: config.wechat.tokenRefusalBackoffMs },
-  );
   const media = new DiskMediaStore(config.media.dir, config.media.publicBaseUrl);
   const flows: ProfileFlows = new ProfileFlows({
     users,
@@ -154,6 +168,7 @@ export async function createServices(
     avatarsOf: (ids) => repository.avatarsOf(ids),
     formatDate,
     logger,
+    content,
   });
   const rights = new AccountRights({ users, media, logger });
   const sweeper = new MediaSweeper(
@@ -197,6 +212,7 @@ export async function createServices(
     users,
     flows,
     rights,
+    content,
     media,
     sweeper,
     metrics,

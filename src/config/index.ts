@@ -96,6 +96,13 @@ export interface Config {
     sweepIntervalMs: number;
     sweepBatch: number;
   };
+  /** WeChat's content check of nicknames and avatars (users/content.ts). */
+  content: {
+    enabled: boolean;
+    review: 'accept' | 'refuse';
+    failure: 'open' | 'closed';
+    cacheTtlSeconds: number;
+  };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -212,6 +219,16 @@ const schema = Joi.object({
       then: Joi.valid('').messages({ 'any.only': '{{#label}} needs WECHAT_PUSH_AES_KEY' }),
     })
     .required(),
+  CONTENT_CHECK: Joi.string()
+    .valid('auto', 'on', 'off')
+    .when('WECHAT_APPID', {
+      is: '',
+      then: Joi.invalid('on').messages({ 'any.invalid': '{{#label}} on needs WECHAT_APPID' }),
+    })
+    .required(),
+  CONTENT_REVIEW: Joi.string().valid('accept', 'refuse').required(),
+  CONTENT_CHECK_FAILURE: Joi.string().valid('open', 'closed').required(),
+  CONTENT_CACHE_TTL_SECONDS: positiveInt.max(30 * 86_400).required(),
   AVATAR_MAX_BYTES: Joi.number()
     .integer()
     .min(1024)
@@ -334,6 +351,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       decodeMaxBytes: v.AVATAR_DECODE_MAX_BYTES,
       sweepIntervalMs: v.MEDIA_SWEEP_INTERVAL_MS,
       sweepBatch: v.MEDIA_SWEEP_BATCH,
+    },
+    content: {
+      // auto: on wherever WeChat can be asked, i.e. an app is configured.
+      enabled: v.CONTENT_CHECK === 'on' || (v.CONTENT_CHECK === 'auto' && v.WECHAT_APPID !== ''),
+      review: v.CONTENT_REVIEW,
+      failure: v.CONTENT_CHECK_FAILURE,
+      cacheTtlSeconds: v.CONTENT_CACHE_TTL_SECONDS,
     },
   };
 }

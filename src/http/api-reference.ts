@@ -31,6 +31,7 @@ const ANY_PATH_ANSWERS: Record<number, { code: number; en: string }> = {
 const HTTP_MEANINGS_ZH: Record<number, string> = {
   404: '没有这个路径：所有接口都是 POST /service/user/<name>',
   405: '该路径不接受此方法（任何方法：GET、PUT、TRACE、OPTIONS、QUERY……），响应头 Allow 列出可用的方法',
+  408: '上传太慢（低于 AVATAR_UPLOAD_MIN_BYTES_PER_S）或中途停顿：连接被关闭',
   413: '请求体超过 BODY_LIMIT（解压之后计算）',
   415: '不支持的 Content-Encoding：只接受 identity、gzip 或 deflate',
   429: FAILURE_MEANINGS_ZH.rateLimited,

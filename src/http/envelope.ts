@@ -31,6 +31,8 @@ function clientErrorStatus(err: unknown): number | null {
 export function envelope(): Middleware {
   return async (ctx, next) => {
     const state = ctx.state as RouteState;
+    // A body may echo the caller's text (a nickname): no browser may take it for HTML.
+    ctx.set('X-Content-Type-Options', 'nosniff');
     try {
       await next();
     } catch (err) {

@@ -114,8 +114,16 @@ function convert(d: Description, options: ConvertOptions): SchemaObject {
   // OpenAPI 3.0's `nullable` needs a type beside it: null alone is written as a nullable object.
   if (out.nullable && out.type === undefined && flags.only && allowed.length === 0) out.type = 'object';
   if (flags.only) out.enum = d.allow ?? [];
-  else if (allowed.length && d.type === 'string' && allowed.every((v) => v === '')) delete out.minLength;
-  else if (allowed.length) throw new Error(`openapi: .allow(${JSON.stringify(allowed)}) is not supported`);
+  else if (allowed.length && d.type === 'string' && allowed.every((v) => v === '')) {
+    delete out.minLength;
+    // A pattern or a format that refuses '' (a cleared nickname or avatar): '' is one more choice.
+    const { nullable, ...value } = { ...out, ...(metas.openapi as SchemaObject | undefined) };
+    if (!matchesEmpty(value.pattern) || value.format !== undefined) {
+      const { openapi: _, ...rest } = metas;
+      const choices = { anyOf: [value, { type: 'string', enum: [''] }], ...(nullable ? { nullable } : {}) };
+      return withCommon(choices, d, rest);
+    }
+  } else if (allowed.length) throw new Error(`openapi: .allow(${JSON.stringify(allowed)}) is not supported`);
 
   return withCommon(out, d, metas);
 }
@@ -196,6 +204,8 @@ export interface OpenApiInfo {
   opsPort: number;
   /** The files the console serves under /docs/ (src/ops/docs.ts). */
   docsAssets: readonly string[];
+  /** Whether /wechat/push is mounted (WECHAT_PUSH_TOKEN set). */
+  push?: boolean;
 }
 
 /** HTTP answers outside the document's codes that any route may give (see http/envelope.ts). */
@@ -359,9 +369,17 @@ function operation(route: RouteSpec, components: Record<string, SchemaObject>): 
   };
   const httpAnswers = { ...COMMON_HTTP_ANSWERS };
   if (route.multipart) {
+    httpAnswers['408'] = {
+      description: 'The body arrived slower than AVATAR_UPLOAD_MIN_BYTES_PER_S (or stalled); the connection is closed',
+      code: 408,
+    };
     httpAnswers['413'] = {
       description: `The file is larger than ${route.multipart.maxBytes} bytes (AVATAR_MAX_BYTES)`,
       code: 413,
+    };
+    httpAnswers['503'] = {
+      description: `${COMMON_HTTP_ANSWERS['503']!.description}; or AVATAR_UPLOADS_MAX uploads are being read`,
+      code: 503,
     };
   }
   for (const [kind, common] of commonCodes()) {
@@ -539,8 +557,8 @@ const MEDIA_PATHS: Record<string, unknown> = {
           name: 'name',
           in: 'path',
           required: true,
-          description: '<user_id>_<YYYYMMDDHHmmss>.<jpg|png|webp>',
-          schema: { type: 'string', pattern: '^[0-9]{1,10}_[0-9]{14}\\.(jpg|png|webp)$' },
+          description: '<user_id>_<YYYYMMDDHHmmss>[_<12 hex>].<jpg|png|webp>',
+          schema: { type: 'string', pattern: '^[0-9]{1,16}_[0-9]{14}(?:_[0-9a-f]{12})?\\.(jpg|png|webp)$' },
           example: '1_20200401184953.jpg',
         },
       ],
@@ -557,12 +575,57 @@ const MEDIA_PATHS: Record<string, unknown> = {
   },
 };
 
+/** WeChat's message push (src/wechat/push/receiver.ts): mounted only while WECHAT_PUSH_TOKEN is set. */
+const PUSH_PATHS: Record<string, unknown> = (() => {
+  const plain = (description: string) => ({
+    description,
+    content: { 'text/plain': { schema: { type: 'string' } } },
+  });
+  const refusals = {
+    '400': plain('a malformed message or query'),
+    '401': plain('a signature that does not match, or a timestamp too far off'),
+    '405': plain('a method other than GET and POST (Allow: GET, POST)'),
+    '413': plain('a body over 64 KiB'),
+    '415': plain('a body that is neither JSON nor XML'),
+  };
+  const query = ['signature', 'timestamp', 'nonce'].map((name) => ({
+    name,
+    in: 'query',
+    required: true,
+    schema: { type: 'string' },
+  }));
+  return {
+    '/wechat/push': {
+      get: {
+        operationId: 'wechatPushVerify',
+        tags: ['wechat'],
+        summary: "WeChat's URL check when the push URL is saved: answers echostr once the signature matches",
+        parameters: [...query, { name: 'echostr', in: 'query', required: true, schema: { type: 'string' } }],
+        responses: { '200': plain('echostr, as sent'), ...refusals },
+      },
+      post: {
+        operationId: 'wechatPush',
+        tags: ['wechat'],
+        summary:
+          "WeChat's message push (signed by WECHAT_PUSH_TOKEN, plain or AES): authorization events and the " +
+          'content check verdicts (wxa_media_check)',
+        parameters: query,
+        responses: {
+          '200': plain('`success` once the event has been acted on'),
+          ...refusals,
+          '503': plain('the change could not be made now; WeChat pushes again'),
+        },
+      },
+    },
+  };
+})();
+
 /** The OpenAPI 3.0 document of the mounted routes, generated from their specs. */
 export function buildOpenApi(routes: RouteSpec[], info: OpenApiInfo): SchemaObject {
   const paths: Record<string, unknown> = {};
   const schemas: Record<string, SchemaObject> = {};
   for (const route of routes) paths[`${info.prefix}/${route.name}`] = { post: operation(route, schemas) };
-  Object.assign(paths, MEDIA_PATHS, opsPaths(info.opsPort, info.docsAssets));
+  Object.assign(paths, MEDIA_PATHS, info.push ? PUSH_PATHS : {}, opsPaths(info.opsPort, info.docsAssets));
   const securitySchemes = routes.some((r) => r.session === 'required')
     ? { session: { type: 'http', scheme: 'bearer', description: 'The token a login answer carries' } }
     : undefined;
@@ -572,6 +635,7 @@ export function buildOpenApi(routes: RouteSpec[], info: OpenApiInfo): SchemaObje
     tags: [
       { name: 'users', description: 'The routes of the API document (user-api.zh.md)' },
       { name: 'media', description: 'Files uploaded through the API' },
+      ...(info.push ? [{ name: 'wechat', description: "WeChat's message push" }] : []),
       { name: 'operations', description: 'Probes and metrics for operators' },
     ],
     paths,

@@ -108,6 +108,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly contentChecks = new Counter({
+    name: `${PREFIX}content_checks_total`,
+    help:
+      'WeChat content checks, by kind (text: msgSecCheck of a nickname, cached verdicts included; image: ' +
+      "mediaCheckAsync's verdict on an avatar) and verdict (pass, review, risky; error: WeChat gave none)",
+    labelNames: ['kind', 'verdict'] as const,
+    registers: [this.registry],
+  });
+
+  contentCheck(kind: 'text' | 'image', verdict: 'pass' | 'review' | 'risky' | 'error'): void {
+    this.contentChecks.inc({ kind, verdict });
+  }
+
   /** Reads the in-flight count at scrape time (set by the app that owns the load shedder). */
   inflightSource?: () => number;
   /** Reads how many keys the rate limits keep in this process (set by the app that owns them). */

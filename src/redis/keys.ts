@@ -24,6 +24,16 @@ export interface KeyLayout extends SessionKeys {
   wechatAccessTokenLock(appid: string): string;
   /** String: the errcode of WeChat's last refusal of that token, for a short backoff (PX). */
   wechatAccessTokenRefused(appid: string): string;
+  /**
+   * String: WeChat's msgSecCheck verdict (pass, review or risky) on a text, by the SHA-256 (hex)
+   * of the text, for CONTENT_CACHE_TTL_SECONDS: a repeated nickname costs no call.
+   */
+  contentVerdict(digest: string): string;
+  /**
+   * String (JSON {user_id, openid, url}): whose avatar a mediaCheckAsync trace_id is about, kept
+   * until WeChat's verdict has come (it comes within 30 minutes; the key lives an hour).
+   */
+  mediaCheck(traceId: string): string;
 }
 
 export function keyLayout(prefix: string): KeyLayout {
@@ -35,5 +45,7 @@ export function keyLayout(prefix: string): KeyLayout {
     wechatAccessToken: (appid) => `${prefix}wechat:{${appid}}:access_token`,
     wechatAccessTokenLock: (appid) => `${prefix}wechat:{${appid}}:access_token:lock`,
     wechatAccessTokenRefused: (appid) => `${prefix}wechat:{${appid}}:access_token:refused`,
+    contentVerdict: (digest) => `${prefix}content:text:${digest}`,
+    mediaCheck: (traceId) => `${prefix}content:media:${traceId}`,
   };
 }

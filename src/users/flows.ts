@@ -7,6 +7,7 @@ import { Slots } from '../media/slots';
 import { readUpload, UploadGate } from '../media/upload';
 import type { Session } from '../sessions/store';
 import type { PhoneNumberApi } from '../wechat/phone-number';
+import type { ContentCheck } from './content';
 import type { DateFormatter, User } from './model';
 import type { UserService } from './service';
 
@@ -28,6 +29,8 @@ export interface ProfileFlowDeps {
   /** YYYY-MM-DD HH:mm:ss in TIME_ZONE: the avatar file's time stamp. */
   formatDate: DateFormatter;
   logger: Logger;
+  /** WeChat's check of the stored avatar; its verdict comes later, by the message push. */
+  content?: Pick<ContentCheck, 'checkAvatar'>;
 }
 
 /** An upload's body is judged over this window: below the minimum rate for it, it is cut. */
@@ -107,6 +110,7 @@ export class ProfileFlows {
         await media.remove(key).catch(() => undefined);
         throw err;
       }
+      this.deps.content?.checkAvatar(user, media.url(key));
       return await users.get(session.openid);
     } finally {
       socket.off('close', onClose);

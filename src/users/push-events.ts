@@ -3,10 +3,23 @@ import type { Logger } from '../logger';
 import type { PushHandler } from '../wechat/push/receiver';
 import type { PushMessage } from '../wechat/push/message';
 import { isOpenid } from '../wechat/openid';
+import type { ContentCheck } from './content';
 import type { AccountRights, ClearableField } from './rights';
 
-/** What an event does to the user it names; resolves once the change is done. */
-export type PushEffect = (openid: string, message: PushMessage) => Promise<void>;
+/** What an event does; resolves once the change is done. */
+export type PushEffect = (message: PushMessage) => Promise<void>;
+
+/**
+ * An effect on the user the message names in OpenID (FromUserName holds it too); a message
+ * without a valid one is refused (400).
+ */
+const forUser =
+  (event: string, effect: (openid: string, message: PushMessage) => Promise<void>): PushEffect =>
+  (message) => {
+    const openid = message.OpenID ?? message.FromUserName;
+    if (!isOpenid(openid)) throw new ServiceError('invalid', `${event} without a valid OpenID`);
+    return effect(openid, message);
+  };
 
 /**
  * user_authorization_revoke's RevokeInfo: which authorization the user withdrew, and the fields
@@ -25,9 +38,13 @@ const REVOKED: Readonly<Record<string, readonly ClearableField[]>> = {
  * AccountRights, whose changes are update's fenced path or a deletion fenced as it is, and
  * every effect is idempotent: WeChat repeats a push it saw unanswered.
  */
-export function pushEffects(rights: AccountRights, logger: Logger): Record<string, PushEffect> {
+export function pushEffects(
+  rights: AccountRights,
+  logger: Logger,
+  content?: Pick<ContentCheck, 'verdictOf'>,
+): Record<string, PushEffect> {
   return {
-    user_authorization_revoke: async (openid, message) => {
+    user_authorization_revoke: forUser('user_authorization_revoke', async (openid, message) => {
       const fields = REVOKED[message.RevokeInfo ?? ''];
       if (!fields) {
         logger.info(
@@ -37,9 +54,16 @@ export function pushEffects(rights: AccountRights, logger: Logger): Record<strin
         return;
       }
       await rights.clearFields(openid, fields);
+    }),
+    user_info_modified: forUser('user_info_modified', (openid) => rights.clearFields(openid, ['nick_name', 'avatar'])),
+    user_authorization_cancellation: forUser('user_authorization_cancellation', (openid) =>
+      rights.deleteUser(openid, 'wechat_cancellation'),
+    ),
+    // The verdict on an avatar sent to mediaCheckAsync names its image by trace_id, not by user.
+    wxa_media_check: async (message) => {
+      const refused = await content?.verdictOf(message);
+      if (refused) await rights.withdrawAvatar(refused.openid, refused.user_id, refused.url);
     },
-    user_info_modified: (openid) => rights.clearFields(openid, ['nick_name', 'avatar']),
-    user_authorization_cancellation: (openid) => rights.deleteUser(openid, 'wechat_cancellation'),
   };
 }
 
@@ -55,10 +79,7 @@ export function pushDispatcher(effects: Record<string, PushEffect>, logger: Logg
       );
       return;
     }
-    // WeChat names the user in OpenID (FromUserName holds it too).
-    const openid = message.OpenID ?? message.FromUserName;
-    if (!isOpenid(openid)) throw new ServiceError('invalid', `${event} without a valid OpenID`);
-    await effect(openid, message);
+    await effect(message);
     logger.info({ event }, 'wechat push applied');
   };
 }

@@ -122,6 +122,15 @@ export class UserRepository {
     return rows;
   }
 
+  /** The openid of a user_id, or null: whom WeChat's content check is asked about on `update`. */
+  async openidOf(id: number): Promise<string | null> {
+    const [rows] = (await this.db.raw('SELECT openid FROM users WHERE id = ?', [id]).timeout(this.queryTimeoutMs)) as [
+      { openid: string }[],
+      unknown,
+    ];
+    return rows[0]?.openid ?? null;
+  }
+
   /**
    * Inserts the user unless the openid exists. ON DUPLICATE KEY keeps the first row untouched
    * and is atomic, so concurrent identical logins never make a second row nor fail. It costs

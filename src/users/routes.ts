@@ -46,8 +46,11 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
       input: loginInput,
       output: userSessionOutput,
-      codes: { invalid: -1, upstream: -2, other: -2 },
+      codes: { invalid: -1, upstream: -2, other: -2, contentRefused: -11 },
       identifies: true,
+      // A first login may cost two WeChat content checks (the nickname and the avatar), which
+      // WeChat meters per app: a client spends its budget twice as fast, as update does.
+      rateCost: 2,
       handle: ({ openid, unionid, js_code: _, ...profile }) => users.register(openid!, profile, unionid),
     }),
     defineRoute({
@@ -96,13 +99,13 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       input: updateInput,
       fastInput: updateShortcut,
       output: emptyListOutput,
-      codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4 },
+      codes: { invalid: -1, notFound: -2, other: -2, badJson: -3, badUpdate: -4, contentRefused: -11 },
       owner: ({ user_id }) => ({ user_id }),
       // A write, and -2 against 0 tells whether a user_id exists: half the pace of a read, so
       // a client cannot pass RATE_LIMIT_IP updates in any span shorter than the window.
       rateCost: 2,
       handle: async ({ user_id, update }) => {
-        await users.update(user_id, parsePatch(update));
+        await users.edit(user_id, parsePatch(update));
         return [];
       },
     }),
@@ -135,7 +138,8 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       codes: { invalid: -1, other: -3, notFound: -4, unauthenticated: -10 },
       session: 'required',
       // A decode costs up to a few hundred ms of a core: a tenth of a client's pace (60 a
-      // minute at the default RATE_LIMIT_IP), which a user changing an avatar never nears.
+      // minute at the default RATE_LIMIT_IP), which a user changing an avatar never nears. It
+      // also bounds what a client spends of WeChat's image checks (metered per app).
       rateCost: 10,
       multipart: {
         file: 'file',

@@ -14,6 +14,14 @@ const WHITESPACE = /\s/;
 // A field holding one was damaged on its way here, so it is refused rather than stored.
 const REPLACEMENT = '\ufffd';
 
+// What a displayed name may not hold (text(max, { display: true })): the bidirectional
+// embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which make a name read
+// reversed or spill into the text around it, and the zero-width space and byte-order mark
+// (U+200B, U+FEFF), which make two names look alike. U+200D (zero-width joiner) stays:
+// emoji sequences (👨‍👩‍👧) are built with it.
+const INVISIBLE_CLASS = '\\u200b\\u202a-\\u202e\\u2066-\\u2069\\ufeff';
+const INVISIBLE = new RegExp(`[${INVISIBLE_CLASS}]`);
+
 function codePoints(value: string): number {
   let n = 0;
   for (let i = 0; i < value.length; i++) {
@@ -27,11 +35,15 @@ function codePoints(value: string): number {
  * What text() refuses beyond joi's own string rules: the reason, 'max' for too many code
  * points, or null for a good value. One function for the schema and for the patch shortcut.
  */
-function textFault(value: string, max: number, noSpaces = false): string | 'max' | null {
+function textFault(value: string, max: number, opts: TextOptions = {}): string | 'max' | null {
   if (!value.isWellFormed()) return 'is not valid Unicode';
   if (CONTROL.test(value)) return 'contains control characters';
   if (value.includes(REPLACEMENT)) return 'is not valid UTF-8 (it holds U+FFFD)';
-  if (noSpaces && WHITESPACE.test(value)) return 'contains white space';
+  if (opts.noSpaces && WHITESPACE.test(value)) return 'contains white space';
+  if (opts.display) {
+    if (INVISIBLE.test(value)) return 'contains a zero-width space or a bidirectional control';
+    if (value.trim() === '') return 'is blank';
+  }
   if (codePoints(value) > max) return 'max';
   return null;
 }
@@ -43,11 +55,30 @@ function isPlainObject(value: unknown): value is object {
 
 /** Longest nick_name and phone, in code points: the schema's and the patch shortcut's. */
 const NICK_NAME_MAX = 64;
+const NICK_NAME_TEXT: TextOptions = { display: true };
 const PHONE_MAX = 32;
 
-/** text(max) as a plain check: a string that text(max)'s schema takes unchanged. */
-function isText(value: unknown, max: number): value is string {
-  return typeof value === 'string' && value.length >= 1 && value.length <= max * 2 && textFault(value, max) === null;
+interface TextOptions {
+  /** No white space at all (codes, tokens). */
+  noSpaces?: boolean;
+  /** A name shown to other users: not blank, no invisible or direction-changing characters. */
+  display?: boolean;
+}
+
+/** text(max, opts) as a plain check: a string that text(max, opts)'s schema takes unchanged. */
+function isText(value: unknown, max: number, opts: TextOptions = {}): value is string {
+  return (
+    typeof value === 'string' && value.length >= 1 && value.length <= max * 2 && textFault(value, max, opts) === null
+  );
+}
+
+/**
+ * text()'s rules as a JSON Schema pattern, for the API page. Without lookahead (test generators
+ * do not take it): a display name is its characters around one that is not white space.
+ */
+function textPattern(opts: TextOptions): string {
+  const refused = `${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}${opts.display ? INVISIBLE_CLASS : ''}`;
+  return opts.display ? `^[^${refused}]*[^${refused}\\s][^${refused}]*$` : `^[^${refused}]+$`;
 }
 
 /**
@@ -56,19 +87,24 @@ function isText(value: unknown, max: number): value is string {
  * counts code points too, so the API page gets `max` as its maxLength (the joi max of 2*max
  * UTF-16 units is only a cheap first cut).
  */
-function text(max: number, opts: { noSpaces?: boolean } = {}) {
+function text(max: number, opts: TextOptions = {}) {
   // helpers.message() compiles its template only when it fails. A .messages() on the schema
   // would instead make joi merge and recompile preferences on every validate() of the field.
   return Joi.string()
     .min(1)
     .max(max * 2)
     .custom((value: string, helpers) => {
-      const fault = textFault(value, max, opts.noSpaces);
+      const fault = textFault(value, max, opts);
       if (fault === 'max') return helpers.error('string.max', { limit: max });
       if (fault) return helpers.message({ custom: `{{#label}} ${fault}` });
       return value;
     })
-    .meta({ openapi: { maxLength: max, pattern: `^[^${CONTROL_CLASS}\\ufffd${opts.noSpaces ? '\\s' : ''}]+$` } });
+    .meta({
+      openapi: {
+        maxLength: max,
+        pattern: textPattern(opts),
+      },
+    });
 }
 
 export const DATE_TIME = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
@@ -83,7 +119,12 @@ export const fields = {
     .meta({ openapi: { pattern: OPENID_PATTERN } })
     .description("The user's openid: 1-64 characters of A-Z a-z 0-9 _ - (WeChat's have 28), case-sensitive")
     .example('oAbCdEfGhIjKlMnOpQrStUvWxYz0'),
-  nick_name: text(NICK_NAME_MAX).description('Display name: 1-64 characters (an emoji counts as one)').example('张三'),
+  nick_name: text(NICK_NAME_MAX, NICK_NAME_TEXT)
+    .description(
+      'Display name: 1-64 characters (an emoji counts as one), not blank, without zero-width spaces ' +
+        '(U+200B, U+FEFF) or bidirectional controls (U+202A-U+202E, U+2066-U+2069)',
+    )
+    .example('张三'),
   avatar: Joi.string()
     .max(512)
     .uri({ scheme: ['http', 'https'] })
@@ -260,7 +301,7 @@ export function patchShortcut(value: object): Partial<Profile> | undefined {
   let fields = 0;
   for (const key of Object.keys(value)) {
     const field = (value as Record<string, unknown>)[key];
-    if (key === 'nick_name' && isText(field, NICK_NAME_MAX)) patch.nick_name = field;
+    if (key === 'nick_name' && isText(field, NICK_NAME_MAX, NICK_NAME_TEXT)) patch.nick_name = field;
     else if (key === 'phone' && isText(field, PHONE_MAX)) patch.phone = field;
     else if (key === 'gender' && (Object.is(field, 0) || field === 1)) patch.gender = field as 0 | 1;
     else return undefined;

@@ -4,6 +4,7 @@ import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/stor
 import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wechat/client';
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
+import type { ContentCheck } from './content';
 import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
 import type { DeletedRow, DeletionReason, RowPatch, UserRepository } from './repository';
 
@@ -21,6 +22,8 @@ export interface UserServiceDeps {
   sessionKeys: SessionKeyStore;
   formatDate: DateFormatter;
   logger: Logger;
+  /** WeChat's content check of the nicknames and avatars login and update store. */
+  content?: Pick<ContentCheck, 'enabled' | 'checkNickname' | 'checkAvatar'>;
   /** Told of every store failure that fails a call (metrics count them). */
   onStoreError?(store: 'mysql' | 'redis', op: string, err: unknown): void;
   /**
@@ -67,25 +70,31 @@ export class UserService {
    * session. `unionid` is WeChat's (or the gateway's), when the call proved one.
    */
   async register(openid: string, profile: Profile, unionid?: string): Promise<User & Partial<SessionFields>> {
-    const { repository, formatDate } = this.deps;
+    const { repository, formatDate, content } = this.deps;
     let row: UserRow | undefined;
+    let inserted = false;
     try {
       // Read first: the insert would spend an id even on an openid that exists.
       [row] = await repository.findByOpenid(openid);
       if (!row) {
+        // Only a nickname about to be stored is checked: an existing user's login stores nothing.
+        await content?.checkNickname(profile.nick_name, openid);
         await repository.insertIfAbsent({ openid, unionid, ...profile });
         [row] = await repository.findByOpenid(openid);
+        inserted = row !== undefined && row.avatar === profile.avatar;
       }
       if (row && unionid && row.unionid !== unionid && (await this.rememberUnionid(row.id, unionid))) {
         [row] = await repository.findByOpenid(openid);
       }
     } catch (err) {
+      if (err instanceof ServiceError) throw err;
       throw this.unavailable('mysql', 'register', err);
     } finally {
       // A read in flight may have found no user before this insert.
       this.endSharing(openid);
     }
     if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
+    if (inserted) content?.checkAvatar({ user_id: row.id, openid }, row.avatar);
     const user = toUser(row, formatDate);
     const session = await this.tryIssue(openid, row.id, {
       version: row.version,
@@ -241,6 +250,27 @@ export class UserService {
     // The row was read just before its user was deleted: no session for a user that is gone.
     if (!stored) throw noSuchUser();
     return draft;
+  }
+
+  /**
+   * The `update` route's change: a nickname passes WeChat's content check before anything is
+   * stored (-11 when refused), and a new avatar URL is sent to it once stored.
+   */
+  async edit(userId: number, patch: RowPatch): Promise<void> {
+    const { content, repository } = this.deps;
+    const nickName = patch.nick_name;
+    const avatar = patch.avatar;
+    if (!content?.enabled || (!nickName && !avatar)) return this.update(userId, patch);
+    let openid: string | null;
+    try {
+      openid = await repository.openidOf(userId);
+    } catch (err) {
+      throw this.unavailable('mysql', 'find', err);
+    }
+    if (openid === null) throw noSuchUser();
+    if (nickName) await content.checkNickname(nickName, openid);
+    await this.update(userId, patch);
+    if (avatar) content.checkAvatar({ user_id: userId, openid }, avatar);
   }
 
   /**

@@ -85,7 +85,27 @@ describe('configuration', () => {
     }
   });
 
+  it('settles the content check: auto is on exactly when WECHAT_APPID is set; on needs it', () => {
+    const prod = { NODE_ENV: 'production' };
+    expect(loadConfig(prod).content).to.deep.equal({
+      enabled: false,
+      review: 'accept',
+      failure: 'open',
+      cacheTtlSeconds: 86400,
+    });
+    expect(loadConfig({ ...prod, WECHAT_APPID: 'wx1' }).content.enabled).to.equal(true);
+    expect(loadConfig({ ...prod, WECHAT_APPID: 'wx1', CONTENT_CHECK: 'off' }).content.enabled).to.equal(false);
+    expect(() => loadConfig({ ...prod, CONTENT_CHECK: 'on' }))
+      .to.throw(ConfigError)
+      .with.property('message')
+      .that.includes('CONTENT_CHECK');
+  });
+
   const bad: Record<string, string> = {
+    CONTENT_CHECK: 'maybe',
+    CONTENT_REVIEW: 'ignore',
+    CONTENT_CHECK_FAILURE: 'half',
+    CONTENT_CACHE_TTL_SECONDS: '0',
     PORT: 'eighty',
     DATABASE_URL: 'postgres://x/y',
     REDIS_URL: 'not a url',

@@ -17,8 +17,18 @@ export interface WechatCall {
  * revoked or has less than 5 minutes left, as the real one does) and exchanges phone codes
  * (/wxa/business/getuserphonenumber: each code works once, for a valid token only).
  */
+export type Suggest = 'pass' | 'review' | 'risky';
+
 export class FakeWechat {
   readonly requests: URL[] = [];
+  /** Every msg_sec_check call. */
+  readonly textCalls: WechatCall[] = [];
+  /** Every media_check_async call, with the trace_id it was answered. */
+  readonly mediaCalls: (WechatCall & { traceId: string })[] = [];
+  /** msg_sec_check's verdict by text; 'pass' for any other. */
+  readonly textVerdicts = new Map<string, Suggest>();
+  /** When set, msg_sec_check and media_check_async fail this way instead of answering. */
+  contentFailure?: 'errcode' | 'hang' | 'http500';
   /** Every stable_token call. */
   readonly tokenCalls: WechatCall[] = [];
   /** Every getuserphonenumber call. */
@@ -72,7 +82,7 @@ export class FakeWechat {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', this.url);
     this.requests.push(url);
-    if (req.method === 'POST' && (url.pathname === '/cgi-bin/stable_token' || url.pathname === PHONE_PATH)) {
+    if (req.method === 'POST' && POST_PATHS.has(url.pathname)) {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -87,7 +97,11 @@ export class FakeWechat {
           res.writeHead(200, { 'content-type': 'application/json' });
           res.end(JSON.stringify(answer));
         };
-        if (url.pathname === PHONE_PATH) {
+        if (url.pathname === MSG_PATH || url.pathname === MEDIA_PATH) {
+          if (this.contentFailure === 'hang') return; // never answers: the client's timeout must fire
+          if (this.contentFailure === 'http500') return void res.writeHead(500).end('busy');
+          reply(this.contentCheck(url, call));
+        } else if (url.pathname === PHONE_PATH) {
           this.phoneCalls.push(call);
           reply(this.phoneNumber(url.searchParams.get('access_token') ?? '', body));
         } else {
@@ -136,12 +150,45 @@ export class FakeWechat {
     return { access_token: current.token, expires_in: Math.floor((current.expiresAt - now) / 1000) };
   }
 
-  private phoneNumber(token: string, body: Record<string, unknown>): unknown {
+  /** null for a token WeChat takes, else its refusal. */
+  private tokenFault(token: string): unknown {
     if (!this.issuedTokens.includes(token)) return { errcode: 40014, errmsg: 'invalid access_token' };
     if (this.revoked.has(token)) return { errcode: 40001, errmsg: 'invalid credential, access_token is invalid' };
-    if (this.expiry.get(token)! <= Date.now()) {
-      return { errcode: 42001, errmsg: 'access_token expired' };
+    if (this.expiry.get(token)! <= Date.now()) return { errcode: 42001, errmsg: 'access_token expired' };
+    return null;
+  }
+
+  /** msg_sec_check and media_check_async, v2, as WeChat documents their answers. */
+  private contentCheck(url: URL, call: WechatCall): unknown {
+    const fault = this.tokenFault(url.searchParams.get('access_token') ?? '');
+    if (fault) return fault;
+    const { body } = call;
+    if (body.version !== 2 || body.scene !== 1 || typeof body.openid !== 'string') {
+      return { errcode: 40003, errmsg: 'invalid openid or parameters' };
     }
+    if (this.contentFailure === 'errcode') return { errcode: -1, errmsg: 'system error' };
+    if (url.pathname === MEDIA_PATH) {
+      if (typeof body.media_url !== 'string' || body.media_type !== 2) return { errcode: 40003, errmsg: 'bad media' };
+      const traceId = `trace-${this.mediaCalls.length + 1}-${randomBytes(6).toString('hex')}`;
+      this.mediaCalls.push({ ...call, traceId });
+      return { errcode: 0, errmsg: 'ok', trace_id: traceId };
+    }
+    this.textCalls.push(call);
+    if (typeof body.content !== 'string' || body.content === '') return { errcode: 44002, errmsg: 'empty content' };
+    const suggest = this.textVerdicts.get(body.content) ?? 'pass';
+    const label = suggest === 'pass' ? 100 : 20002;
+    return {
+      errcode: 0,
+      errmsg: 'ok',
+      result: { suggest, label },
+      detail: [{ strategy: 'content_model', errcode: 0, suggest, label, prob: 90 }],
+      trace_id: `text-${this.textCalls.length}`,
+    };
+  }
+
+  private phoneNumber(token: string, body: Record<string, unknown>): unknown {
+    const fault = this.tokenFault(token);
+    if (fault) return fault;
     const code = typeof body.code === 'string' ? body.code : '';
     const phoneNumber = this.phoneCodes.get(code);
     if (phoneNumber === undefined || typeof body.openid !== 'string') {
@@ -162,6 +209,12 @@ export class FakeWechat {
 }
 
 const PHONE_PATH = '/wxa/business/getuserphonenumber';
+const MSG_PATH = '/wxa/msg_sec_check';
+const MEDIA_PATH = '/wxa/media_check_async';
+const POST_PATHS = new Set(['/cgi-bin/stable_token', PHONE_PATH, MSG_PATH, MEDIA_PATH]);
+
+/** A push field: a string or number, or (result) an object of them. */
+export type PushField = string | number | Record<string, string | number>;
 
 export interface PushOptions {
   /** 'json' (the default) or 'xml': the 数据格式 the developer chose. */
@@ -216,12 +269,35 @@ export class WechatPusher {
   }
 
   /** A message in WeChat's JSON or XML format. */
-  static format(fields: Record<string, string | number>, format: 'json' | 'xml'): string {
+  static format(fields: Record<string, PushField>, format: 'json' | 'xml'): string {
     if (format === 'json') return JSON.stringify(fields);
-    const tags = Object.entries(fields).map(([k, v]) =>
-      typeof v === 'number' ? `<${k}>${v}</${k}>` : `<${k}><![CDATA[${v}]]></${k}>`,
+    const tag = (k: string, v: PushField): string =>
+      typeof v === 'number'
+        ? `<${k}>${v}</${k}>`
+        : typeof v === 'string'
+          ? `<${k}><![CDATA[${v}]]></${k}>`
+          : `<${k}>${Object.entries(v)
+              .map(([ik, iv]) => tag(ik, iv))
+              .join('')}</${k}>`;
+    return `<xml>${Object.entries(fields)
+      .map(([k, v]) => tag(k, v))
+      .join('')}</xml>`;
+  }
+
+  /** WeChat's verdict on a media_check_async trace (Event wxa_media_check), as it pushes it. */
+  mediaVerdict(traceId: string, suggest: Suggest, opts: PushOptions = {}): Promise<PushAnswer> {
+    return this.push(
+      {
+        Event: 'wxa_media_check',
+        appid: this.appid,
+        trace_id: traceId,
+        version: 2,
+        errcode: 0,
+        errmsg: 'ok',
+        result: { suggest, label: suggest === 'pass' ? 100 : 20002 },
+      },
+      opts,
     );
-    return `<xml>${tags.join('')}</xml>`;
   }
 
   /** The query of a push: timestamp, nonce and signature (and the secure mode's). */
@@ -246,7 +322,7 @@ export class WechatPusher {
   }
 
   /** Pushes an event (ToUserName, CreateTime, MsgType filled in), signed as WeChat signs it. */
-  async push(fields: Record<string, string | number>, opts: PushOptions = {}): Promise<PushAnswer> {
+  async push(fields: Record<string, PushField>, opts: PushOptions = {}): Promise<PushAnswer> {
     const format = opts.format ?? 'json';
     const message = WechatPusher.format(
       {

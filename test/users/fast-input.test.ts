@@ -47,6 +47,13 @@ const VALUES: unknown[] = [
   { nick_name: '😀'.repeat(65) },
   { nick_name: 'a\u0007' },
   { nick_name: '\ud800' },
+  { nick_name: ' ' },
+  { nick_name: '\u3000\t' },
+  { nick_name: 'a\u202eb' },
+  { nick_name: 'a\u2066' },
+  { nick_name: '\u200b' },
+  { nick_name: 'a\ufeff' },
+  { nick_name: '👨\u200d👩\u200d👧' },
   { gender: 2 },
   { gender: '1' },
   { gender: -0 },
@@ -144,7 +151,7 @@ describe('input shortcuts (RouteSpec.fastInput)', () => {
   });
 
   it("update's patch: never accepts what patchSchema refuses, never answers another patch", () => {
-    const objects = [...bodies(20000, ['nick_name', 'gender', 'phone'])].filter(
+    const objects = [...bodies(24000, ['nick_name', 'gender', 'phone'])].filter(
       (body): body is object => typeof body === 'object' && body !== null,
     );
     holdsTo(patchSchema.prefs({ abortEarly: true, convert: true }), patchShortcut, objects);

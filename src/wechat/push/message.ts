@@ -1,9 +1,10 @@
 import { XMLParser } from 'fast-xml-parser';
 
 /**
- * A push message's top-level fields as strings: WeChat sends the same fields as JSON or as XML
- * (the developer's choice of 数据格式), and numbers (CreateTime, RevokeInfo) as numbers in one
- * and text in the other. Nested values are left out: no event this service acts on has any.
+ * A push message's fields as strings: WeChat sends the same fields as JSON or as XML (the
+ * developer's choice of 数据格式), and numbers (CreateTime, RevokeInfo) as numbers in one and
+ * text in the other. An object one level down is kept as `parent.child` (wxa_media_check's
+ * `result.suggest`); deeper values and lists (its `detail`) are left out.
  */
 export type PushMessage = Readonly<Record<string, string>>;
 
@@ -29,9 +30,17 @@ export function parsePushMessage(text: string): PushMessage | null {
   }
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) return null;
   const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  const scalar = (value: unknown): string | undefined =>
+    typeof value === 'string' ? value : typeof value === 'number' && Number.isFinite(value) ? String(value) : undefined;
   for (const [key, value] of Object.entries(fields)) {
-    if (typeof value === 'string') out[key] = value;
-    else if (typeof value === 'number' && Number.isFinite(value)) out[key] = String(value);
+    const text = scalar(value);
+    if (text !== undefined) out[key] = text;
+    else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      for (const [child, inner] of Object.entries(value)) {
+        const innerText = scalar(inner);
+        if (innerText !== undefined) out[`${key}.${child}`] = innerText;
+      }
+    }
   }
   return out;
 }
