@@ -35,6 +35,7 @@ export interface Options {
   workingSet: number;
   burst: number;
   attack: { halfOpen: number; rate: number };
+  galeraUsers?: number;
 }
 /** A goal, and whether a row meets it from its ratios to its `vs` row and its stats. */
 export type Target = [string, (q: { rps: number; p99: number }, s: ReturnType<typeof stat>) => boolean];

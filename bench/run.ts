@@ -13,12 +13,13 @@ import mysql from 'mysql2/promise';
 import sharp from 'sharp';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
+import { galeraMissing, TestGaleraCluster } from '../test/helpers/galera-cluster';
 import { benchOpenid, log, othersCpu, postEach, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
 import type { Bodies, Load } from './lib';
 import { formatProfile, summarizeProfile } from './profile';
 import { fmt, mib, ratio, section, stat, writeBenchmarks } from './report';
 import type { Facts, Options, Row, RowDef, Round, Target } from './report';
-import { bufferPool, seed } from './setup';
+import { BENCH_PHONE_KEYS, bufferPool, seed } from './setup';
 
 const OPTIONS: Record<string, [string | boolean, string]> = {
   users: ['100000', 'users to seed (e.g. 1000000): each count has its database and its section of BENCHMARKS.md'],
@@ -36,6 +37,7 @@ const OPTIONS: Record<string, [string | boolean, string]> = {
   'attack-rate': ['200', 'bodies a second, each at the 16 KiB body limit, of the attack row'],
   mysql: [process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306', 'MySQL server, without a database'],
   redis: [process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0', 'Redis; the keys under bench: are removed'],
+  'galera-users': ['10000', 'users on a 3-node Galera cluster behind HAProxy, started for its two rows (0: none)'],
   'buffer-pool': ['fit', "fit: InnoDB's buffer pool raised to hold the users table for the run; keep: as it is"],
   'service-flags': ['', 'node flags for the WORKERS=1 services, e.g. "--cpu-prof" (implies --no-write)'],
   'profile-only': [false, 'measure nothing else: the cached path under node --cpu-prof, summarized'],
@@ -65,6 +67,7 @@ const opts = {
   burst: int('burst', 0),
   attack: { halfOpen: int('attack-half-open', 0), rate: int('attack-rate', 0) },
   serviceFlags: String(v['service-flags']).split(/\s+/).filter(Boolean),
+  galeraUsers: int('galera-users', 0),
 };
 
 /** Pause after a run before looking at Redis or stopping a server: in-flight requests finish. */
@@ -96,6 +99,8 @@ const BODIES = {
   outside: () => outside,
   /** update of a random user's nick_name. */
   updates: () => ({ kind: 'update', ...ids }),
+  /** the same, of a user seeded on the Galera cluster. */
+  galeraUpdates: () => ({ kind: 'update', ...galera!.ids! }),
 } satisfies Record<string, () => Bodies>;
 
 /** The servers, each started when a scenario first needs it and kept up (an idle one costs no CPU). */
@@ -107,6 +112,8 @@ const SERVERS: Record<string, () => Promise<Proc>> = {
   koaFloor: () => startFloor('koa'),
   mysqlFloor: () => startFloor('mysql'),
   updateFloor: () => startFloor('update'),
+  galeraService: async () => startService('service via HAProxy', 1, [], await viaGalera()),
+  galeraFloor: async () => startFloor('update', await viaGalera(), 'update floor via HAProxy'),
 };
 /** Services whose largest process is held to the 150 MB target (the surge's fresh one is not). */
 const RSS_TARGET = ['service', 'service2'];
@@ -136,6 +143,7 @@ const REDIS_FLOOR = 'floor: node:http + ioredis';
 const CACHED = 'loginByOpenid cached, WORKERS=1';
 const MYSQL_FLOOR = 'floor: node:http + mysql2';
 const TXN_FLOOR = 'floor: node:http + mysql2 transaction';
+const GALERA_FLOOR = 'floor: mysql2 transaction via HAProxy to Galera';
 const UPDATE = '/service/user/update';
 const TSX = ['--import', 'tsx'];
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -178,6 +186,22 @@ async function uploading() {
 }
 const uploader = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token, PHOTO];
 const uploaded = (row: Row) => `uploader: ${answered(row)}`;
+
+/**
+ * `update` through HAProxy to a 3-node Galera cluster (test/helpers, configured from deploy/),
+ * started and seeded when its rows first need it, its own Redis prefix (the openids are the same).
+ */
+const missing = opts.galeraUsers ? galeraMissing() : [];
+let galera: { cluster: TestGaleraCluster; env?: NodeJS.ProcessEnv; ids?: { lo: number; hi: number } } | undefined;
+async function viaGalera(): Promise<NodeJS.ProcessEnv> {
+  if (galera?.env) return galera.env;
+  galera = { cluster: await TestGaleraCluster.create() };
+  const url = `${galera.cluster.url}/user_service_bench_${opts.users}`;
+  galera.ids = await seed({ url, poolMax: 10, acquireTimeoutMs: 10_000 }, opts.galeraUsers, false);
+  return (galera.env = { ...baseEnv, DATABASE_URL: url, REDIS_KEY_PREFIX: `${P}galera:` });
+}
+const viaProxy = { path: UPDATE, bodies: 'galeraUpdates', skip: !opts.galeraUsers || missing.length > 0 } as const;
+const galeraNote = (_: Row, o: Options) => `3-node Galera behind HAProxy, ${fmt(o.galeraUsers)} users`;
 
 /**
  * A fresh process whose first load is a surge of launches (a deploy at peak): the requests it
@@ -259,15 +283,23 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
         target: atLeast(0.7) },
     ],
   },
+  {
+    floors: [{ name: GALERA_FLOOR, short: 'txn floor via HAProxy', server: 'galeraFloor', ...viaProxy }],
+    paths: [
+      { name: 'update nick_name via HAProxy to Galera', note: galeraNote, server: 'galeraService', vs: GALERA_FLOOR,
+        ...viaProxy },
+    ],
+  },
 ];
 
 // The environment of every child process: small and explicit.
 let baseEnv: NodeJS.ProcessEnv = {};
 // The flags of `npm start`: the bench measures the service as it is run.
 const NODE_FLAGS = String(pkg.config.node_flags).split(/\s+/).filter(Boolean);
-const startService = (name: string, workers: number, flags: string[] = []) =>
-  Proc.start(name, [...NODE_FLAGS, ...flags, 'dist/src/server.js'], { ...baseEnv, WORKERS: String(workers) }, 'ops');
-const startFloor = (name: string) => Proc.start(`${name} floor`, [...TSX, 'bench/floors.ts', name], baseEnv, 'api');
+const startService = (name: string, workers: number, flags: string[] = [], env = baseEnv) =>
+  Proc.start(name, [...NODE_FLAGS, ...flags, 'dist/src/server.js'], { ...env, WORKERS: String(workers) }, 'ops');
+const startFloor = (floor: string, env = baseEnv, name = `${floor} floor`) =>
+  Proc.start(name, [...TSX, 'bench/floors.ts', floor], env, 'api');
 const stop = async (proc: Proc) => {
   await settle(); // requests the client gave up on at the end may still be running in the server
   await proc.stop();
@@ -393,10 +425,11 @@ async function main(): Promise<void> {
   backends.push(Number(/process_id:(\d+)/.exec(redisInfo)?.[1]), Number(read(pidFile)));
   const stale = await scanKeys(redis, `${P}*`, true);
   if (stale) log(`redis: removed ${stale} keys left under ${P}`);
+  if (missing.length) log(`galera: its rows left out, this machine lacks ${missing.join(', ')}`);
   baseEnv = {
     ...{ PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', LOG_LEVEL: 'warn' },
     ...{ DATABASE_URL: db.url, DB_POOL_MAX: '10', REDIS_URL: String(v.redis), REDIS_KEY_PREFIX: P },
-    ...{ RATE_LIMIT_IP: '0', RATE_LIMIT_OPENID: '0', MEDIA_DIR: MEDIA },
+    ...{ RATE_LIMIT_IP: '0', RATE_LIMIT_OPENID: '0', MEDIA_DIR: MEDIA, PHONE_KEYS: BENCH_PHONE_KEYS },
     // As `npm start` runs it (package.json config.malloc_env).
     ...Object.fromEntries(
       String(pkg.config.malloc_env)
@@ -434,6 +467,7 @@ async function main(): Promise<void> {
     await pool.restore(); // first: it never throws, and nothing after it may leave the server changed
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     for (const proc of Proc.running) await proc.stop();
+    await galera?.cluster.destroy();
     log(`redis: removed ${await scanKeys(redis, `${P}*`, true)} keys under ${P}`);
     for (const dir of [MEDIA, PHOTO]) rmSync(dir, { recursive: true, force: true });
     redis.disconnect();

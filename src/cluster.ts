@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from './logger';
+import { serveClusterMetrics } from './ops/metrics';
 import {
   LIFECYCLE,
   PREPARE_ENV,
@@ -52,6 +53,8 @@ export function runPrimary({ workers, graceMs, delayMs, repeatMs, logger }: Prim
   cluster.on('message', (worker, message) => {
     if (lifecycleMessage(message) === 'leaving') send(worker, { [LIFECYCLE]: 'leaving' });
   });
+  // A scrape reaches one worker; it asks here for every worker's metrics.
+  serveClusterMetrics();
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'primary started workers');
 

@@ -12,6 +12,7 @@ export type FailureKind =
   | 'badUpdate' // update: JSON that cannot be applied
   | 'upstream' // WeChat refused or could not be reached
   | 'unavailable' // a backing store failed
+  | 'unreadable' // the stored phone does not decrypt for its row
   | 'unauthenticated' // strict mode: no valid token, or a token of another user
   | 'rateLimited' // too many requests from this client, or from it on one user
   | 'contentRefused'; // WeChat's content check refused a nickname
@@ -28,6 +29,7 @@ export const FAILURE_MEANINGS: Record<FailureKind, string> = {
   badUpdate: '`update` is not an object, names a field that may not change, or has an invalid value',
   upstream: 'WeChat refused the code, timed out or could not be reached; `msg` says which',
   unavailable: 'MySQL or Redis is unavailable; try again',
+  unreadable: "the user's stored phone number cannot be decrypted (the operator is told)",
   unauthenticated: 'no valid session token of this user (strict mode, AUTH_MODE=token)',
   rateLimited: 'too many requests from this client, or from it on one user (HTTP 429, Retry-After)',
   contentRefused: "refused by WeChat's content check: the nickname was not stored; ask the user for another",
@@ -42,6 +44,7 @@ export const FAILURE_MEANINGS_ZH: Record<FailureKind, string> = {
   badUpdate: 'json处理错误：update 不是对象、含有不可修改的字段或取值非法',
   upstream: '微信拒绝了 code、超时或无法连接，详见 msg',
   unavailable: 'MySQL 或 Redis 不可用，请稍后重试',
+  unreadable: '该用户存储的手机号无法解密（已记录错误日志）',
   unauthenticated: '没有该用户的有效会话 token（严格模式，AUTH_MODE=token）',
   rateLimited: '请求过于频繁（按客户端 IP 或 openid 限流），HTTP 429，见 Retry-After',
   contentRefused: '内容安全检测未通过：昵称未保存，请用户换一个',

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { DestinationStream } from 'pino';
 import { createApp, createOpsApp } from './app';
 import { runPrimary } from './cluster';
-import { ConfigError, loadConfig, type Config } from './config';
+import { ConfigError, loadConfig, requirePhoneKeys, type Config } from './config';
 import { createKnex, ensureDatabase, migrateLatest } from './db/knex';
 import { createListener, listen } from './http/listener';
 import type { Logger } from './logger';
@@ -113,6 +113,7 @@ async function main(): Promise<void> {
   let config: Config;
   try {
     config = loadConfig();
+    requirePhoneKeys(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

@@ -1,4 +1,5 @@
-import type { Config } from './config';
+import { requirePhoneKeys, type Config } from './config';
+import { DEFAULT_RETRY, type RetryPolicy } from './db/failover';
 import { createKnex, type Knex } from './db/knex';
 import type { Logger } from './logger';
 import { Metrics, type PoolStats } from './ops/metrics';
@@ -14,6 +15,7 @@ import { ProfileFlows } from './users/flows';
 import { ContentCheck } from './users/content';
 import { AccountRights } from './users/rights';
 import { dateFormatter } from './users/model';
+import { PhoneCipher } from './users/phone-cipher';
 import { UserRepository } from './users/repository';
 import { UserService } from './users/service';
 import { AccessTokenProvider } from './wechat/access-token';
@@ -45,7 +47,7 @@ export interface Services {
 
 /** Seams for tests that need to watch or slow the database layer (never to replace MySQL). */
 export interface ServiceOverrides {
-  repository?: (db: Knex, queryTimeoutMs: number) => UserRepository;
+  repository?: (db: Knex, queryTimeoutMs: number, phones: PhoneCipher, retry: RetryPolicy) => UserRepository;
 }
 
 /**
@@ -81,6 +83,14 @@ export async function createServices(
   logger: Logger,
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
+  // First: without keys in production nothing is opened (the caller reports the ConfigError).
+  const phones = new PhoneCipher(requirePhoneKeys(config), config.phone.memoSize);
+  if (config.phone.development) {
+    logger.warn(
+      { PHONE_KEYS: 'unset' },
+      'PHONE_KEYS is not set: phone numbers are encrypted with the published development key (refused in production)',
+    );
+  }
   const dbLog = logger.child({ component: 'knex' });
   // knex's messages can embed a stack; keep only the first line.
   const firstLine = (message: unknown) => String(message).split('\n', 1)[0];
@@ -89,7 +99,7 @@ export async function createServices(
     error: (m) => dbLog.error(firstLine(m)),
     debug: (m) => dbLog.debug(firstLine(m)),
   });
-  const metrics = new Metrics(() => poolStats(db));
+  const metrics = new Metrics(() => poolStats(db), config.workers > 1);
 
   const redis = createRedis(config.redis);
   // Without a listener an ioredis 'error' event would crash the process; the cache degrades instead.
@@ -107,9 +117,11 @@ export async function createServices(
   if (firstError)
     logger.warn({ err: firstError.message }, 'redis not reachable at start; serving from MySQL until it is');
 
-  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) =>
-    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while'),
-  );
+  const breaker = new RedisBreaker(config.redis.breakerCooldownMs, (err) => {
+    metrics.breakerOpens.inc();
+    logger.warn({ err: (err as Error)?.message }, 'redis not answering: cache bypassed for a while');
+  });
+  metrics.breakerSource = () => breaker.isOpen;
   const keys = keyLayout(config.redis.keyPrefix);
   // A reader holds a row at most a query timeout (twice, for safety) or a minute.
   const tombstoneMs = Math.max(60_000, 2 * config.db.queryTimeoutMs);
@@ -142,10 +154,20 @@ export async function createServices(
     count: (kind, verdict) => metrics.contentCheck(kind, verdict),
   });
   const formatDate = dateFormatter(config.timeZone);
-  const repository = (overrides.repository ?? ((k, t) => new UserRepository(k, t)))(db, config.db.queryTimeoutMs);
+  const retry: RetryPolicy = {
+    ...DEFAULT_RETRY,
+    onRetry: (err) => metrics.dbRetry((err as { errno?: number })?.errno === 1213 ? 'deadlock' : 'connection'),
+  };
+  const repository = (overrides.repository ?? ((k, t, p, r) => new UserRepository(k, t, p, r)))(
+    db,
+    config.db.queryTimeoutMs,
+    phones,
+    retry,
+  );
   const users: UserService = new UserService({
     content,
     repository,
+    phones,
     cache,
     sessions,
     wechat: new WechatClient(config.wechat),
@@ -202,6 +224,7 @@ export async function createServices(
     config.readyTimeoutMs,
     logger,
   );
+  metrics.readySource = async () => (await readiness.report()).status === 'ready';
 
   return {
     db,

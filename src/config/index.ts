@@ -6,6 +6,7 @@ import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
 import { MAX_SESSIONS_PER_USER } from '../sessions/limits';
+import { DEVELOPMENT_KEY_TEXT, isDevelopmentKey, parsePhoneKeys, type PhoneKey } from '../users/phone-cipher';
 
 /**
  * The whole configuration of one process. Files under config/ hold defaults per NODE_ENV,
@@ -28,6 +29,10 @@ export interface Config {
     commandTimeoutMs: number;
     breakerCooldownMs: number;
     clusterNodes: string[];
+    /** host:port of Redis Sentinels; empty unless the primary is found through Sentinel. */
+    sentinels: string[];
+    /** The master name the sentinels monitor (REDIS_SENTINEL_NAME). */
+    sentinelName: string;
   };
   wechat: {
     appid: string;
@@ -103,6 +108,13 @@ export interface Config {
     failure: 'open' | 'closed';
     cacheTtlSeconds: number;
   };
+  /**
+   * PHONE_KEYS parsed: the first seals users.phone, all of them open it. `development` when
+   * PHONE_KEYS is unset outside production and the published development key stands in; no
+   * keys when it is unset in production, where whatever reads or writes phones must refuse to
+   * start (requirePhoneKeys). The knex CLI loads this configuration too and needs no keys.
+   */
+  phone: { keys: PhoneKey[]; development: boolean; memoSize: number };
 }
 
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
@@ -167,6 +179,12 @@ const schema = Joi.object({
     .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
     .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
     .required(),
+  REDIS_SENTINELS: Joi.string()
+    .allow('')
+    .pattern(/^\s*[^\s:,]+:\d{1,5}\s*(,\s*[^\s:,]+:\d{1,5}\s*)*$/)
+    .messages({ 'string.pattern.base': '{{#label}} must be host:port[,host:port...]' })
+    .required(),
+  REDIS_SENTINEL_NAME: Joi.string().allow('').max(128).required(),
   LOG_FORMAT: Joi.string().valid('json', 'pretty', 'auto').required(),
   SHUTDOWN_GRACE_MS: positiveInt.required(),
   SHUTDOWN_DELAY_MS: Joi.number().integer().min(0).max(600_000).required(),
@@ -241,10 +259,44 @@ const schema = Joi.object({
   AVATAR_DECODE_MAX_BYTES: Joi.number().integer().min(1_000_000).required(),
   MEDIA_SWEEP_INTERVAL_MS: Joi.number().integer().min(0).required(),
   MEDIA_SWEEP_BATCH: positiveInt.max(100_000).required(),
+  // Parsed (and checked) by phoneKeys(): the message must never echo the key material.
+  PHONE_KEYS: Joi.string().allow('').required(),
+  PHONE_MEMO_SIZE: Joi.number().integer().min(0).max(1_000_000).required(),
 }).unknown(true);
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** PHONE_KEYS, or the development key where that is allowed; a bad key stops the start, named. */
+function phoneKeys(text: string, nodeEnv: string): Omit<Config['phone'], 'memoSize'> {
+  if (text.trim() === '') {
+    if (nodeEnv === 'production') return { keys: [], development: false };
+    return { keys: parsePhoneKeys(DEVELOPMENT_KEY_TEXT), development: true };
+  }
+  let keys: PhoneKey[];
+  try {
+    keys = parsePhoneKeys(text);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: PHONE_KEYS: ${(err as Error).message}`);
+  }
+  if (nodeEnv === 'production') {
+    const dev = keys.findIndex(isDevelopmentKey);
+    if (dev >= 0) {
+      throw new ConfigError(`invalid configuration: PHONE_KEYS: key ${dev + 1} is the published development key`);
+    }
+  }
+  return { keys, development: false };
+}
+
+/** The phone keys, or a ConfigError naming PHONE_KEYS when production has none. */
+export function requirePhoneKeys(config: Pick<Config, 'phone'>): PhoneKey[] {
+  if (config.phone.keys.length === 0) {
+    throw new ConfigError(
+      'invalid configuration: PHONE_KEYS: required when NODE_ENV=production (docs/phone-encryption.md)',
+    );
+  }
+  return config.phone.keys;
 }
 
 /** Merges config/default.json, config/<NODE_ENV>.json and the environment, then validates. */
@@ -261,11 +313,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     'WECHAT_SECRET',
     'REDIS_KEY_PREFIX',
     'REDIS_CLUSTER_NODES',
+    'REDIS_SENTINELS',
     'TRUSTED_OPENID_HEADER',
     'TRUSTED_UNIONID_HEADER',
     'WECHAT_PUSH_TOKEN',
     'WECHAT_PUSH_AES_KEY',
     'WECHAT_PUSH_AES_KEY_PREVIOUS',
+    'PHONE_KEYS',
   ]) {
     if (env[key] === '') merged[key] = '';
   }
@@ -275,6 +329,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${variable}: ${error.details[0]?.message ?? error.message}`);
   }
   const v = value as Record<string, never>;
+  if (String(v.REDIS_CLUSTER_NODES).trim() && String(v.REDIS_SENTINELS).trim()) {
+    throw new ConfigError(
+      'invalid configuration: REDIS_SENTINELS: set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both',
+    );
+  }
   return {
     env: nodeEnv,
     port: v.PORT,
@@ -294,6 +353,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         .split(',')
         .map((s) => s.trim())
         .filter(Boolean),
+      sentinels: String(v.REDIS_SENTINELS)
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+      sentinelName: v.REDIS_SENTINEL_NAME,
     },
     wechat: {
       appid: v.WECHAT_APPID,
@@ -359,5 +423,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       failure: v.CONTENT_CHECK_FAILURE,
       cacheTtlSeconds: v.CONTENT_CACHE_TTL_SECONDS,
     },
+    phone: { ...phoneKeys(String(v.PHONE_KEYS), nodeEnv), memoSize: v.PHONE_MEMO_SIZE },
   };
 }

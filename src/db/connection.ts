@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { EvictingMySQL2Client } from './failover';
 
 export interface DbSettings {
   url: string;
@@ -43,7 +44,8 @@ export interface DbLog {
 export function knexConfig(settings: DbSettings, withDatabase = true, log?: DbLog): Knex.Config {
   const { database, ...server } = parseDatabaseUrl(settings.url);
   return {
-    client: 'mysql2',
+    // knex's mysql2 client, evicting a connection on the error that left it unusable.
+    client: EvictingMySQL2Client as unknown as typeof Knex.Client,
     connection: {
       ...server,
       ...(withDatabase ? { database } : {}),

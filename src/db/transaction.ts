@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Connection, QueryError, ResultSetHeader } from 'mysql2';
+import { connectionUnusable, markCommitFailure, withRetry, type RetryPolicy } from './failover';
 
 /** A statement's answer: the rows of a SELECT, or the result header of a write. */
 export type QueryResult = object[] | ResultSetHeader;
@@ -71,8 +72,23 @@ type PooledConnection = Connection & {
  * it is, and once the COMMIT lands, the new one. Only a COMMIT applied after the tombstone has
  * expired (a server stalled for longer than that) could let a reader who read the old row
  * just before cache it.
+ *
+ * With `retry`, the whole transaction (`work` included) runs again, after a jittered wait, when
+ * it failed in a way that left nothing applied: a deadlock or Galera certification conflict
+ * (1213, rolled back by the server), or a connection lost before COMMIT was sent (a failover).
+ * Never when COMMIT was sent and not answered: that error is marked (commitOutcomeUnknown in
+ * failover.ts) and thrown.
  */
-export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
+export function inTransaction<T>(
+  db: Knex,
+  timeoutMs: number,
+  work: (query: TxQuery) => Promise<T>,
+  retry?: RetryPolicy,
+): Promise<T> {
+  return retry ? withRetry(() => once(db, timeoutMs, work), retry) : once(db, timeoutMs, work);
+}
+
+async function once<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
   const client = db.client as PoolClient;
   const conn = await client.acquireConnection();
   const statements = new Statements(conn, timeoutMs);
@@ -95,7 +111,11 @@ export async function inTransaction<T>(db: Knex, timeoutMs: number, work: (query
       // connection is back in the pool.
       open = false;
     }
-    await statements.run('COMMIT');
+    await statements.run('COMMIT').catch((err: unknown) => {
+      // Unanswered, it may have been applied: withRetry must not run the work again.
+      markCommitFailure(err);
+      throw err;
+    });
     return result;
   } catch (err) {
     // A disposed connection is closed and gets no ROLLBACK: the server rolls back whatever was
@@ -146,7 +166,8 @@ class Statements {
           if (!this.pending.delete(entry)) return;
           if (this.pending.size > 0) this.startClock();
           if (err) {
-            if (err.fatal) dispose(this.conn, err);
+            // Fatal, or a node that can serve no statement (failover.ts): never lent out again.
+            if (connectionUnusable(err)) dispose(this.conn, err);
             // mysql2 fills the values into the SQL itself and puts that on a server error's `sql`:
             // a phone number would reach the log with the error (a ServiceError's cause). The
             // template says which statement failed all the same. Its other fields (message,

@@ -1,4 +1,6 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import cluster from 'node:cluster';
+import { getHeapStatistics } from 'node:v8';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RequestObservation } from '../http/observe';
 
 export interface PoolStats {
@@ -24,8 +26,95 @@ function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
     collectDefaultMetrics({ register: processRegistry });
+    // Summed over the workers of WORKERS=N like every other metric, RSS would say nothing about
+    // the bound each process has (its own heap cap): these two keep the largest process's.
+    new Gauge({
+      name: `${PREFIX}process_resident_memory_max_bytes`,
+      help: 'Resident memory of the largest process (one process, or the largest worker of WORKERS=N)',
+      aggregator: 'max',
+      registers: [processRegistry],
+      collect() {
+        this.set(process.memoryUsage.rss());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}process_heap_limit_bytes`,
+      help: "V8's heap limit of one process (--max-old-space-size and the young generation)",
+      aggregator: 'max',
+      registers: [processRegistry],
+      collect() {
+        this.set(getHeapStatistics().heap_size_limit);
+      },
+    });
   }
   return processRegistry;
+}
+
+/** The message a worker sends its primary to get every worker's metrics, and the answer. */
+const SCRAPE = 'userServiceScrape';
+interface ScrapeMessage {
+  [SCRAPE]: 'ask' | 'answer';
+  id: number;
+  text?: string;
+  error?: string;
+}
+const scrapeMessage = (message: unknown): ScrapeMessage | undefined =>
+  typeof message === 'object' && message !== null && SCRAPE in message ? (message as ScrapeMessage) : undefined;
+
+/** How long a worker waits for its primary's aggregated answer (prom-client gives workers 5 s). */
+const SCRAPE_WAIT_MS = 6000;
+
+/**
+ * In the primary of WORKERS=N: answers a worker's scrape with the metrics of every worker,
+ * summed (prom-client's AggregatorRegistry asks each over IPC). The primary serves no HTTP, so
+ * the worker that got the scrape relays it.
+ */
+export function serveClusterMetrics(): void {
+  const aggregator = new AggregatorRegistry();
+  cluster.on('message', (worker, message) => {
+    if (scrapeMessage(message)?.[SCRAPE] !== 'ask') return;
+    const { id } = message as ScrapeMessage;
+    aggregator.clusterMetrics().then(
+      (text) => worker.isConnected() && worker.send({ [SCRAPE]: 'answer', id, text } satisfies ScrapeMessage),
+      (err: Error) =>
+        worker.isConnected() && worker.send({ [SCRAPE]: 'answer', id, error: err.message } satisfies ScrapeMessage),
+    );
+  });
+}
+
+let scrapes = 0;
+const waiting = new Map<number, (answer: ScrapeMessage) => void>();
+
+/** In a worker: every worker's metrics, through the primary. */
+function clusterText(): Promise<string> {
+  const id = ++scrapes;
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      waiting.delete(id);
+      reject(new Error('the primary did not answer the scrape'));
+    }, SCRAPE_WAIT_MS);
+    waiting.set(id, (answer) => {
+      clearTimeout(timer);
+      waiting.delete(id);
+      if (answer.error !== undefined) reject(new Error(answer.error));
+      else resolve(answer.text ?? '');
+    });
+    process.send?.({ [SCRAPE]: 'ask', id } satisfies ScrapeMessage);
+  });
+}
+
+let workerSetUp = false;
+/** In a worker: answer the primary's metric requests with these registries, and take its answers. */
+function setUpWorker(registries: Registry[]): void {
+  AggregatorRegistry.setRegistries(registries);
+  if (workerSetUp) return;
+  workerSetUp = true;
+  // Installs prom-client's listener that answers the primary's requests.
+  new AggregatorRegistry();
+  process.on('message', (message: unknown) => {
+    const answer = scrapeMessage(message);
+    if (answer?.[SCRAPE] === 'answer') waiting.get(answer.id)?.(answer);
+  });
 }
 
 /**
@@ -84,6 +173,17 @@ export class Metrics {
     }),
   };
 
+  private readonly dbRetries = new Counter({
+    name: `${PREFIX}db_retries_total`,
+    help: 'MySQL work run again: reason "deadlock" (1213, a Galera certification conflict included) or "connection" (lost before COMMIT; a failover)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  dbRetry(reason: 'deadlock' | 'connection'): void {
+    this.dbRetries.inc({ reason });
+  }
+
   readonly shedRequests = new Counter({
     name: `${PREFIX}http_shed_total`,
     help: 'Requests answered 503 at once because MAX_INFLIGHT requests were in flight (load shedding)',
@@ -126,7 +226,26 @@ export class Metrics {
   /** Reads how many keys the rate limits keep in this process (set by the app that owns them). */
   rateLimitKeysSource?: () => number;
 
-  constructor(pool?: () => PoolStats | undefined) {
+  readonly breakerOpens = new Counter({
+    name: `${PREFIX}redis_breaker_opens_total`,
+    help: 'Times the Redis circuit breaker opened (a Redis timeout or connection error: calls skip Redis for REDIS_BREAKER_COOLDOWN_MS)',
+    registers: [this.registry],
+  });
+
+  /** Whether /readyz would answer ready now (its store checks run at scrape time). */
+  readySource?: () => Promise<boolean>;
+  /** Whether the Redis circuit breaker is open now. */
+  breakerSource?: () => boolean;
+
+  /**
+   * With `clusterWide` (a worker of WORKERS=N), text() answers for every worker: requests served,
+   * errors, pool and process metrics summed over the workers.
+   */
+  private readonly clusterWide: boolean;
+
+  constructor(pool?: () => PoolStats | undefined, clusterWide = false) {
+    this.clusterWide = clusterWide && cluster.isWorker;
+    if (this.clusterWide) setUpWorker([processMetrics(), this.registry]);
     const inflight = () => this.inflightSource?.();
     const rateLimitKeys = () => this.rateLimitKeysSource?.();
     new Gauge({
@@ -135,6 +254,28 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(rateLimitKeys() ?? 0);
+      },
+    });
+    const ready = () => this.readySource?.();
+    const breaker = () => this.breakerSource?.();
+    new Gauge({
+      name: `${PREFIX}ready`,
+      help: 'Whether the process would answer /readyz 200 (its stores answer); with WORKERS=N, the least ready worker',
+      aggregator: 'min',
+      registers: [this.registry],
+      async collect() {
+        const answer = await ready();
+        if (answer !== undefined) this.set(answer ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}redis_breaker_open`,
+      help: 'Whether the Redis circuit breaker is open now (1: calls skip Redis); with WORKERS=N, any worker',
+      aggregator: 'max',
+      registers: [this.registry],
+      collect() {
+        const open = breaker();
+        if (open !== undefined) this.set(open ? 1 : 0);
       },
     });
     new Gauge({
@@ -203,8 +344,9 @@ export class Metrics {
 
   readonly contentType = this.registry.contentType;
 
-  /** The exposition text: this service's metrics and the process's. */
+  /** The exposition text: this service's metrics and the process's (every worker's, clusterWide). */
   async text(): Promise<string> {
+    if (this.clusterWide) return clusterText();
     return Registry.merge([processMetrics(), this.registry]).metrics();
   }
 }

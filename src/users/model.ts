@@ -1,3 +1,5 @@
+import { SEALED_PREFIX, type PhoneCipher } from './phone-cipher';
+
 /** The user object of the API document, plus user_id (the row id update needs). */
 export interface User {
   user_id: number;
@@ -19,7 +21,10 @@ export interface UserRow {
   nick_name: string;
   avatar: string;
   gender: number;
+  /** In the clear (the repository opens it). */
   phone: string;
+  /** As stored: ciphertext, '' or (before `npm run rekey`) plain text. What the cache holds. */
+  sealedPhone: string;
   version: number;
   ctime: Date;
   mtime: Date;
@@ -92,6 +97,38 @@ export function toUser(row: UserRow, formatDate: DateFormatter): User {
     ctime: formatDate(row.ctime),
     mtime: formatDate(row.mtime),
   };
+}
+
+const PHONE_FIELD = '"phone":"';
+
+/**
+ * The user's JSON as cached (phone as stored, ciphertext: never the number in Redis) and as
+ * answered (phone in the clear), stringified once: the answer is the cached text with the
+ * phone spliced in.
+ */
+export function userJson(row: UserRow, formatDate: DateFormatter): { cached: string; answer: string } {
+  const cached = JSON.stringify(toUser({ ...row, phone: row.sealedPhone }, formatDate));
+  if (row.sealedPhone === row.phone) return { cached, answer: cached };
+  return { cached, answer: withPhone(cached, () => row.phone) };
+}
+
+/**
+ * A cached user's JSON with its phone opened for `openid`, without parsing it. A sealed value
+ * is base64url and dots (nothing JSON escapes), so it ends at the next quote; the key can only
+ * be the top-level field (inside a JSON string every quote is escaped). '' and a plain-text
+ * phone cached before encryption are answered as they are. Throws UnreadablePhoneError.
+ */
+export function openUserJson(json: string, openid: string, cipher: PhoneCipher): string {
+  return withPhone(json, (sealed) => cipher.open(sealed, openid));
+}
+
+/** `json` with its sealed phone replaced by `phone(sealed)`; unchanged when the phone is not sealed. */
+function withPhone(json: string, phone: (sealed: string) => string): string {
+  const at = json.indexOf(PHONE_FIELD);
+  const start = at + PHONE_FIELD.length;
+  if (at < 0 || !json.startsWith(SEALED_PREFIX, start)) return json;
+  const end = json.indexOf('"', start);
+  return json.slice(0, start - 1) + JSON.stringify(phone(json.slice(start, end))) + json.slice(end + 1);
 }
 
 /** The JSON object text `json` with more fields appended, without parsing it again. */

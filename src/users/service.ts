@@ -1,3 +1,4 @@
+import { commitOutcomeUnknown } from '../db/failover';
 import { ServiceError } from '../errors';
 import type { Logger } from '../logger';
 import type { IssuedSession, SessionDraft, SessionStore } from '../sessions/store';
@@ -5,7 +6,17 @@ import { isMalformedAnswer, type WechatClient, type WechatSession } from '../wec
 import type { SessionKeyStore } from '../wechat/session-keys';
 import { NO_USER, type CachedUser, type UserCache } from './cache';
 import type { ContentCheck } from './content';
-import { extendJson, toUser, type DateFormatter, type Profile, type User, type UserRow } from './model';
+import {
+  extendJson,
+  openUserJson,
+  toUser,
+  userJson,
+  type DateFormatter,
+  type Profile,
+  type User,
+  type UserRow,
+} from './model';
+import { UnreadablePhoneError, type PhoneCipher } from './phone-cipher';
 import type { DeletedRow, DeletionReason, RowPatch, UserRepository } from './repository';
 
 /** The session fields added to a login answer, beside the document's user fields. */
@@ -20,6 +31,8 @@ export interface UserServiceDeps {
   sessions: SessionStore;
   wechat: WechatClient;
   sessionKeys: SessionKeyStore;
+  /** Opens the phone of a cached profile (the repository's own cipher: see openUserJson). */
+  phones: PhoneCipher;
   formatDate: DateFormatter;
   logger: Logger;
   /** WeChat's content check of the nicknames and avatars login and update store. */
@@ -44,8 +57,14 @@ export type LiveSession = Awaited<ReturnType<SessionStore['listLive']>>[number];
 /** A user read from MySQL, with the row version its cache entry is filled at. */
 interface RowRead {
   version: number;
+  /** As cached: the phone as stored (ciphertext). */
   user: CachedUser;
+  /** `user.json` with the phone in the clear: the answer. */
+  answer: string;
 }
+
+/** What callers of find() get: the cached user's ids and its JSON as answered (phone opened). */
+type FoundUser = CachedUser;
 
 /** Business rules of the user service: what each call means, whatever the transport. */
 export class UserService {
@@ -53,6 +72,30 @@ export class UserService {
   private readonly inflight = new Map<string, Promise<RowRead | null>>();
 
   constructor(private readonly deps: UserServiceDeps) {}
+
+  /**
+   * The answer to a stored phone that does not open for its row: the route's "other error",
+   * and an error line for the operator (a value copied from another row, or a key removed too
+   * early). Never the number, never another user's.
+   */
+  private unreadable(err: UnreadablePhoneError, userId: number | null): ServiceError {
+    this.deps.logger.error(
+      { userId: err.userId ?? userId, keyId: err.keyId, reason: err.reason },
+      'stored phone cannot be decrypted for its row',
+    );
+    return new ServiceError('unreadable', 'the stored phone number cannot be decrypted');
+  }
+
+  /** A cached user's JSON, phone opened. */
+  private opened(openid: string, json: string, userId: number | null): string {
+    try {
+      return openUserJson(json, openid, this.deps.phones);
+    } catch (err) {
+      if (!(err instanceof UnreadablePhoneError)) throw err;
+      // The hot path knows no user_id: the cached JSON does (parsed on this failure only).
+      throw this.unreadable(err, userId ?? ((JSON.parse(json) as User).user_id || null));
+    }
+  }
 
   /** The answer to a failed MySQL or Redis call: the route's "other error", reported once. */
   private unavailable(
@@ -87,6 +130,7 @@ export class UserService {
         [row] = await repository.findByOpenid(openid);
       }
     } catch (err) {
+      if (err instanceof UnreadablePhoneError) throw this.unreadable(err, null);
       if (err instanceof ServiceError) throw err;
       throw this.unavailable('mysql', 'register', err);
     } finally {
@@ -96,10 +140,7 @@ export class UserService {
     if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
     if (inserted) content?.checkAvatar({ user_id: row.id, openid }, row.avatar);
     const user = toUser(row, formatDate);
-    const session = await this.tryIssue(openid, row.id, {
-      version: row.version,
-      user: { userId: row.id, unionid: user.unionid, json: JSON.stringify(user) },
-    });
+    const session = await this.tryIssue(openid, row.id, this.rowRead(row));
     return session ? { ...user, ...sessionFields(session) } : user;
   }
 
@@ -127,19 +168,20 @@ export class UserService {
     if (unionid) {
       // A proven login (js_code, gateway) may bring a unionid the row does not have yet: one
       // more read, paid only by such logins, keeps the plain launch at one round trip.
-      const known = await this.find(openid);
+      const known = await this.findCached(openid);
       if (known.unionid !== unionid) await this.rememberUnionid(known.userId, unionid);
     }
     // A hit costs one Redis round trip: the script that reads the profile stores the session.
     const draft = this.deps.sessions.draft(openid);
     const cached = await this.deps.cache.getWithSession(openid, draft);
     if (cached === NO_USER) throw noSuchUser();
-    if (cached !== null) return extendJson(cached, sessionFields(draft));
+    // The session is stored by then: a phone that does not open leaves it unanswered, harmless.
+    if (cached !== null) return extendJson(this.opened(openid, cached, null), sessionFields(draft));
     // A miss: the caller that read the row fills the cache in the script that stores its session.
-    const { user, read, filled } = await this.loadOnce(openid);
+    const { user, answer, read, filled } = await this.loadOnce(openid);
     try {
       const session = await this.tryIssue(openid, user.userId, read, draft);
-      return session ? extendJson(user.json, sessionFields(session)) : user.json;
+      return session ? extendJson(answer, sessionFields(session)) : answer;
     } finally {
       filled?.();
     }
@@ -163,16 +205,28 @@ export class UserService {
     return extendJson(user.json, { token_expires_at: session.expires_at });
   }
 
-  private async find(openid: string): Promise<CachedUser> {
+  /** The user, its JSON as answered (phone opened). */
+  private async find(openid: string): Promise<FoundUser> {
     const cached = await this.deps.cache.get(openid);
     if (cached === NO_USER) throw noSuchUser();
-    if (cached) return cached;
-    const { user, read, filled } = await this.loadOnce(openid);
+    if (cached) return { ...cached, json: this.opened(openid, cached.json, cached.userId) };
+    return (await this.readAndFill(openid)).answer;
+  }
+
+  /** The user's ids, its JSON as cached (phone sealed): for callers that need no phone. */
+  private async findCached(openid: string): Promise<CachedUser> {
+    const cached = await this.deps.cache.get(openid);
+    if (cached === NO_USER) throw noSuchUser();
+    return cached ?? (await this.readAndFill(openid)).user;
+  }
+
+  private async readAndFill(openid: string): Promise<{ user: CachedUser; answer: FoundUser }> {
+    const { user, answer, read, filled } = await this.loadOnce(openid);
     // Not awaited: the answer does not depend on it, and the versioned fill is safe in any
     // order against a concurrent update (see cache.ts). Commands on one connection run in
     // order, so a later read from this process still finds it. fill() never rejects.
     if (read) void this.deps.cache.fill(openid, read.version, read.user).finally(filled);
-    return user;
+    return { user, answer: { ...user, json: answer } };
   }
 
   /**
@@ -184,12 +238,14 @@ export class UserService {
    * after either was acknowledged is handed what was read before it. "No such user" is shared
    * the same way, until Redis has it (NO_USER in cache.ts).
    */
-  private async loadOnce(openid: string): Promise<{ user: CachedUser; read?: RowRead; filled?: () => void }> {
+  private async loadOnce(
+    openid: string,
+  ): Promise<{ user: CachedUser; answer: string; read?: RowRead; filled?: () => void }> {
     const shared = this.inflight.get(openid);
     if (shared) {
       const read = await shared;
       if (!read) throw noSuchUser();
-      return { user: read.user };
+      return { user: read.user, answer: read.answer };
     }
     const pending = this.load(openid);
     this.inflight.set(openid, pending);
@@ -206,7 +262,7 @@ export class UserService {
       void this.deps.cache.markAbsent(openid).finally(filled);
       throw noSuchUser();
     }
-    return { user: read.user, read, filled };
+    return { user: read.user, answer: read.answer, read, filled };
   }
 
   /** Stops sharing a read: this one only (`pending`), or whatever is in flight for the openid. */
@@ -219,13 +275,17 @@ export class UserService {
     try {
       rows = await this.deps.repository.findByOpenid(openid);
     } catch (err) {
+      if (err instanceof UnreadablePhoneError) throw this.unreadable(err, null);
       throw this.unavailable('mysql', 'find', err);
     }
     if (rows.length > 1) throw new ServiceError('duplicate', 'several users have this openid');
     const [row] = rows;
-    if (!row) return null;
-    const user = toUser(row, this.deps.formatDate);
-    return { version: row.version, user: { userId: row.id, unionid: user.unionid, json: JSON.stringify(user) } };
+    return row ? this.rowRead(row) : null;
+  }
+
+  private rowRead(row: UserRow): RowRead {
+    const { cached, answer } = userJson(row, this.deps.formatDate);
+    return { version: row.version, user: { userId: row.id, unionid: row.unionid ?? null, json: cached }, answer };
   }
 
   /**
@@ -297,13 +357,51 @@ export class UserService {
       });
     } catch (err) {
       if (err instanceof ServiceError) throw err;
-      throw this.unavailable('mysql', 'update', err);
+      // Applied or not, nobody knows: -2 all the same, and the tombstone written at the new
+      // version stays, so no reader caches the row as it was (docs/cache.md).
+      throw this.unavailable('mysql', commitOutcomeUnknown(err) ? 'update_commit_unknown' : 'update', err);
     } finally {
       // A read in flight may hold the row as it was before this update committed.
       if (changed !== undefined) this.endSharing(changed);
     }
     if (!found) throw noSuchUser();
     if (replaced !== undefined) await this.deps.onAvatarReplaced?.(userId, replaced);
+  }
+
+  /** How many phones `npm run rekey` has left: plain text, or sealed with another key. */
+  async countPhonesToRekey(): Promise<number> {
+    return this.deps.repository.countPhonesToRekey();
+  }
+
+  /**
+   * One batch of `npm run rekey`: up to `limit` rows after `afterId` whose phone is plain
+   * text or names another key than the current one, sealed again with the current key. Under
+   * the rows' locks, as an update: each from its phone as it is then (a phone written
+   * meanwhile is the one sealed, never overwritten), cached profiles tombstoned first. Answers
+   * null when no such row is left after `afterId`.
+   */
+  async rekeyPhones(
+    afterId: number,
+    limit: number,
+  ): Promise<{ lastId: number; found: number; resealed: number; unreadable: number } | null> {
+    const { repository, cache, logger } = this.deps;
+    const ids = await repository.phonesToRekey(afterId, limit);
+    if (ids.length === 0) return null;
+    const { resealed, unreadable } = await repository.resealPhones(ids, async (rows) => {
+      const done = await Promise.allSettled(rows.map(({ openid, version }) => cache.invalidate(openid, version + 1)));
+      const failed = done.find((d) => d.status === 'rejected');
+      if (failed) {
+        for (const { openid, version } of rows) void cache.revert(openid, version + 1);
+        throw this.unavailable('redis', 'invalidate', failed.reason);
+      }
+    });
+    for (const err of unreadable) {
+      logger.error(
+        { userId: err.userId, keyId: err.keyId, reason: err.reason },
+        'stored phone cannot be decrypted for its row',
+      );
+    }
+    return { lastId: ids[ids.length - 1]!, found: ids.length, resealed, unreadable: unreadable.length };
   }
 
   /**
@@ -376,7 +474,7 @@ export class UserService {
     // failure was already reported where it happened (load -> unavailable).
     let user: CachedUser | null = null;
     try {
-      user = await this.find(wx.openid);
+      user = await this.findCached(wx.openid);
     } catch {
       // No user (yet), or none readable now.
     }

@@ -2,12 +2,14 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../src/config';
+import { TEST_PHONE_KEYS } from '../helpers/env';
 
 const ROOT = join(__dirname, '..', '..');
+const PRODUCTION = { NODE_ENV: 'production', PHONE_KEYS: TEST_PHONE_KEYS };
 
 describe('configuration', () => {
   it('has the documented defaults', () => {
-    const config = loadConfig({ NODE_ENV: 'production' });
+    const config = loadConfig({ ...PRODUCTION });
     expect(config.port).to.equal(3000);
     expect(config.db.url).to.equal('mysql://root@127.0.0.1:3306/user_service');
     expect(config.redis.url).to.equal('redis://127.0.0.1:6379/0');
@@ -24,7 +26,7 @@ describe('configuration', () => {
 
   it('lets the environment override the files, converting numbers', () => {
     const config = loadConfig({
-      NODE_ENV: 'production',
+      ...PRODUCTION,
       PORT: '8080',
       TIME_ZONE: 'UTC',
       CACHE_TTL_SECONDS: '60',
@@ -37,7 +39,7 @@ describe('configuration', () => {
   });
 
   it('reads TRUST_PROXY as a number of proxy hops: false 0, true 1, or the number', () => {
-    expect(loadConfig({ NODE_ENV: 'production' }).trustProxy).to.equal(0);
+    expect(loadConfig({ ...PRODUCTION }).trustProxy).to.equal(0);
     for (const [value, hops] of [
       ['false', 0],
       ['true', 1],
@@ -46,10 +48,10 @@ describe('configuration', () => {
       ['3', 3],
       ['16', 16],
     ] as const) {
-      expect(loadConfig({ NODE_ENV: 'production', TRUST_PROXY: value }).trustProxy, value).to.equal(hops);
+      expect(loadConfig({ ...PRODUCTION, TRUST_PROXY: value }).trustProxy, value).to.equal(hops);
     }
     for (const value of ['yes', '17', '-1', '1.5', 'loopback']) {
-      expect(() => loadConfig({ NODE_ENV: 'production', TRUST_PROXY: value }), value)
+      expect(() => loadConfig({ ...PRODUCTION, TRUST_PROXY: value }), value)
         .to.throw(ConfigError)
         .with.property('message')
         .that.includes('TRUST_PROXY');
@@ -118,10 +120,11 @@ describe('configuration', () => {
     SHUTDOWN_DELAY_MS: '600001',
     SHUTDOWN_REPEAT_MS: '-1',
     READY_TIMEOUT_MS: 'soon',
+    PHONE_MEMO_SIZE: '-1',
   };
   for (const [name, value] of Object.entries(bad)) {
     it(`refuses ${name}=${value} naming the variable`, () => {
-      expect(() => loadConfig({ NODE_ENV: 'production', [name]: value }))
+      expect(() => loadConfig({ ...PRODUCTION, [name]: value }))
         .to.throw(ConfigError)
         .with.property('message')
         .that.includes(name);

@@ -241,6 +241,13 @@ describe('knex CLI in a fresh copy of the repository: migrate:make, list, npm st
       `Batch 1 run: ${existing.length + 1} migrations`,
     );
     expect(await recorded()).to.deep.equal([...existing.map((name) => `1 ${name}`), `1 ${probe}`]);
+    // npm run rekey's twin from the build, production dependencies only (cli-progress among them).
+    const rekey = (JSON.parse(readFileSync(join(prod, 'package.json'), 'utf8')) as { scripts: Record<string, string> })
+      .scripts['rekey:prod']!;
+    expect(rekey).to.equal('node dist/src/rekey.js');
+    expect(run(prod, process.execPath, ['--preserve-symlinks', 'dist/src/rekey.js'], prodEnv)).to.include(
+      '0 left that are plain text or name another key',
+    );
     expect(
       run(prod, process.execPath, [...cli, 'migrate:rollback', '--knexfile', 'dist/knexfile.js'], prodEnv),
     ).to.include(`Batch 1 rolled back: ${existing.length + 1} migrations`);

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
@@ -97,8 +97,31 @@ export class TestMariadbServer {
     this.proc = undefined;
   }
 
+  /** SIGKILL without SIGCONT first: a paused server dies without running another instruction. */
+  async crash(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGKILL');
+    await exited;
+    this.proc = undefined;
+  }
+
   pause(): void {
     this.proc?.kill('SIGSTOP');
+  }
+
+  /** Whether every thread of the server has stopped (state T in /proc): SIGSTOP takes effect a moment after kill(). */
+  stopped(): boolean {
+    const pid = this.proc?.pid;
+    if (pid === undefined) return false;
+    try {
+      return readdirSync(`/proc/${pid}/task`).every((tid) =>
+        /^\d+ \(.*\) T /.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')),
+      );
+    } catch {
+      return false;
+    }
   }
 
   resume(): void {

@@ -107,7 +107,12 @@ describe('bodies the service does not read to their end (lingering close, the re
 
   const GB = 1_000_000_000;
   for (const [what, path, headers, code] of [
-    ['an avatar without a token (-10)', '/service/user/avatar', 'Content-Type: multipart/form-data; boundary=b\r\n', -10],
+    [
+      'an avatar without a token (-10)',
+      '/service/user/avatar',
+      'Content-Type: multipart/form-data; boundary=b\r\n',
+      -10,
+    ],
     ['multipart sent to get (-1)', '/service/user/get', 'Content-Type: multipart/form-data; boundary=b\r\n', -1],
   ] as const) {
     it(`cuts a declared 1 GB body early after answering ${what}`, async () => {

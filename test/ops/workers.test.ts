@@ -5,6 +5,7 @@ import { freePort } from '../helpers/redis-server';
 import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 import { eventually } from '../helpers/wait';
 import { children } from '../helpers/processes';
+import { scrape } from '../helpers/metrics';
 
 describe('WORKERS=2 (node:cluster, the real process)', function () {
   this.timeout(60_000);
@@ -49,5 +50,27 @@ describe('WORKERS=2 (node:cluster, the real process)', function () {
     expect(code).to.equal(0);
     expect(svc.logs.filter((l) => l.msg === 'shutdown complete')).to.have.length(2);
     for (const pid of workers) expect(() => process.kill(pid, 0)).to.throw();
+  });
+
+  it('answers /metrics for every worker: one scrape counts the requests both served', async () => {
+    svc = await spawnService({ WORKERS: 2, PORT: await freePort(), OPS_PORT: await freePort() });
+    await eventually(() => svc!.logs.filter((l) => l.msg === 'listening').length === 2, 20_000, 50);
+    const openid = newOpenid();
+    expect((await post(svc.url, 'login', loginBody(openid, { nick_name: 'm' }))).body.code).to.equal(0);
+    // 20 at once open 20 connections, which node:cluster hands to the workers round-robin.
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post(svc!.url, 'get', { openid })));
+    for (const a of answers) expect(a.body.code).to.equal(0);
+    const labels = { route: 'get', code: '0', status: '200' };
+    // Every scrape, whichever worker takes it, sums both: a single worker's count would be about 10.
+    for (let i = 0; i < 4; i++) {
+      const metrics = await scrape(svc.opsUrl);
+      expect(metrics.value('user_service_http_requests_total', labels)).to.equal(20);
+      expect(metrics.value('user_service_http_requests_total', { route: 'login', code: '0', status: '200' })).to.equal(
+        1,
+      );
+      // The largest worker's RSS, not the sum of both.
+      const rss = metrics.value('user_service_process_resident_memory_max_bytes');
+      expect(rss).to.be.greaterThan(10e6).and.lessThan(metrics.value('process_resident_memory_bytes'));
+    }
   });
 });

@@ -294,7 +294,7 @@ describe('deleteAccount and exportData (the user rights of PIPL art. 45 and 47)'
 
     before(async () => {
       services = await createServices(testConfig({ WECHAT_API_BASE: wechat.url }), createLogger('silent'), {
-        repository: (k, t) => new SlowReads(k, t),
+        repository: (k, t, p) => new SlowReads(k, t, p),
       });
     });
     after(() => services.close());

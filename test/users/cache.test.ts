@@ -9,7 +9,7 @@ import { createServices, type ServiceOverrides, type Services } from '../../src/
 import type { UserRow } from '../../src/users/model';
 import { UserRepository } from '../../src/users/repository';
 import type { UserService } from '../../src/users/service';
-import { newOpenid, testConfig } from '../helpers/env';
+import { newOpenid, testConfig, testPhones } from '../helpers/env';
 import { post, userPart, loginBody } from '../helpers/http';
 import { TestRedisServer } from '../helpers/redis-server';
 import { startService, type TestService } from '../helpers/service';
@@ -70,7 +70,10 @@ describe('profile cache', () => {
     const login = await svc.call('login', profile(openid));
     const key = keys.profile(openid);
     expect(key).to.equal(`${testConfig().redis.keyPrefix}user:{${openid}}:profile`);
-    expect(JSON.parse((await redis.hget(key, 'user'))!)).to.deep.equal(userPart(login.body.data));
+    // The served JSON but its phone, which is cached as stored: sealed (phone-encryption.test.ts).
+    const cached = JSON.parse((await redis.hget(key, 'user'))!) as { phone: string };
+    expect(testPhones().open(cached.phone, openid)).to.equal(login.body.data.phone);
+    expect({ ...cached, phone: login.body.data.phone }).to.deep.equal(userPart(login.body.data));
     expect(await redis.pttl(key)).to.be.greaterThan(0);
 
     await svc.call('logout', { openid });
@@ -89,7 +92,7 @@ describe('profile cache', () => {
     expect(await redis.hget(key, 'v')).to.equal('2');
     expect(await redis.pttl(key)).to.be.within(1, 60_000); // max(60 s, 2 x DB_QUERY_TIMEOUT_MS)
     expect((await svc.call('get', { openid })).body.data.phone).to.equal('200');
-    expect(JSON.parse((await redis.hget(key, 'user'))!).phone).to.equal('200');
+    expect(testPhones().open(JSON.parse((await redis.hget(key, 'user'))!).phone, openid)).to.equal('200');
     expect(await redis.pttl(key)).to.be.greaterThan(3_600_000);
   });
 
@@ -222,7 +225,7 @@ describe('profile cache', () => {
           return rows;
         }
       }
-      const users = await servicesWith((k, t) => new SlowReads(k, t));
+      const users = await servicesWith((k, t, p) => new SlowReads(k, t, p));
       const openid = newOpenid();
       let userId = 0;
       if (registered) {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest, type Knex } from '../../src/db/knex';
 import { migrationSource } from '../../src/db/migrations';
 import { UserRepository } from '../../src/users/repository';
-import { newOpenid, testConfig } from '../helpers/env';
+import { newOpenid, testConfig, testPhones } from '../helpers/env';
 import { loginBody } from '../helpers/http';
 import { startService, type TestService } from '../helpers/service';
 import { testDb } from '../helpers/stores';
@@ -195,7 +195,7 @@ describe('user ids', function () {
       // Lookups batched with it (one query) are answered all the same.
       const other = newOpenid();
       await db('users').insert({ id: 5, ...loginBody(other) });
-      const repository = new UserRepository(db, 5000);
+      const repository = new UserRepository(db, 5000, testPhones());
       const [mine, theirs] = await Promise.allSettled([
         repository.findByOpenid(openid),
         repository.findByOpenid(other),

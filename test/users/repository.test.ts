@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest, type Knex } from '../../src/db/knex';
 import type { UserRow } from '../../src/users/model';
 import { UserRepository, type RowPatch } from '../../src/users/repository';
-import { newOpenid, testConfig } from '../helpers/env';
+import { newOpenid, testConfig, testPhones } from '../helpers/env';
 import { watchUserSelects } from '../helpers/stores';
 
 const user = (openid: string, nick = 'n') => ({
@@ -31,7 +31,7 @@ describe('UserRepository lookups by openid (one query per event-loop turn)', () 
   before(async () => {
     db = createKnex(testConfig().db);
     await migrateLatest(db); // the run's database exists; a service may not have migrated it yet
-    repo = new UserRepository(db, 5000);
+    repo = new UserRepository(db, 5000, testPhones());
   });
   after(async () => {
     await db.destroy();
@@ -93,7 +93,7 @@ describe('UserRepository lookups by openid (one query per event-loop turn)', () 
     await ensureDatabase(settings);
     const empty = createKnex(settings);
     try {
-      const failing = new UserRepository(empty, 5000);
+      const failing = new UserRepository(empty, 5000, testPhones());
       const results = await Promise.allSettled([1, 2, 3].map(() => failing.findByOpenid(newOpenid())));
       expect(results.map((r) => r.status)).to.deep.equal(['rejected', 'rejected', 'rejected']);
       for (const r of results) expect(String((r as PromiseRejectedResult).reason?.message)).to.match(/doesn't exist/);
@@ -123,7 +123,7 @@ describe('UserRepository lookups by openid (one query per event-loop turn)', () 
       const thrice = newOpenid('thrice');
       const once = newOpenid('once');
       await dup('users').insert([user(twice), user(twice), user(thrice), user(thrice), user(thrice), user(once)]);
-      const repository = new UserRepository(dup, 5000);
+      const repository = new UserRepository(dup, 5000, testPhones());
       const batched = await Promise.all([twice, thrice, once].map((o) => repository.findByOpenid(o)));
       expect(batched.map((rows) => rows.length)).to.deep.equal([2, 2, 1]);
       expect((await repository.findByOpenid(thrice)).length).to.equal(2);
@@ -145,7 +145,7 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
   before(async () => {
     db = createKnex(testConfig().db);
     await migrateLatest(db);
-    repo = new UserRepository(db, 5000);
+    repo = new UserRepository(db, 5000, testPhones());
   });
   after(async () => {
     await db.destroy();
@@ -164,8 +164,10 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
     expect(found).to.equal(true);
     expect(seen).to.deep.equal([{ openid: before.openid, version: 1, avatar: before.avatar }]);
     const after = await read(before.id);
+    // Stored sealed, bound to the row's openid (test/users/phone-encryption.test.ts has the rest).
+    expect(after.phone).to.match(/^v1\.test\./);
+    expect(testPhones().open(after.phone, before.openid)).to.equal('2');
     expect(after).to.include({
-      phone: '2',
       unionid: 'u1',
       nick_name: 'n',
       avatar: before.avatar,
@@ -175,7 +177,12 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
     expect(after.mtime.getTime() - before.mtime.getTime()).to.be.at.least(1000);
 
     await repo.updateProfile(before.id, { nick_name: 'N', avatar: 'https://e.com/b', gender: 2 }, async () => {});
-    expect(await read(before.id)).to.include({ nick_name: 'N', avatar: 'https://e.com/b', gender: 2, phone: '2' });
+    expect(await read(before.id)).to.include({
+      nick_name: 'N',
+      avatar: 'https://e.com/b',
+      gender: 2,
+      phone: after.phone,
+    });
     expect(used()).to.equal(0);
   });
 
@@ -204,8 +211,8 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
     let dirty: Knex;
     const peek = async (id: number, isolation: 'READ UNCOMMITTED' | 'READ COMMITTED') => {
       await dirty.raw(`SET SESSION TRANSACTION ISOLATION LEVEL ${isolation}`);
-      const [rows] = (await dirty.raw('SELECT phone, version FROM users WHERE id = ?', [id])) as [UserRow[]];
-      return { phone: rows[0]!.phone, version: rows[0]!.version };
+      const [[row]] = (await dirty.raw('SELECT openid, phone, version FROM users WHERE id = ?', [id])) as [UserRow[]];
+      return { phone: testPhones().open(row!.phone, row!.openid), version: row!.version };
     };
     const gated = () => {
       let open!: (err?: Error) => void;
@@ -248,9 +255,9 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
       const before = await newUser();
       const hook = gated();
       let settled = false;
-      const tooLong = '1'.repeat(40); // longer than users.phone (32): refused in strict mode
+      const tooLong = 'n'.repeat(65); // longer than users.nick_name (64): refused in strict mode
       const update = repo
-        .updateProfile(before.id, { phone: tooLong }, hook.beforeWrite)
+        .updateProfile(before.id, { phone: '2', nick_name: tooLong }, hook.beforeWrite)
         .catch((e: unknown) => e)
         .finally(() => (settled = true));
       await hook.called;
@@ -289,10 +296,13 @@ describe('UserRepository.updateProfile (under a row lock, on fixed SQL)', () => 
 
   it("keeps the phone number out of a failed UPDATE's error, its sql included", async () => {
     const before = await newUser();
-    const phone = '1'.repeat(40); // longer than users.phone (32): refused in strict mode
-    const err = (await repo.updateProfile(before.id, { phone }, async () => {}).catch((e: unknown) => e)) as Error;
+    const phone = '13912345678';
+    const tooLong = 'n'.repeat(65); // longer than users.nick_name (64): refused in strict mode
+    const err = (await repo
+      .updateProfile(before.id, { phone, nick_name: tooLong }, async () => {})
+      .catch((e: unknown) => e)) as Error;
     expect((err as Error & { code?: string }).code).to.equal('ER_DATA_TOO_LONG');
-    expect((err as Error & { sql?: string }).sql).to.match(/^UPDATE users SET `phone` = \?, /);
+    expect((err as Error & { sql?: string }).sql).to.match(/^UPDATE users SET `nick_name` = \?, `phone` = \?, /);
     expect(JSON.stringify(err, Object.getOwnPropertyNames(err))).to.not.include(phone);
     expect(await read(before.id)).to.include({ phone: '1', version: 1 });
     expect(used()).to.equal(0);

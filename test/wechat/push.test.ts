@@ -104,7 +104,8 @@ describe("WeChat's message push (/wechat/push): authorization events", function 
     for (const mode of MODES) {
       it(`user_authorization_revoke ${info} (${label(mode)}) clears ${Object.keys(cleared).join(' and ')}, once`, async () => {
         const u = await user();
-        const before = await row(u.openid);
+        // As answered: the row holds the phone sealed (docs/phone-encryption.md).
+        const before = await read(u.openid);
         const event = {
           Event: 'user_authorization_revoke',
           OpenID: u.openid,

@@ -1,0 +1,180 @@
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+
+/**
+ * users.phone at rest: AES-256-GCM, a random 96-bit IV per write, the row's openid as the
+ * additional authenticated data, stored as `v1.<key id>.<iv>.<ciphertext + tag>` (base64url).
+ * The value names its key, so keys can rotate: the first of PHONE_KEYS seals, every one of
+ * them opens (docs/phone-encryption.md).
+ *
+ * '' is stored as '': it holds no number, and its ciphertext would tell the same thing through
+ * its length. A value that is not sealed is a plain-text phone written before encryption (the
+ * column held at most 32 characters then, and a sealed value is at least 45): read as it is
+ * until `npm run rekey` has sealed it, never written again by the service.
+ */
+
+const VERSION = 'v1';
+export const SEALED_PREFIX = `${VERSION}.`;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const KEY_BYTES = 32;
+const KEY_ID = /^[A-Za-z0-9_-]{1,16}$/;
+const SEALED = /^v1\.([A-Za-z0-9_-]{1,16})\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{23,})$/;
+// Binds the value to its column as well as its row: a key ever used for another field cannot
+// have that field's values pass for phones.
+const AAD_CONTEXT = 'users.phone\0';
+
+export interface PhoneKey {
+  id: string;
+  key: KeyObject;
+}
+
+/**
+ * The fixed key used outside production when PHONE_KEYS is not set. It is public (it is in
+ * this file), so it protects nothing: production refuses to start with it.
+ */
+export const DEVELOPMENT_KEY_TEXT = 'dev:ZGV2ZWxvcG1lbnQga2V5LCBub3QgYSBzZWNyZXQhISE=';
+
+/** Why a stored phone cannot be read. The message names the key and the reason, never the value. */
+export class UnreadablePhoneError extends Error {
+  override name = 'UnreadablePhoneError';
+  /** users.id of the row, once the repository knows it. */
+  userId: number | null = null;
+  constructor(
+    readonly reason: 'malformed' | 'unknown key' | 'not this row',
+    readonly keyId: string | null,
+  ) {
+    super(
+      reason === 'not this row'
+        ? `the stored phone does not decrypt for its row with key ${keyId} (copied from another row, or altered)`
+        : reason === 'unknown key'
+          ? `the stored phone names key ${keyId}, which is not in PHONE_KEYS`
+          : 'the stored phone is not a value this service wrote',
+    );
+  }
+}
+
+/**
+ * PHONE_KEYS: `<id>:<base64 of 32 bytes>`, comma-separated. Throws a message naming the bad
+ * entry by its position and id, never its key material.
+ */
+export function parsePhoneKeys(text: string): PhoneKey[] {
+  const keys: PhoneKey[] = [];
+  const entries = text.split(',').map((s) => s.trim());
+  entries.forEach((entry, i) => {
+    const at = `key ${i + 1}`;
+    const colon = entry.indexOf(':');
+    const id = colon < 0 ? '' : entry.slice(0, colon);
+    if (!KEY_ID.test(id)) throw new Error(`${at} must be <id>:<base64 of 32 bytes>, its id 1-16 of A-Za-z0-9_-`);
+    const material = entry.slice(colon + 1);
+    const bytes = Buffer.from(material, 'base64');
+    // Buffer.from skips what is not base64; re-encoding tells a typo from a key.
+    const canonical = bytes.toString('base64');
+    if (bytes.length !== KEY_BYTES || material.replace(/=+$/, '') !== canonical.replace(/=+$/, '')) {
+      throw new Error(`${at} ("${id}") must be the base64 of exactly ${KEY_BYTES} bytes`);
+    }
+    if (keys.some((k) => k.id === id)) throw new Error(`${at}: the id "${id}" is used twice`);
+    keys.push({ id, key: createSecretKey(bytes) });
+  });
+  return keys;
+}
+
+/** Whether a key is the published development key (refused in production). */
+export function isDevelopmentKey(key: PhoneKey): boolean {
+  const [dev] = parsePhoneKeys(DEVELOPMENT_KEY_TEXT);
+  return key.key.equals(dev!.key);
+}
+
+/** Trailing spaces dropped, as MySQL's PAD SPACE collation of users.openid compares. */
+const aadOf = (openid: string): Buffer => Buffer.from(AAD_CONTEXT + openid.replace(/ +$/, ''), 'utf8');
+
+export class PhoneCipher {
+  private readonly byId: Map<string, KeyObject>;
+  private readonly current: PhoneKey;
+  /**
+   * Phones opened lately, by stored value with its openid, oldest first (PHONE_MEMO_SIZE).
+   * Opening costs ~4 µs of CPU, about a tenth of a cached launch's; the same user's profile is
+   * read again and again while it is active (every launch, every `session` check of a sibling
+   * service). An entry is made only by a successful open of that very value for that very
+   * openid, and a value never changes what it opens to, so a hit answers what opening would:
+   * a value copied to another row is another entry, opened (and refused) afresh.
+   */
+  private readonly recent = new Map<string, { openid: string; phone: string }>();
+
+  /** `keys[0]` seals; all of them open. `memoSize`: how many opened phones to remember (0: none). */
+  constructor(
+    keys: readonly PhoneKey[],
+    private readonly memoSize = 0,
+  ) {
+    if (keys.length === 0) throw new Error('PhoneCipher needs at least one key');
+    this.current = keys[0]!;
+    this.byId = new Map(keys.map((k) => [k.id, k.key]));
+  }
+
+  /** How many opened phones are remembered now (at most PHONE_MEMO_SIZE). */
+  get remembered(): number {
+    return this.recent.size;
+  }
+
+  /** The id of the key that seals. */
+  get currentKeyId(): string {
+    return this.current.id;
+  }
+
+  /** The value to store for `phone` in the row of `openid`. */
+  seal(phone: string, openid: string): string {
+    if (phone === '') return '';
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', this.current.key, iv, { authTagLength: TAG_BYTES });
+    cipher.setAAD(aadOf(openid));
+    const body = Buffer.concat([cipher.update(phone, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+    return `${SEALED_PREFIX}${this.current.id}.${iv.toString('base64url')}.${body.toString('base64url')}`;
+  }
+
+  /**
+   * The phone of a stored value, read in the row of `openid`. Throws UnreadablePhoneError for a
+   * value sealed for another row, altered, or under a key not in PHONE_KEYS.
+   */
+  open(stored: string, openid: string): string {
+    if (!isSealed(stored)) return stored;
+    if (this.memoSize === 0) return this.decrypt(stored, openid);
+    // Keyed by the value alone (no key string to build on the hot path), its openid checked.
+    const known = this.recent.get(stored);
+    if (known !== undefined && known.openid === openid) return known.phone;
+    const phone = this.decrypt(stored, openid);
+    if (known === undefined && this.recent.size >= this.memoSize) this.recent.delete(this.recent.keys().next().value!);
+    this.recent.set(stored, { openid, phone });
+    return phone;
+  }
+
+  private decrypt(stored: string, openid: string): string {
+    const [, id, iv, body] = SEALED.exec(stored) ?? [];
+    if (!body) throw new UnreadablePhoneError('malformed', null);
+    const key = this.byId.get(id!);
+    if (!key) throw new UnreadablePhoneError('unknown key', id!);
+    const bytes = Buffer.from(body, 'base64url');
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv!, 'base64url'), {
+      authTagLength: TAG_BYTES,
+    });
+    decipher.setAAD(aadOf(openid));
+    decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
+    try {
+      return decipher.update(bytes.subarray(0, bytes.length - TAG_BYTES), undefined, 'utf8') + decipher.final('utf8');
+    } catch {
+      throw new UnreadablePhoneError('not this row', id!);
+    }
+  }
+
+  /** Whether `npm run rekey` has work on this value: plain text, or sealed with another key. */
+  needsRekey(stored: string): boolean {
+    if (stored === '') return false;
+    return !isSealed(stored) || !stored.startsWith(`${SEALED_PREFIX}${this.current.id}.`);
+  }
+}
+
+/**
+ * Whether a stored value is sealed (else it is '' or a plain-text phone from before). Plain
+ * phones were at most 32 characters; a sealed value is at least 45 and starts with `v1.`.
+ */
+export function isSealed(stored: string): boolean {
+  return stored.length > 32 && stored.startsWith(SEALED_PREFIX);
+}
