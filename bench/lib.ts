@@ -1,340 +1,284 @@
+/**
+ * What the bench is made of: child processes (started, probed, measured from /proc and stopped
+ * one way), wrk runs, and SCANs of the bench's Redis prefix.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
 import type Redis from 'ioredis';
+import { freePort } from '../test/helpers/redis-server';
 
-// The same helper the tests use to find a spare port.
-export { freePort } from '../test/helpers/redis-server';
-
+export const ROOT = resolve(__dirname, '..');
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export const log = (line: string): void => void process.stderr.write(`${line}\n`);
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+export const benchOpenid = (n: number) => `bench_${n}`;
 
-/** One POST with a JSON body; answers the status and the text. */
-export function postJson(url: string, body: unknown): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const payload = Buffer.from(JSON.stringify(body));
-    const req = request(
-      url,
-      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': payload.length } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
-    req.end(payload);
-  });
+/** Clock ticks a second in /proc (USER_HZ: 100 on every Linux the bench runs on). */
+const CLK_TCK = 100;
+/** /proc of a process that is gone answers nothing (and changes nothing). */
+const tryTo = <T>(f: () => T, otherwise: T) => {
+  try {
+    return f();
+  } catch {
+    return otherwise;
+  }
+};
+export const read = (file: string) => tryTo(() => readFileSync(file, 'utf8'), '');
+const list = (dir: string) => tryTo(() => readdirSync(dir), []);
+/** utime + stime of a process, in clock ticks (0 once it is gone). */
+const ticksOf = (pid: number) => {
+  const rest = read(`/proc/${pid}/stat`).split(') ')[1]?.split(' ') ?? [];
+  return rest.length ? Number(rest[11]) + Number(rest[12]) : 0;
+};
+/** The process and all its descendants (node:cluster workers); a child belongs to the thread that forked it. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    for (const t of list(`/proc/${out[i]}/task`)) {
+      out.push(...read(`/proc/${out[i]}/task/${t}/children`).split(/\s+/).filter(Boolean).map(Number));
+    }
+  }
+  return out;
 }
 
 /**
- * Deletes every key matching a glob (SCAN + UNLINK in batches, never KEYS or FLUSHALL: the
- * Redis is shared). Answers how many were deleted.
+ * A child process of the bench (a server under test, a floor, the attacker): `node <args>` with a
+ * small explicit environment and ports of its own, so it never shares the load generator's
+ * event loop and no NODE_OPTIONS or tsx loader leaks into it. Every one is stopped the same way.
  */
-export async function deleteMatching(redis: Redis, pattern: string): Promise<number> {
-  let cursor = '0';
-  let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 2000);
-    cursor = next;
-    if (keys.length) deleted += await redis.unlink(...keys);
-  } while (cursor !== '0');
-  return deleted;
+export class Proc {
+  static readonly running = new Set<Proc>();
+  readonly name: string;
+  readonly url: string;
+  /** The service's ops port: /readyz and /metrics. */
+  readonly opsUrl: string;
+  /** Lines the process wrote (warnings, crash messages): the count and the first few. */
+  lines = 0;
+  first: string[] = [];
+  /** Largest RSS of one process of its tree since it started (VmHWM, which misses no peak). */
+  peak = 0;
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<unknown>;
+  private readonly waiting = new Map<string, (line: string) => void>();
+
+  private constructor(name: string, args: string[], env: NodeJS.ProcessEnv, port: number, opsPort: number) {
+    this.name = name;
+    this.url = `http://127.0.0.1:${port}`;
+    this.opsUrl = `http://127.0.0.1:${opsPort}`;
+    const ports = { PORT: String(port), HOST: '127.0.0.1', OPS_PORT: String(opsPort), OPS_HOST: '127.0.0.1' };
+    this.child = spawn(process.execPath, args, {
+      cwd: ROOT,
+      env: { ...env, ...ports },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const keep = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        for (const [prefix, done] of this.waiting) if (line.startsWith(prefix)) done(line.slice(prefix.length));
+        this.lines += 1;
+        if (this.first.length < 20) this.first.push(line.slice(0, 300));
+      }
+    };
+    this.child.stdout!.on('data', keep);
+    this.child.stderr!.on('data', keep);
+    this.exited = new Promise((done) => this.child.once('exit', done));
+    Proc.running.add(this);
+  }
+
+  /**
+   * Starts `node <args>`; with a probe, waits until GET answers 200: /readyz on the ops port (the
+   * service), or any path on the port (a floor, which listens once its store answers).
+   */
+  static async start(name: string, args: string[], env: NodeJS.ProcessEnv, probe?: 'ops' | 'api'): Promise<Proc> {
+    const port = await freePort();
+    let opsPort = await freePort();
+    while (opsPort === port) opsPort = await freePort();
+    const proc = new Proc(name, args, env, port, opsPort);
+    const url = probe === 'ops' ? `${proc.opsUrl}/readyz` : `${proc.url}/`;
+    for (const deadline = Date.now() + 60_000; probe; await sleep(100)) {
+      const res = await fetch(url).catch(() => undefined);
+      if (res?.status === 200) break;
+      if (proc.child.exitCode !== null || proc.child.signalCode || Date.now() > deadline) {
+        await proc.stop();
+        throw new Error(
+          `${name} was not ready (exit ${proc.child.exitCode ?? proc.child.signalCode}): ${proc.first.join('\n')}`,
+        );
+      }
+    }
+    return proc;
+  }
+
+  /** The rest of the first line that starts with `prefix`, once it is printed. */
+  line(prefix: string, timeoutMs = 60_000): Promise<string> {
+    return new Promise((done, fail) => {
+      const timer = setTimeout(() => fail(new Error(`${this.name} printed no ${prefix} line`)), timeoutMs);
+      this.waiting.set(prefix, (rest) => (clearTimeout(timer), this.waiting.delete(prefix), done(rest)));
+    });
+  }
+
+  /** CPU time of the process tree so far, in seconds. */
+  cpuSeconds(): number {
+    return processTree(this.child.pid!).reduce((sum, p) => sum + ticksOf(p), 0) / CLK_TCK;
+  }
+
+  /**
+   * Largest RSS of one process of the tree since the last call (VmHWM, reset through
+   * /proc/<pid>/clear_refs), and how many processes the tree has.
+   */
+  rssWindow(): { rss: number; procs: number } {
+    const pids = processTree(this.child.pid!);
+    let rss = 0;
+    for (const pid of pids) {
+      const m = /^VmHWM:\s+(\d+) kB/m.exec(read(`/proc/${pid}/status`));
+      if (m) rss = Math.max(rss, Number(m[1]) * 1024);
+      tryTo(() => writeFileSync(`/proc/${pid}/clear_refs`, '5'), undefined);
+    }
+    this.peak = Math.max(this.peak, rss);
+    return { rss, procs: pids.length };
+  }
+
+  /** What it printed since the last look, if anything, for the log. */
+  news(when: string): void {
+    if (this.lines)
+      log(`  ${this.name} printed ${this.lines} lines ${when}, first: ${this.first.slice(0, 3).join(' | ')}`);
+    this.lines = 0;
+    this.first = [];
+  }
+
+  /** SIGTERM (the service shuts down gracefully), SIGKILL after a grace period. */
+  async stop(graceMs = 10_000): Promise<void> {
+    Proc.running.delete(this);
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+      await this.exited;
+      clearTimeout(timer);
+    }
+  }
 }
 
-/** How many keys match a glob (SCAN; fine for the few hundred thousand keys a bench makes). */
-export async function countMatching(redis: Redis, pattern: string): Promise<number> {
+/**
+ * What wrk sends (bench/wrk/post.lua builds the bodies): loginByOpenid bodies for users picked
+ * at random from `ids` or from lo..hi, or in `ids`' order from `cursor.at` (never twice; the
+ * cursor moves on by what was sent), or update bodies for a random user id in lo..hi.
+ */
+export type Bodies =
+  | { kind: 'pick'; ids: ArrayLike<number> }
+  | { kind: 'range' | 'update'; lo: number; hi: number }
+  | { kind: 'sequence'; ids: ArrayLike<number>; cursor: { at: number; wrapped: boolean } };
+
+export interface Load {
+  requests: number;
+  rps: number;
+  /** Latency percentiles in ms. */
+  p50: number;
+  p99: number;
+  /** Socket errors and timeouts, non-2xx answers, and 2xx answers whose envelope code is not 0. */
+  errors: number;
+  /** CPU wrk itself used, as a share of one core over its life (1 = a whole core). */
+  gen: number;
+}
+
+/** Bodies of a `sequence` handed to one wrk run: more than any run could send in a second. */
+const SEQUENCE_PER_SECOND = 50_000;
+const LUA = join(__dirname, 'wrk', 'post.lua');
+
+/** One wrk run of `seconds` against `url`, in a process of its own (one thread unless told). */
+export async function wrk(url: string, b: Bodies, seconds: number, connections: number, threads = 1): Promise<Load> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'bench-wrk-'));
+  const file = (list: number[]) => (writeFileSync(join(dir, 'ids'), `${list.join('\n')}\n`), join(dir, 'ids'));
+  // The next stretch of a sequence (wrapping round at its end): enough for this run.
+  const window: number[] = [];
+  for (let i = 0; b.kind === 'sequence' && i < Math.min(b.ids.length, SEQUENCE_PER_SECOND * seconds); i++) {
+    window.push(b.ids[(b.cursor.at + i) % b.ids.length]!);
+  }
+  const args =
+    b.kind === 'pick'
+      ? [file(Array.from(b.ids))]
+      : b.kind === 'sequence'
+        ? [file(window), String(threads)]
+        : [String(b.lo), String(b.hi)];
+  const wrkArgs = ['-t', `${threads}`, '-c', `${connections}`, '-d', `${seconds}s`, '--timeout', '10s', '-s', LUA];
+  const started = process.hrtime.bigint();
+  const child = spawn('wrk', [...wrkArgs, url, '--', b.kind, ...args]);
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const code = await new Promise((done, fail) => child.once('error', fail).once('close', done));
+  const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  rmSync(dir, { recursive: true, force: true });
+  const line = /^WRK_JSON (.*)$/m.exec(out);
+  if (code !== 0 || !line) throw new Error(`wrk failed (${code}): ${out}`);
+  const j = JSON.parse(line[1]!) as Record<string, number>;
+  if (b.kind === 'sequence') {
+    const used = Math.min(j.used || j.sent!, window.length);
+    if (j.wrapped || j.sent! > window.length || b.cursor.at + used >= b.ids.length) b.cursor.wrapped = true;
+    b.cursor.at = (b.cursor.at + used) % b.ids.length;
+  }
+  return {
+    requests: j.requests!,
+    rps: j.requests! / (j.duration_us! / 1e6),
+    p50: j.p50! / 1000,
+    p99: j.p99! / 1000,
+    errors: j.connect! + j.read! + j.write! + j.timeout! + j.non2xx! + j.notok!,
+    gen: j.cpu_ticks! / CLK_TCK / wall,
+  };
+}
+
+/** POSTs `body(id)` for every id, `concurrency` at a time, from this process; answers the failures. */
+export async function postEach(url: string, ids: ArrayLike<number>, body: (id: number) => unknown, concurrency = 50) {
+  let next = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (next < ids.length) {
+      const payload = JSON.stringify(body(ids[next++]!));
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
+      if (!(await res.text()).startsWith('{"code":0,')) failed += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return failed;
+}
+
+/** Counts, or deletes, every key matching a glob: SCAN + UNLINK, never KEYS or FLUSHALL (the Redis is shared). */
+export async function scanKeys(redis: Redis, pattern: string, del = false): Promise<number> {
   let cursor = '0';
   let n = 0;
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 2000);
     cursor = next;
-    n += keys.length;
+    n += del && keys.length ? await redis.unlink(...keys) : keys.length;
   } while (cursor !== '0');
   return n;
 }
 
-/** A memory field of /proc/<pid>/status (VmRSS, VmHWM, ...) in bytes, or null once it is gone. */
-function statusBytes(pid: number, field: string): number | null {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** VmRSS of a process in bytes, or null once it is gone. */
-export function rssOf(pid: number): number | null {
-  return statusBytes(pid, 'VmRSS');
-}
-
-/** The process and all its descendants (node:cluster workers are children of the primary). */
-export function processTree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    const p = out[i]!;
-    let tasks: string[];
-    try {
-      tasks = readdirSync(`/proc/${p}/task`);
-    } catch {
-      continue;
-    }
-    // A child belongs to the thread that forked it: read every thread's list.
-    for (const t of tasks) {
-      let children: string;
-      try {
-        children = readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
-      } catch {
-        continue;
-      }
-      for (const c of children.split(/\s+/)) if (c) out.push(Number(c));
-    }
-  }
-  return out;
-}
-
-/**
- * Samples the RSS of every process of a tree every `intervalMs`: the largest single process
- * (the target is per process) and the largest sum, and how many processes the tree had.
- */
-export class RssSampler {
-  /** Largest single process since start, never reset: "through the benchmark". */
-  peakSingle = 0;
-  maxSingle = 0;
-  maxTotal = 0;
-  maxProcesses = 0;
-  private timer?: NodeJS.Timeout;
-
-  constructor(
-    private readonly pid: number,
-    private readonly intervalMs = 100,
-  ) {}
-
-  start(): this {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), this.intervalMs);
-    this.timer.unref();
-    return this;
-  }
-
-  sample(): void {
-    let total = 0;
-    let count = 0;
-    for (const p of processTree(this.pid)) {
-      const rss = rssOf(p);
-      if (rss === null) continue;
-      count += 1;
-      total += rss;
-      if (rss > this.maxSingle) this.maxSingle = rss;
-      if (rss > this.peakSingle) this.peakSingle = rss;
-    }
-    if (total > this.maxTotal) this.maxTotal = total;
-    if (count > this.maxProcesses) this.maxProcesses = count;
-  }
-
-  /** Starts a new measurement window (per scenario), keeping the sampler running. */
-  reset(): void {
-    this.maxSingle = 0;
-    this.maxTotal = 0;
-    this.maxProcesses = 0;
-    this.sample();
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-  }
-}
-
-/**
- * A server under test, run as a child process so it never shares the load generator's event loop.
- * It is given an operations port too (OPS_PORT, OPS_HOST): the service serves /metrics and
- * /readyz there; until it does, `opsGet` falls back to the API port.
- */
-export class ServerProcess {
-  readonly url: string;
-  readonly opsUrl: string;
-  private readonly proc: ChildProcess;
-  private readonly output: string[] = [];
-  private outputLines = 0;
-  private exited: Promise<number | null>;
-  readonly rss: RssSampler;
-
-  constructor(
-    readonly name: string,
-    readonly port: number,
-    opsPort: number,
-    args: string[],
-    env: NodeJS.ProcessEnv,
-    cwd: string,
-  ) {
-    this.url = `http://127.0.0.1:${port}`;
-    this.opsUrl = `http://127.0.0.1:${opsPort}`;
-    this.proc = spawn(process.execPath, args, {
-      cwd,
-      env: { ...env, PORT: String(port), HOST: '127.0.0.1', OPS_PORT: String(opsPort), OPS_HOST: '127.0.0.1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const keep = (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n')) {
-        if (!line) continue;
-        this.outputLines += 1;
-        if (this.output.length < 20) this.output.push(line);
-      }
-    };
-    this.proc.stdout!.on('data', keep);
-    this.proc.stderr!.on('data', keep);
-    this.exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)));
-    this.rss = new RssSampler(this.proc.pid!);
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  /**
-   * The kernel's record of the process's largest RSS (VmHWM), in bytes: unlike the sampler, it
-   * misses no peak while the bench's own event loop is busy driving a surge. 0 once it exited.
-   */
-  get rssHighWater(): number {
-    return statusBytes(this.pid, 'VmHWM') ?? 0;
-  }
-
-  /** Lines the process wrote (logs at warn level and above, crash messages): count and first few. */
-  get log(): { lines: number; first: string[] } {
-    return { lines: this.outputLines, first: [...this.output] };
-  }
-
-  clearLog(): void {
-    this.output.length = 0;
-    this.outputLines = 0;
-  }
-
-  /** Waits until a POST to `probePath` answers HTTP 200 (any envelope code), then samples RSS. */
-  async ready(probePath: string, probeBody: unknown, timeoutMs = 60_000): Promise<this> {
-    const deadline = Date.now() + timeoutMs;
-    let exitCode: number | null | undefined;
-    void this.exited.then((c) => (exitCode = c));
-    while (Date.now() < deadline) {
-      if (exitCode !== undefined) {
-        throw new Error(`${this.name} exited (${exitCode}) before it was ready:\n${this.output.join('\n')}`);
-      }
-      try {
-        const res = await postJson(`${this.url}${probePath}`, probeBody);
-        if (res.status === 200) {
-          this.rss.start();
-          return this;
-        }
-      } catch {
-        // not listening yet
-      }
-      await sleep(100);
-    }
-    throw new Error(`${this.name} was not ready within ${timeoutMs} ms:\n${this.output.join('\n')}`);
-  }
-
-  /**
-   * GET of an operations path (/metrics, /readyz): on the ops port, or on the API port when the
-   * ops port does not answer (a service without the ops listener).
-   */
-  async opsGet(path: string): Promise<Response> {
-    try {
-      return await fetch(`${this.opsUrl}${path}`, { signal: AbortSignal.timeout(5000) });
-    } catch {
-      return fetch(`${this.url}${path}`, { signal: AbortSignal.timeout(5000) });
-    }
-  }
-
-  /** CPU time of the process and its descendants so far, in seconds. */
-  cpuSeconds(): number {
-    return processTree(this.pid).reduce((sum, p) => sum + cpuTicksOf(p), 0) / CLK_TCK;
-  }
-
-  /** SIGTERM (the service shuts down gracefully), SIGKILL after a grace period. */
-  async stop(graceMs = 10_000): Promise<number | null> {
-    this.rss.stop();
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode;
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
-
-export const mb = (bytes: number) => bytes / (1024 * 1024);
-
-/** Clock ticks a second in /proc (USER_HZ: 100 on every Linux the bench runs on). */
-export const CLK_TCK = 100;
-
-/** utime + stime of a process, in clock ticks (0 once it is gone). */
-export function cpuTicksOf(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(rest[11]) + Number(rest[12]);
-  } catch {
-    return 0;
-  }
-}
-
-/** The machine's CPU time so far: all of it and the busy part (not idle, not I/O wait), in ticks. */
+/** The machine's CPU time so far, in ticks: all of it and the busy part (not idle, not I/O wait). */
 function machineTicks(): { total: number; busy: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-  const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const v = read('/proc/stat').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = v.reduce((a, b) => a + b, 0);
   return { total, busy: total - v[3]! - v[4]! };
 }
 
-/** Pids of the shared servers the bench drives (their CPU is the bench's doing). */
-function backendPids(): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
-      if (comm === 'mariadbd' || comm === 'mysqld' || comm === 'redis-server') out.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
 /**
- * How busy the machine was with work that is not the bench's, over one measurement: all busy
- * CPU time minus that of this process and its children (the servers under test) and of
- * MariaDB and Redis, as a share of the machine's capacity (all cores). Other tenants of the
- * shared machine (a test suite in another worktree, say) show up here, and explain odd rounds.
+ * How busy the machine was with work that is not the bench's over one measurement: all busy CPU
+ * minus that of the bench and its children and of the MariaDB and Redis it drives (`backends`),
+ * as a share of all cores. Other tenants of a shared machine show up here, and explain odd rounds.
  */
-export class ForeignCpu {
-  private startMachine = machineTicks();
-  private startOurs = new Map<number, number>();
-  private readonly backends = backendPids();
-
-  constructor() {
-    for (const pid of this.ours()) this.startOurs.set(pid, cpuTicksOf(pid));
-    this.startMachine = machineTicks();
-  }
-
-  private ours(): number[] {
-    return [...processTree(process.pid), ...this.backends];
-  }
-
-  /**
-   * Share (0..1) of the machine's CPU capacity used by others since construction. `exitedSeconds`:
-   * CPU of the bench's own children that have exited meanwhile (wrk), which /proc no longer shows.
-   */
-  stop(exitedSeconds = 0): number {
+export function othersCpu(backends: number[]): (exitedSeconds: number) => number {
+  const ours = () => [...processTree(process.pid), ...backends];
+  const before = new Map(ours().map((pid) => [pid, ticksOf(pid)]));
+  const machine = machineTicks();
+  // `exitedSeconds`: CPU of children that have exited meanwhile (wrk), which /proc no longer shows.
+  return (exitedSeconds) => {
     const end = machineTicks();
-    let ours = exitedSeconds * CLK_TCK;
-    for (const pid of this.ours()) {
-      ours += cpuTicksOf(pid) - (this.startOurs.get(pid) ?? 0);
-    }
-    const total = end.total - this.startMachine.total;
-    const busy = end.busy - this.startMachine.busy;
-    return total > 0 ? Math.max(0, (busy - ours) / total) : 0;
-  }
+    const since = (pid: number) => Math.max(0, ticksOf(pid) - (before.get(pid) ?? 0)); // 0 once it is gone
+    const mine = ours().reduce((sum, pid) => sum + since(pid), exitedSeconds * CLK_TCK);
+    const total = end.total - machine.total;
+    return total > 0 ? Math.max(0, (end.busy - machine.busy - mine) / total) : 0;
+  };
 }

@@ -1,4 +1,4 @@
--- POST bodies for wrk (bench/wrk.ts runs it). Arguments after `--`:
+-- POST bodies for wrk (bench/lib.ts runs it). Arguments after `--`:
 --   pick <file>             {"openid":"bench_<n>"}, n at random among the file's numbers (one a
 --                           line); every request is formatted once, in init, so request() costs
 --                           one table lookup
