@@ -10,20 +10,22 @@ import type { PhoneNumberApi } from '../wechat/phone-number';
 import type { ContentCheck } from './content';
 import type { DateFormatter, User } from './model';
 import type { UserService } from './service';
+import type { Config } from '../config';
 
 export interface ProfileFlowDeps {
   users: Pick<UserService, 'get' | 'update'>;
   phones: Pick<PhoneNumberApi, 'phoneNumber'>;
   media: MediaStore;
   /** The upload bounds of config.media (docs/limits.md). */
-  limits: {
-    avatarMaxBytes: number;
-    uploadsMax: number;
-    uploadsPerUser: number;
-    uploadsPerUserPerMinute: number;
-    uploadMinBytesPerSecond: number;
-    decodeMaxBytes: number;
-  };
+  limits: Pick<
+    Config['media'],
+    | 'avatarMaxBytes'
+    | 'uploadsMax'
+    | 'uploadsPerUser'
+    | 'uploadsPerUserPerMinute'
+    | 'uploadMinBytesPerSecond'
+    | 'decodeMaxBytes'
+  >;
   /** The stored avatar URL of each of these users that exists. */
   avatarsOf(userIds: number[]): Promise<Map<number, string>>;
   /** YYYY-MM-DD HH:mm:ss in TIME_ZONE: the avatar file's time stamp. */
