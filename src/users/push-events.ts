@@ -62,7 +62,7 @@ export function pushEffects(
     // The verdict on an avatar sent to mediaCheckAsync names its image by trace_id, not by user.
     wxa_media_check: async (message) => {
       const refused = await content?.verdictOf(message);
-      if (refused) await rights.withdrawAvatar(refused.openid, refused.user_id, refused.url);
+      if (refused) await rights.withdrawAvatar(refused.user_id, refused.url);
     },
   };
 }

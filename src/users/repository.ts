@@ -213,11 +213,14 @@ export class UserRepository {
    * committed. Returns false when there is no such user. mtime moves forward by at least one
    * second per update, so a client comparing the second-resolution strings always sees it
    * change. Run again whole (`beforeWrite` too) when it was rolled back or lost before COMMIT.
+   * With `precondition`, the patch applies only while the locked row still holds those values
+   * (a verdict on one avatar must not clear the next); false, and nothing written, otherwise.
    */
   async updateProfile(
     id: number,
     patch: RowPatch,
     beforeWrite: (current: Pick<UserRow, 'openid' | 'version' | 'avatar'>) => Promise<void>,
+    precondition?: Pick<UserRow, 'avatar'>,
   ): Promise<boolean> {
     const { sql, values, phoneAt } = writeOf(patch, id);
     return inTransaction(
@@ -226,6 +229,7 @@ export class UserRepository {
       async (query) => {
         const [current] = await query<Pick<UserRow, 'openid' | 'version' | 'avatar'>[]>(LOCK_ROW, [id]);
         if (!current) return false;
+        if (precondition && current.avatar !== precondition.avatar) return false;
         if (phoneAt >= 0) values[phoneAt] = this.phones.seal(values[phoneAt] as string, current.openid);
         // Side by side: no reader sees the changed row before COMMIT, which waits for both. The
         // row lock and the pooled connection (DB_POOL_MAX of them) are held for one round trip

@@ -120,19 +120,14 @@ export class AccountRights {
 
   /**
    * An avatar WeChat's content check refused (push-events.ts, wxa_media_check): cleared to ""
-   * through clearFields while it is still the user's avatar (its file removed there); once
-   * replaced, only its file is removed, if it is one of the user's own and still there. A
-   * repeated verdict finds nothing left to do.
+   * through update's fenced path only while the locked row still holds it, so an upload landing
+   * meanwhile is never the one cleared; the cleared file goes with update's release of a
+   * replaced avatar. Once replaced, only its file is removed, if it is one of the user's own and
+   * still there. A repeated verdict finds nothing left to do.
    */
-  async withdrawAvatar(openid: string, userId: number, url: string): Promise<void> {
+  async withdrawAvatar(userId: number, url: string): Promise<void> {
     const { users, media, logger } = this.deps;
-    let current: string | null = null;
-    try {
-      current = (JSON.parse(await users.get(openid)) as User).avatar;
-    } catch (err) {
-      if (!(err instanceof ServiceError && err.kind === 'notFound')) throw err;
-    }
-    if (current === url) return this.clearFields(openid, ['avatar']);
+    if (await users.update(userId, { avatar: '' }, { avatar: url })) return;
     const file = this.ownAvatarKey(userId, url);
     if (file) {
       await media.remove(file).catch((err: Error) => logger.warn({ err: err.message }, 'refused avatar not removed'));

@@ -320,7 +320,10 @@ export class UserService {
     const { content, repository } = this.deps;
     const nickName = patch.nick_name;
     const avatar = patch.avatar;
-    if (!content?.enabled || (!nickName && !avatar)) return this.update(userId, patch);
+    if (!content?.enabled || (!nickName && !avatar)) {
+      await this.update(userId, patch);
+      return;
+    }
     let openid: string | null;
     try {
       openid = await repository.openidOf(userId);
@@ -337,24 +340,31 @@ export class UserService {
    * Changes a profile. The cache is invalidated (a tombstone at the next version) while the
    * row is locked and before the change is committed; if Redis does not confirm, the update is
    * refused and nothing changes, so an acknowledged update can never be followed by a stale read.
-   * Sessions are left alone.
+   * Sessions are left alone. With `precondition` (the avatar the row must still hold), answers
+   * whether the patch was applied, false when the row no longer holds it or is gone; without
+   * one, a missing user is -4.
    */
-  async update(userId: number, patch: RowPatch): Promise<void> {
+  async update(userId: number, patch: RowPatch, precondition?: Pick<User, 'avatar'>): Promise<boolean> {
     const { repository, cache } = this.deps;
     let found: boolean;
     let changed: string | undefined;
     let replaced: string | undefined;
     try {
-      found = await repository.updateProfile(userId, patch, async ({ openid, version, avatar }) => {
-        changed = openid;
-        if (patch.avatar !== undefined && avatar !== patch.avatar) replaced = avatar;
-        try {
-          await cache.invalidate(openid, version + 1);
-        } catch (err) {
-          void cache.revert(openid, version + 1);
-          throw this.unavailable('redis', 'invalidate', err);
-        }
-      });
+      found = await repository.updateProfile(
+        userId,
+        patch,
+        async ({ openid, version, avatar }) => {
+          changed = openid;
+          if (patch.avatar !== undefined && avatar !== patch.avatar) replaced = avatar;
+          try {
+            await cache.invalidate(openid, version + 1);
+          } catch (err) {
+            void cache.revert(openid, version + 1);
+            throw this.unavailable('redis', 'invalidate', err);
+          }
+        },
+        precondition,
+      );
     } catch (err) {
       if (err instanceof ServiceError) throw err;
       // Applied or not, nobody knows: -2 all the same, and the tombstone written at the new
@@ -364,8 +374,12 @@ export class UserService {
       // A read in flight may hold the row as it was before this update committed.
       if (changed !== undefined) this.endSharing(changed);
     }
-    if (!found) throw noSuchUser();
+    if (!found) {
+      if (precondition) return false;
+      throw noSuchUser();
+    }
     if (replaced !== undefined) await this.deps.onAvatarReplaced?.(userId, replaced);
+    return true;
   }
 
   /** How many phones `npm run rekey` has left: plain text, or sealed with another key. */

@@ -260,8 +260,7 @@ describe("WeChat's content check of nicknames and avatars", function () {
           expect(await db('users').where({ openid }), what).to.deep.equal([]);
           for (const update of [{ nick_name: name }, JSON.stringify({ nick_name: name })]) {
             const res = await service.call('update', { user_id: u.user_id, update });
-            // update's own code for a value that cannot be applied (-4); -1 is the body's.
-            expect(res.body.code, `update: ${what}`).to.equal(-4);
+            expect(res.body.code, `update: ${what}`).to.equal(-1);
           }
         }
       }
@@ -348,6 +347,39 @@ describe("WeChat's content check of nicknames and avatars", function () {
       expect((await svc.call('update', { user_id: u.user_id, update: { avatar: elsewhere } })).body.code).to.equal(0);
       await verdict(await traceOf(second), 'risky');
       expect(await avatarOf(u.openid)).to.equal(elsewhere);
+    });
+
+    it('a verdict racing a replacement clears only the image it judged', async () => {
+      const u = await registered();
+      const judged = await upload(u.token);
+      const traceId = await traceOf(judged);
+      const replacement = `https://example.com/raced-${u.user_id}.png`;
+      // Hold the row while the verdict is on its way, and replace the avatar before letting go:
+      // whatever the verdict read before the lock, it must not clear the replacement.
+      const trx = await db.transaction();
+      try {
+        await trx.raw('SELECT id FROM users WHERE id = ? FOR UPDATE', [u.user_id]);
+        const pushed = pusher.mediaVerdict(traceId, 'risky');
+        // Waiting for the row: a locking read of another connection, still running.
+        await eventually(
+          async () => {
+            const [rows] = (await db.raw(
+              'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST ' +
+                "WHERE id <> CONNECTION_ID() AND command = 'Query' AND info LIKE '%FROM users WHERE id = % FOR UPDATE'",
+            )) as [{ n: number }[]];
+            return Number(rows[0].n) > 0;
+          },
+          5000,
+          20,
+        );
+        await trx('users').where({ id: u.user_id }).update({ avatar: replacement });
+        await trx.commit();
+        expect((await pushed).text).to.equal('success');
+      } finally {
+        if (!trx.isCompleted()) await trx.rollback();
+      }
+      expect((await row(u.openid)).avatar).to.equal(replacement);
+      expect(existsSync(fileOf(judged))).to.equal(false);
     });
 
     it("update's avatar URL and a first login's avatar are checked too; a risky verdict clears the URL", async () => {
