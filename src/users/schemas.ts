@@ -31,6 +31,13 @@ function codePoints(value: string): number {
   return n;
 }
 
+/** Why a name is refused for how it would show (blank, reversed, look-alike), or null. */
+function displayFault(value: string): string | null {
+  if (INVISIBLE.test(value)) return 'contains a zero-width space or a bidirectional control';
+  if (value.trim() === '') return 'is blank';
+  return null;
+}
+
 /**
  * What text() refuses beyond joi's own string rules: the reason, 'max' for too many code
  * points, or null for a good value. One function for the schema and for the patch shortcut.
@@ -41,8 +48,8 @@ function textFault(value: string, max: number, opts: TextOptions = {}): string |
   if (value.includes(REPLACEMENT)) return 'is not valid UTF-8 (it holds U+FFFD)';
   if (opts.noSpaces && WHITESPACE.test(value)) return 'contains white space';
   if (opts.display) {
-    if (INVISIBLE.test(value)) return 'contains a zero-width space or a bidirectional control';
-    if (value.trim() === '') return 'is blank';
+    const shown = displayFault(value);
+    if (shown) return shown;
   }
   if (codePoints(value) > max) return 'max';
   return null;
@@ -420,6 +427,11 @@ export function parsePatch(update: unknown): Partial<Profile> {
   }
   const fast = patchShortcut(value);
   if (fast) return fast;
+  // A name refused for how it would show is -1 here as on login, on every route that stores
+  // one; any other value update cannot apply stays -4 (badUpdate).
+  const name: unknown = (value as { nick_name?: unknown }).nick_name;
+  const shown = typeof name === 'string' ? displayFault(name) : null;
+  if (shown) throw new ServiceError('invalid', `"nick_name" ${shown}`);
   const { error, value: patch } = patchValidator.validate(value);
   if (error) throw new ServiceError('badUpdate', error.message);
   return patch;
