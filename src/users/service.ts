@@ -342,7 +342,7 @@ export class UserService {
    * refused and nothing changes, so an acknowledged update can never be followed by a stale read.
    * Sessions are left alone. With `precondition` (the avatar the row must still hold), answers
    * whether the patch was applied, false when the row no longer holds it or is gone; without
-   * one, a missing user is -4.
+   * one, a missing user is a notFound ServiceError.
    */
   async update(userId: number, patch: RowPatch, precondition?: Pick<User, 'avatar'>): Promise<boolean> {
     const { repository, cache } = this.deps;
