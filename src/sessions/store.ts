@@ -11,7 +11,7 @@ import type { RedisBreaker } from '../redis/breaker';
 import type { RedisClient } from '../redis/client';
 import type { KeyLayout } from '../redis/keys';
 import { MAX_SESSIONS_PER_USER } from './limits';
-import { newToken, slotOf, tailTable } from './token';
+import { isTokenShaped, newToken, slotOf, tailTable } from './token';
 
 // The reading side of sessions, their JSON and their keys are the wechat-user-sessions package
 // (packages/sessions), which sibling services install: what this service writes is what it reads.
@@ -188,6 +188,36 @@ export class SessionStore extends SessionReader {
   /** A session for `openid`, to be stored by issue() or by a script that ends in WRITE_SESSION_LUA. */
   draft(openid: string, nowMs?: number): SessionDraft {
     return draftSession(this.keys, this.settings, openid, nowMs);
+  }
+
+  /**
+   * The key of a token a launch presents, when a session of `openid` could live there: tokens
+   * are minted into the slot of their user's keys, so one elsewhere is not this user's (and
+   * could not share a cluster script with them). Null otherwise, or for no token.
+   */
+  presentedKey(token: string | undefined, openid: string): string | null {
+    if (!isTokenShaped(token)) return null;
+    const key = this.keys.session(token);
+    return slotOf(key) === slotOf(this.keys.userSessions(openid)) ? key : null;
+  }
+
+  /**
+   * The presented token's session kept for a launch of `user`: when it is live and of the same
+   * openid, user_id and unionid, it is slid (verify) and answered; null otherwise, and nothing
+   * changes. The cached launch does the same inside its script (users/cache.ts).
+   */
+  async keep(
+    token: string | undefined,
+    user: { user_id: number; openid: string; unionid: string | null },
+  ): Promise<IssuedSession | null> {
+    if (!this.presentedKey(token, user.openid)) return null;
+    const s = await this.verify(token);
+    const same =
+      s !== null &&
+      s.openid === user.openid &&
+      s.user_id === user.user_id &&
+      unionidLiteral(s.unionid) === unionidLiteral(user.unionid);
+    return same ? { token: token!, expires_at: s.expires_at } : null;
   }
 
   /**

@@ -91,14 +91,39 @@ return 0`;
 // and tail, then WRITE_SESSION_LUA's. On a hit the session is stored with the cached user_id
 // and the user's JSON answered; on a miss (or a tombstone) nothing is written and nil answered;
 // for an openid known to have no user, 0.
-export const LOGIN_LUA = `${WRITE_SESSION_LUA}
+const LOGIN_FIND = `
 local found = redis.call('HMGET', KEYS[1], 'id', 'user', 'absent', 'v', 'u')
 if not found[1] or not found[2] then
   if found[3] and not found[4] then return 0 end
   return false
 end
+`;
+const LOGIN_WRITE = `
 write_session(ARGV[1] .. found[1] .. '${UNIONID_FIELD}' .. (found[5] or 'null') .. ARGV[2], KEYS[2], KEYS[3], 3)
 return found[2]`;
+export const LOGIN_LUA = `${WRITE_SESSION_LUA}${LOGIN_FIND}${LOGIN_WRITE}`;
+
+// LOGIN_LUA for a launch that presents a token: KEYS[4] its session key (in the user's slot),
+// ARGV[11] the openid. When that session is live and of this openid, cached user_id and
+// unionid, its idle timeout slides as the session reader's does and {user JSON, its
+// expires_at} is answered; no new session is stored. Otherwise LOGIN_LUA's answers.
+const LOGIN_KEEPING_LUA = `${WRITE_SESSION_LUA}${LOGIN_FIND}
+local raw = redis.call('GET', KEYS[4])
+if raw then
+  local ok, s = pcall(cjson.decode, raw)
+  if ok and type(s) == 'table' and s.v == 1 and s.openid == ARGV[11] and s.user_id == tonumber(found[1])
+      and type(s.expires_at) == 'number' and type(s.idle_timeout) == 'number' then
+    local u = s.unionid
+    if type(u) == 'string' and u ~= '' then u = cjson.encode(u) else u = 'null' end
+    local left = s.expires_at * 1000 - tonumber(ARGV[6])
+    if u == (found[5] or 'null') and left > 0 then
+      local idle = s.idle_timeout * 1000
+      if idle < left then left = idle end
+      redis.call('PEXPIRE', KEYS[4], math.floor(left))
+      return {found[2], s.expires_at}
+    end
+  end
+end${LOGIN_WRITE}`;
 
 /** LOGIN_LUA as an ioredis command (defineCommand with numberOfKeys 3): the user's JSON, 0 or null. */
 export type LoginCommand = (
@@ -112,6 +137,15 @@ export type LoginCommand = (
 
 interface CacheCommands {
   userCacheLogin: LoginCommand;
+  userCacheLoginKeeping(
+    profile: string,
+    session: string,
+    index: string,
+    presented: string,
+    head: string,
+    tail: string,
+    ...args: [...SessionDraft['args'], openid: string]
+  ): Promise<string | 0 | null | [json: string, expiresAt: number]>;
   userCacheFill(
     key: string,
     version: number,
@@ -184,6 +218,7 @@ export class UserCache {
   ) {
     // defineCommand is idempotent per name; ioredis sends EVALSHA and falls back to EVAL.
     redis.defineCommand('userCacheLogin', { numberOfKeys: 3, lua: LOGIN_LUA });
+    redis.defineCommand('userCacheLoginKeeping', { numberOfKeys: 4, lua: LOGIN_KEEPING_LUA });
     redis.defineCommand('userCacheFill', { numberOfKeys: 1, lua: FILL });
     redis.defineCommand('userCacheFillWithSession', { numberOfKeys: 3, lua: FILL_WITH_SESSION });
     redis.defineCommand('userCacheMarkAbsent', { numberOfKeys: 1, lua: MARK_ABSENT });
@@ -234,6 +269,31 @@ export class UserCache {
       if (json === null) this.events.miss?.();
       else this.events.hit?.();
       return json === 0 ? NO_USER : json;
+    } catch (err) {
+      this.events.error?.('get', err);
+      return null;
+    }
+  }
+
+  /**
+   * getWithSession for a launch that presents the token whose session key is `presented` (in
+   * the user's slot: SessionStore.presentedKey): when it is a live session of this user, it is
+   * slid and kept, `session` is not stored, and its absolute expiry comes with the JSON.
+   */
+  async getKeepingSession(
+    openid: string,
+    presented: string,
+    session: SessionDraft,
+  ): Promise<string | { json: string; keptUntil: number } | typeof NO_USER | null> {
+    try {
+      const { key, index, head, tail, args } = session;
+      const found = await this.breaker.run(() =>
+        this.redis.userCacheLoginKeeping(this.keys.profile(openid), key, index, presented, head, tail, ...args, openid),
+      );
+      if (found === null) this.events.miss?.();
+      else this.events.hit?.();
+      if (found === 0) return NO_USER;
+      return Array.isArray(found) ? { json: found[0], keptUntil: Number(found[1]) } : found;
     } catch (err) {
       this.events.error?.('get', err);
       return null;

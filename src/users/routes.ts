@@ -1,4 +1,4 @@
-import { sessionOf } from '../http/auth';
+import { requestToken, sessionOf } from '../http/auth';
 import { defineRoute, RawJson, type RouteSpec } from '../http/route';
 import { leaveShedder } from '../http/shed';
 import type { ProfileFlows } from './flows';
@@ -43,7 +43,9 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
   return [
     defineRoute({
       name: 'login',
-      summary: 'Register a user (an existing openid answers the stored user, unchanged) and open a session',
+      summary:
+        'Register a user (an existing openid answers the stored user, unchanged) and open a session ' +
+        "(an existing user's live session, presented as Bearer, is kept)",
       input: loginInput,
       output: userSessionOutput,
       codes: { invalid: -1, upstream: -2, other: -2, contentRefused: -11 },
@@ -51,7 +53,8 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
       // A first login may cost two WeChat content checks (the nickname and the avatar), which
       // WeChat meters per app: a client spends its budget twice as fast, as update does.
       rateCost: 2,
-      handle: ({ openid, unionid, js_code: _, ...profile }) => users.register(openid!, profile, unionid),
+      handle: ({ openid, unionid, js_code: _, ...profile }, ctx) =>
+        users.register(openid!, profile, unionid, requestToken(ctx)),
     }),
     defineRoute({
       name: 'getOpenid',
@@ -63,13 +66,16 @@ export function userRoutes(users: UserService, flows: ProfileFlows, accountRight
     }),
     defineRoute({
       name: 'loginByOpenid',
-      summary: 'Log in by openid (or js_code): the user (from the cache when it can) and a new session',
+      summary:
+        'Log in by openid (or js_code): the user (from the cache when it can) and a session: the one ' +
+        'the request presents (Bearer) when it is a live session of this user, kept and slid, else a new one',
       input: identityInput,
       fastInput: openidShortcut(identityInput),
       output: userSessionOutput,
       codes: { invalid: -1, notFound: -2, upstream: -2, other: -2 },
       identifies: true,
-      handle: async ({ openid, unionid }) => new RawJson(await users.loginByOpenid(openid!, unionid)),
+      handle: async ({ openid, unionid }, ctx) =>
+        new RawJson(await users.loginByOpenid(openid!, unionid, requestToken(ctx))),
     }),
     defineRoute({
       name: 'logout',

@@ -110,9 +110,16 @@ export class UserService {
 
   /**
    * Registers the user unless the openid exists; either way answers the stored user and a
-   * session. `unionid` is WeChat's (or the gateway's), when the call proved one.
+   * session: the presented one (the request's token) when it is a live session of this user,
+   * as loginByOpenid keeps it, or else a new one. `unionid` is WeChat's (or the gateway's),
+   * when the call proved one.
    */
-  async register(openid: string, profile: Profile, unionid?: string): Promise<User & Partial<SessionFields>> {
+  async register(
+    openid: string,
+    profile: Profile,
+    unionid?: string,
+    presented?: string,
+  ): Promise<User & Partial<SessionFields>> {
     const { repository, formatDate, content } = this.deps;
     let row: UserRow | undefined;
     let inserted = false;
@@ -140,7 +147,9 @@ export class UserService {
     if (!row) throw this.unavailable('mysql', 'register', new Error('the user could not be read back'));
     if (inserted) content?.checkAvatar({ user_id: row.id, openid }, row.avatar);
     const user = toUser(row, formatDate);
-    const session = await this.tryIssue(openid, row.id, this.rowRead(row));
+    const read = this.rowRead(row);
+    const kept = inserted ? null : await this.tryKeep(presented, openid, read.user, read);
+    const session = kept ?? (await this.tryIssue(openid, row.id, read));
     return session ? { ...user, ...sessionFields(session) } : user;
   }
 
@@ -162,29 +171,63 @@ export class UserService {
 
   /**
    * The hot path of every mini-program launch: the user as JSON (from the cache when it can)
-   * with a new session. Without Redis the answer has no token rather than no user.
+   * with a session. A launch that presents a live session of this very user (`presented`, the
+   * request's token) keeps it, slid, and no new one is stored: a user who launches every day
+   * holds one session, not one per launch. Without Redis the answer has no token rather than
+   * no user.
    */
-  async loginByOpenid(openid: string, unionid?: string): Promise<string> {
+  async loginByOpenid(openid: string, unionid?: string, presented?: string): Promise<string> {
+    const { sessions, cache } = this.deps;
     if (unionid) {
       // A proven login (js_code, gateway) may bring a unionid the row does not have yet: one
       // more read, paid only by such logins, keeps the plain launch at one round trip.
       const known = await this.findCached(openid);
       if (known.unionid !== unionid) await this.rememberUnionid(known.userId, unionid);
     }
-    // A hit costs one Redis round trip: the script that reads the profile stores the session.
-    const draft = this.deps.sessions.draft(openid);
-    const cached = await this.deps.cache.getWithSession(openid, draft);
+    // A hit costs one Redis round trip: the script that reads the profile keeps the presented
+    // session or stores the new one.
+    const draft = sessions.draft(openid);
+    const presentedKey = sessions.presentedKey(presented, openid);
+    const cached = presentedKey
+      ? await cache.getKeepingSession(openid, presentedKey, draft)
+      : await cache.getWithSession(openid, draft);
     if (cached === NO_USER) throw noSuchUser();
     // The session is stored by then: a phone that does not open leaves it unanswered, harmless.
-    if (cached !== null) return extendJson(this.opened(openid, cached, null), sessionFields(draft));
+    if (typeof cached === 'string') return extendJson(this.opened(openid, cached, null), sessionFields(draft));
+    if (cached !== null) {
+      const kept = { token: presented!, expires_at: cached.keptUntil };
+      return extendJson(this.opened(openid, cached.json, null), sessionFields(kept));
+    }
     // A miss: the caller that read the row fills the cache in the script that stores its session.
     const { user, answer, read, filled } = await this.loadOnce(openid);
     try {
-      const session = await this.tryIssue(openid, user.userId, read, draft);
+      const kept = presentedKey ? await this.tryKeep(presented, openid, user, read) : null;
+      const session = kept ?? (await this.tryIssue(openid, user.userId, read, draft));
       return session ? extendJson(answer, sessionFields(session)) : answer;
     } finally {
       filled?.();
     }
+  }
+
+  /**
+   * The presented session, kept for this user (SessionStore.keep), and the row just read
+   * cached beside it; null when it is not the user's, or Redis cannot tell (a new one then).
+   */
+  private async tryKeep(
+    token: string | undefined,
+    openid: string,
+    user: CachedUser,
+    read?: RowRead,
+  ): Promise<IssuedSession | null> {
+    if (token === undefined) return null;
+    let kept: IssuedSession | null;
+    try {
+      kept = await this.deps.sessions.keep(token, { user_id: user.userId, openid, unionid: user.unionid });
+    } catch {
+      return null;
+    }
+    if (kept && read) await this.deps.cache.fill(openid, read.version, read.user);
+    return kept;
   }
 
   /** The user as JSON, from the cache or else from MySQL (then cached). */

@@ -48,12 +48,22 @@ describe('Redis Cluster (3 masters owned by this test)', function () {
     const client = new Cluster(clusterNodes(cluster.nodes.split(',')));
     try {
       const openids = Array.from({ length: 30 }, () => newOpenid());
+      let previous: string | undefined;
       for (const openid of openids) {
         const login = await svc.call('login', loginBody(openid, { nick_name: '集群' }));
         expect(login.body.code).to.equal(0);
         const again = await svc.call('loginByOpenid', { openid });
         expect(again.body.data.token).to.be.a('string');
         expect((await svc.call('session', { token: again.body.data.token })).body.data.openid).to.equal(openid);
+        // A launch keeps its own token (one script on the user's master); another user's,
+        // minted in another slot, is a new session rather than a cross-slot error.
+        const bearer = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });
+        const kept = await svc.call('loginByOpenid', { openid }, bearer(again.body.data.token));
+        expect(kept.body.data.token).to.equal(again.body.data.token);
+        const foreign = await svc.call('loginByOpenid', { openid }, bearer(previous ?? kept.body.data.token));
+        expect(foreign.body.code, foreign.body.msg).to.equal(0);
+        if (previous) expect(foreign.body.data.token).to.not.equal(previous);
+        previous = kept.body.data.token;
       }
       const keys = keyLayout(prefix);
       const holders = new Set<string>();
