@@ -14,6 +14,12 @@ import { spawnService, type SpawnedService } from '../helpers/spawned-service';
 
 const ROOT = join(__dirname, '..', '..');
 const RSS_TARGET = 150e6;
+/**
+ * Room kept under it (issue 31): a process that ends an attack within a few MB of its bound has
+ * none left for what the attack did not try. The peak counts from the process's start, warm-up
+ * and first WeChat call included (docs/scaling.md, "Memory and the Node flags").
+ */
+const HEADROOM = 15e6;
 const JSON_TYPE = { 'content-type': 'application/json' };
 
 /** The process's resident set now and at its peak (VmRSS, VmHWM), in bytes. */
@@ -64,7 +70,7 @@ describe('the real service under attack (production node flags)', function () {
     await wechat?.stop();
   });
 
-  it('stays alive and under 150 MB, and a loginByOpenid every 100 ms answers 0 within a second', async () => {
+  it('stays alive and 15 MB under its 150 MB, and a loginByOpenid every 100 ms answers 0 within a second', async () => {
     // getOpenid waits 500 ms on this WeChat: the storm's requests stay in flight.
     wechat = await new FakeWechat().start();
     wechat.on('slow', { delayMs: 500, body: { openid: 'slow-openid', session_key: 'k' } });
@@ -179,7 +185,7 @@ describe('the real service under attack (production node flags)', function () {
     const last = during('after');
     expect(last.length).to.be.at.least(5);
     for (const p of last) expect(p.code).to.equal(0);
-    expect(peakRss).to.be.below(RSS_TARGET);
-    expect(peak).to.be.below(RSS_TARGET);
+    expect(peakRss).to.be.below(RSS_TARGET - HEADROOM);
+    expect(peak).to.be.below(RSS_TARGET - HEADROOM);
   });
 });
