@@ -131,6 +131,39 @@ describe('bodies the service does not read to their end (lingering close, the re
     });
   }
 
+  it(`lingers on at most ${LINGER.maxConnections} connections of the process at once; the others close at their answer`, async () => {
+    const { port } = new URL(svc.url);
+    // A body that keeps coming slowly after its answer: a lingering connection stays until
+    // LINGER.maxMs, one closed at its answer ends at once.
+    const trickle = () =>
+      new Promise<{ answeredAt: number; closedAt: number }>((resolve) => {
+        const socket = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
+        let answeredAt = NaN;
+        socket.on('connect', () => {
+          socket.write(
+            'POST /service/user/get HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n' +
+              `Content-Length: ${GB}\r\n\r\n`,
+          );
+          socket.write(Buffer.alloc(1024, 0x61));
+        });
+        const drip = setInterval(() => !socket.destroyed && socket.write(Buffer.alloc(1024, 0x61)), 100);
+        socket.on('data', () => (answeredAt = Number.isNaN(answeredAt) ? performance.now() : answeredAt));
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          clearInterval(drip);
+          resolve({ answeredAt, closedAt: performance.now() });
+        });
+      });
+    const before = await scrape(svc.opsUrl);
+    const all = await Promise.all(Array.from({ length: 3 * LINGER.maxConnections }, trickle));
+    const lingered = all.filter((c) => c.closedAt - c.answeredAt > 1000).length;
+    expect(all.every((c) => !Number.isNaN(c.answeredAt))).to.equal(true);
+    expect(lingered).to.be.at.least(1).and.at.most(LINGER.maxConnections);
+    expect(all.length - lingered, 'closed at their answer').to.be.at.least(2 * LINGER.maxConnections);
+    const cut = (s: typeof before) => s.value('user_service_http_unread_bodies_total', { outcome: 'cut' });
+    expect(cut(await scrape(svc.opsUrl)) - cut(before)).to.equal(lingered);
+  });
+
   it('counts 1,000 aborted JSON bodies on /metrics and writes no warning or error line for them', async () => {
     const before = await scrape(svc.opsUrl);
     const seen = svc.logs.length;
