@@ -230,19 +230,24 @@ export async function wrk(url: string, b: Bodies, seconds: number, connections: 
   };
 }
 
-/** POSTs `body(id)` for every id, `concurrency` at a time, from this process; answers the failures. */
-export async function postEach(url: string, ids: ArrayLike<number>, body: (id: number) => unknown, concurrency = 50) {
+/**
+ * loginByOpenid (`url`) for every user of `ids`, 50 at a time, from this process, the i-th with
+ * `token[i]`, if any, as its Authorization: the token of each answer (none: it failed).
+ */
+export async function launch(url: string, ids: ArrayLike<number>, token: (string | undefined)[] = []) {
   let next = 0;
-  let failed = 0;
+  const tokens: (string | undefined)[] = [];
   const worker = async () => {
     while (next < ids.length) {
-      const payload = JSON.stringify(body(ids[next++]!));
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
-      if (!(await res.text()).startsWith('{"code":0,')) failed += 1;
+      const i = next++;
+      const t = token[i];
+      const headers = { 'content-type': 'application/json', ...(t && { authorization: `Bearer ${t}` }) };
+      const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ openid: benchOpenid(ids[i]!) }) });
+      tokens[i] = /^{"code":0,.*"token":"([^"]+)"/.exec(await res.text())?.[1];
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return failed;
+  await Promise.all(Array.from({ length: 50 }, worker));
+  return tokens;
 }
 
 /** Counts, or deletes, every key matching a glob: SCAN + UNLINK, never KEYS or FLUSHALL (the Redis is shared). */

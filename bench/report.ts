@@ -25,6 +25,8 @@ export interface Round extends Load {
 export interface Row {
   name: string;
   rounds: Round[];
+  /** What a row measured without wrk (no rounds) counted. */
+  facts?: Facts;
 }
 /** The options of a run (see run.ts) that its report shows. */
 export interface Options {
@@ -102,7 +104,7 @@ export function ratio(row?: Row, base?: Row): { rps: number; p99: number } {
 
 /** Others' share of the machine above which a run's numbers say more about them than about the service. */
 const DISTURBED = 0.25;
-const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
+export const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
 
 export function section(report: RunReport, defs: RowDef[]): string {
   const def = (name: string) => defs.find((d) => d.name === name);
@@ -124,6 +126,8 @@ export function section(report: RunReport, defs: RowDef[]): string {
   const reported: string[] = [];
   for (const row of report.rows) {
     const d = def(row.name) ?? { name: row.name };
+    if (d.reported) reported.push(`- ${d.reported(row, of)}`);
+    if (!row.rounds.length) continue;
     const s = stat(row);
     const q = ratio(row, d.vs ? of(d.vs) : undefined);
     const note = typeof d.note === 'function' ? d.note(row, report.load) : d.note;
@@ -134,7 +138,6 @@ export function section(report: RunReport, defs: RowDef[]): string {
         `${target} | ${pct(s.cpu)} / ${pct(s.gen)}${s.beside === undefined ? '' : ` + ${d.by ?? 'beside'} ${pct(s.beside)}`} | ` +
         `${(s.rss / 2 ** 20).toFixed(0)} | ${fmt(s.gcs, 1)} |`,
     );
-    if (d.reported) reported.push(`- ${d.reported(row, of)}`);
   }
   const gen = Math.max(...report.rows.flatMap((r) => r.rounds.map((x) => x.gen)));
   const { max, during } = report.rss;
