@@ -14,11 +14,12 @@ import sharp from 'sharp';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
 import { galeraMissing, TestGaleraCluster } from '../test/helpers/galera-cluster';
+import { scrape } from '../test/helpers/metrics';
 import { keyLayout } from '../src/redis/keys';
-import { benchOpenid, launch, log, othersCpu, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
+import { benchOpenid, launch, log, mib, othersCpu, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
 import type { Bodies, Load } from './lib';
 import { formatProfile, summarizeProfile } from './profile';
-import { fmt, mib, ratio, section, stat, verdict, writeBenchmarks } from './report';
+import { fmt, ratio, section, stat, verdict, writeBenchmarks } from './report';
 import type { Facts, Options, Row, RowDef, Round, Target } from './report';
 import { BENCH_PHONE_KEYS, bufferPool, seed } from './setup';
 
@@ -104,25 +105,18 @@ const BODIES = {
   galeraUpdates: () => ({ kind: 'update', ...galera!.ids! }),
 } satisfies Record<string, () => Bodies>;
 
-/** The servers, each started when a scenario first needs it and kept up (an idle one costs no CPU). */
+/** Each started when a scenario first needs it and kept up (an idle one costs no CPU); `x floor`: bench/floors.ts x. */
 const SERVERS: Record<string, () => Promise<Proc>> = {
   service: () => startService('service WORKERS=1', 1, opts.serviceFlags),
   service2: () => startService('service WORKERS=2', 2),
-  redisFloor: () => startFloor('redis'),
-  pipelineFloor: () => startFloor('pipeline'),
-  koaFloor: () => startFloor('koa'),
-  mysqlFloor: () => startFloor('mysql'),
-  updateFloor: () => startFloor('update'),
   galeraService: async () => startService('service via HAProxy', 1, [], await viaGalera()),
   galeraFloor: async () => startFloor('update', await viaGalera(), 'update floor via HAProxy'),
 };
-/** Services whose largest process is held to the 150 MB target (the surge's fresh one is not). */
-const RSS_TARGET = ['service', 'service2'];
 const servers: Record<string, Proc> = {};
-const server = async (key: string) => (servers[key] ??= await SERVERS[key]!());
+const server = async (key: string) => (servers[key] ??= await (SERVERS[key]?.() ?? startFloor(key.split(' ')[0]!)));
 
 interface Scenario extends RowDef {
-  /** The server it loads: a key of SERVERS (default service), or one its `before` puts in `servers`. */
+  /** The server it loads (see SERVERS; default service), or one its `before` puts in `servers`. */
   server?: string;
   path?: string;
   /** What wrk sends (default cached). */
@@ -243,24 +237,19 @@ const missRate = (row: Row) =>
   (sum(row, 'wrapped') ? ', wrapped' : '');
 
 /**
- * A week of launches, 3 a day for 7 days, by `--week-users` users of whom Redis holds nothing at
- * first, every user's launch k before anyone's k + 1; the client sends the token of its last
- * answer (`keep`) or none. What it leaves in Redis is summed by MEMORY USAGE over those users'
- * keys: on a shared Redis, used_memory (beside it) moves with every other key. No time passes: in
- * a real week the sessions' absolute expiry (SESSION_TTL_SECONDS, 7 days) ends a kept one once at most.
+ * A week of launches (3 a day for 7 days, no time passing) by `--week-users` users Redis holds nothing of
+ * at first, launch k of all before k + 1 of any, the client sending its last token (`keep`) or none.
  */
 const LAUNCHES = 21;
 const keys = keyLayout(P);
 const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
-/** Bytes of the keys by MEMORY USAGE: key, value, its entry in the keyspace (every member of a set). */
-const usage = async (list: string[]) => {
+const bytesOf = async (list: string[]) => {
   const each = await Promise.all(list.map((k) => redis.memory('USAGE', k, 'SAMPLES', 0)));
   return each.reduce<number>((a, b) => a + (b ?? 0), 0);
 };
 const week = (keep: boolean) => async (service: Proc) => {
   const users = perm.subarray(opts.users - opts.weekUsers);
   const openids = Array.from(users, benchOpenid);
-  log(`  ${fmt(users.length)} users × ${LAUNCHES} launches, ${keep ? 'keeping' : 'dropping'} their tokens`);
   await Promise.all(openids.map((o) => redis.unlink(keys.profile(o))));
   await cleanSessions();
   await settle();
@@ -276,21 +265,21 @@ const week = (keep: boolean) => async (service: Proc) => {
   const indexes = openids.map(keys.userSessions);
   const live = (await Promise.all(indexes.map((k) => redis.zrange(k, 0, -1)))).flat();
   const facts = {
-    ...{ users: users.length, failed, grown, live: live.length, indexes: await usage(indexes) },
-    ...{ profiles: await usage(openids.map(keys.profile)), sessions: await usage(live.map(keys.session)) },
+    ...{ keep: Number(keep), users: users.length, failed, grown, live: live.length, indexes: await bytesOf(indexes) },
+    ...{ profiles: await bytesOf(openids.map(keys.profile)), sessions: await bytesOf(live.map(keys.session)) },
   };
   await cleanSessions();
   return facts;
 };
-const weekLine = (target?: number) => (row: Row) => {
-  const { users, failed, grown, live, profiles, indexes, sessions } = row.facts as Record<string, number>;
+const weekLine = (row: Row) => {
+  const { keep, users, failed, grown, live, profiles, indexes, sessions } = row.facts as Record<string, number>;
   const per = (n: number) => fmt(n / users);
   const bytes = profiles + indexes + sessions;
   return (
-    `${row.name} (${fmt(users)} users × ${LAUNCHES} launches, no time passing, ${fmt(failed)} failed): ${per(bytes)} B ` +
-    `of Redis a user (profile ${per(profiles)}, session index ${per(indexes)}, sessions ${per(sessions)}; used_memory ` +
-    `grew ${per(grown)}), ${fmt(live / users, 2)} live sessions a user` +
-    (target ? `; ≤ 1 KB a user: ${verdict(bytes / users <= target)}` : '')
+    `${row.name} (${fmt(users)} users × ${LAUNCHES} launches, no time passing, ${fmt(failed)} failed): ` +
+    `${per(bytes)} B of Redis a user (profile ${per(profiles)}, session index ${per(indexes)}, sessions ` +
+    `${per(sessions)}; used_memory grew ${per(grown)}), ${fmt(live / users, 2)} live sessions a user` +
+    (keep ? `; ≤ 1 KB a user: ${verdict(bytes / users <= 1024)}` : '')
   );
 };
 
@@ -303,9 +292,9 @@ const weekLine = (target?: number) => (row: Row) => {
 const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
   {
     floors: [
-      { name: REDIS_FLOOR, short: 'Redis floor', server: 'redisFloor', scale: 'gauge' },
-      { name: 'floor: node:http + ioredis pipeline', note: 'for reference', server: 'pipelineFloor', vs: REDIS_FLOOR },
-      { name: 'floor: Koa + @koa/router + ioredis', note: "the framework's ceiling", server: 'koaFloor',
+      { name: REDIS_FLOOR, short: 'Redis floor', server: 'redis floor', scale: 'gauge' },
+      { name: 'floor: node:http + ioredis pipeline', note: 'for reference', server: 'pipeline floor', vs: REDIS_FLOOR },
+      { name: 'floor: Koa + @koa/router + ioredis', note: "the framework's ceiling", server: 'koa floor',
         vs: REDIS_FLOOR, reported: koaLine },
     ],
     paths: [
@@ -322,14 +311,14 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
     ],
   },
   {
-    floors: [{ name: MYSQL_FLOOR, short: 'MySQL floor', server: 'mysqlFloor', bodies: 'anyUser', scale: 'reference' }],
+    floors: [{ name: MYSQL_FLOOR, short: 'MySQL floor', server: 'mysql floor', bodies: 'anyUser', scale: 'reference' }],
     paths: [
       { name: 'loginByOpenid uncached', note: missRate, bodies: 'outside', vs: MYSQL_FLOOR, target: atLeast(0.8),
         scale: 'judged', before: dropProfiles, measured: emptyCache, after: misses },
     ],
   },
   {
-    floors: [{ name: TXN_FLOOR, short: 'txn floor', server: 'updateFloor', path: UPDATE, bodies: 'updates' }],
+    floors: [{ name: TXN_FLOOR, short: 'txn floor', server: 'update floor', path: UPDATE, bodies: 'updates' }],
     paths: [
       { name: 'update nick_name', note: 'random users', path: UPDATE, bodies: 'updates', vs: TXN_FLOOR,
         target: atLeast(0.7) },
@@ -345,8 +334,8 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
   {
     floors: [],
     paths: [
-      { name: 'week of launches, client keeps its token', skip: !opts.weekUsers, run: week(true), reported: weekLine(1024) },
-      { name: 'week of launches, client drops its token', skip: !opts.weekUsers, run: week(false), reported: weekLine() },
+      { name: 'week of launches, client keeps its token', skip: !opts.weekUsers, run: week(true), reported: weekLine },
+      { name: 'week of launches, client drops its token', skip: !opts.weekUsers, run: week(false), reported: weekLine },
     ],
   },
 ];
@@ -366,11 +355,8 @@ const stop = async (proc: Proc) => {
 };
 
 /** Mark-compacts so far (prom-client's GC histogram on the ops port); pretenured sites run several a second. */
-async function fullGcs(proc: Proc): Promise<number | undefined> {
-  const res = await fetch(`${proc.opsUrl}/metrics`).catch(() => undefined);
-  const m = /^nodejs_gc_duration_seconds_count\{kind="major"\} (\S+)$/m.exec((await res?.text()) ?? '');
-  return res?.status === 200 ? Number(m?.[1] ?? 0) : undefined;
-}
+const fullGcs = async (proc: Proc) =>
+  (await scrape(proc.opsUrl).catch(() => undefined))?.value('nodejs_gc_duration_seconds_count', { kind: 'major' });
 
 /** loginByOpenid once per working-set user, so the cached scenarios find them in Redis. */
 async function warmCache(service: Proc) {
@@ -393,7 +379,8 @@ async function measure(s: Scenario) {
   if (beside) await beside.line('READY');
   if (opts.warmup) await wrk(url, BODIES[s.bodies ?? 'cached'](), opts.warmup, opts.connections);
   await s.measured?.();
-  const heldToTarget = RSS_TARGET.some((k) => servers[k] === proc);
+  // Services whose largest process is held to the 150 MB target (the surge's fresh one is not).
+  const heldToTarget = proc === servers.service || proc === servers.service2;
   const peak = (at: number, during: string) => heldToTarget && at > rss.max && Object.assign(rss, { max: at, during });
   peak(proc.rssWindow().rss, `a warm-up or cache fill before ${s.name}`);
   const gcs0 = proc === servers.service || proc === servers.fresh ? await fullGcs(proc) : undefined;
@@ -470,8 +457,7 @@ async function main(): Promise<void> {
   }
   const url = `${String(v.mysql).replace(/\/+$/, '')}/user_service_bench_${opts.users}`;
   const db = { url, poolMax: 10, acquireTimeoutMs: 10_000 };
-  const seeded = await seed(db, opts.users, Boolean(v.reseed));
-  ids = seeded;
+  const seeded = (ids = await seed(db, opts.users, Boolean(v.reseed)));
   const connect = () => mysql.createConnection(parseDatabaseUrl(db.url));
   const conn = await connect();
   const query = 'SELECT VERSION() AS version, @@pid_file AS pidFile';
@@ -530,11 +516,10 @@ async function main(): Promise<void> {
     const { scenario, file: cpuprofile, summary } = profiled!;
     return void process.stdout.write(`\n${scenario}: ${cpuprofile}\n${formatProfile(summary)}\n`);
   }
-  const cpus = os.cpus();
   const report = {
     users: opts.users,
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-    machine: `${cpus.length} cores (${cpus[0]?.model.trim()}) · Node ${process.version} · MariaDB ${version} · Redis ${redisVersion} · ${pool.text}`,
+    machine: `${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}) · Node ${process.version} · MariaDB ${version} · Redis ${redisVersion} · ${pool.text}`,
     load: opts,
     seedSeconds: seeded.seconds,
     rows: [...rows.values()],
