@@ -103,9 +103,8 @@ void Promise.race([opening, new Promise((resolve) => setTimeout(resolve, 5000))]
     for (; owed < due; owed++) {
       const idle = senders.find((s) => !s.busy && !s.socket.connecting && s.socket.writable);
       if (!idle) {
-        stats.late += due - owed;
-        owed = due;
-        break;
+        stats.late += 1;
+        continue;
       }
       idle.busy = true;
       idle.socket.write(request);

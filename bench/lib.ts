@@ -18,6 +18,7 @@ export const median = (xs: number[]) => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 export const benchOpenid = (n: number) => `bench_${n}`;
+export const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 /** Clock ticks a second in /proc (USER_HZ: 100 on every Linux the bench runs on). */
 const CLK_TCK = 100;
@@ -39,11 +40,9 @@ const ticksOf = (pid: number) => {
 /** The process and all its descendants (node:cluster workers); a child belongs to the thread that forked it. */
 function processTree(pid: number): number[] {
   const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    for (const t of list(`/proc/${out[i]}/task`)) {
+  for (let i = 0; i < out.length; i++)
+    for (const t of list(`/proc/${out[i]}/task`))
       out.push(...read(`/proc/${out[i]}/task/${t}/children`).split(/\s+/).filter(Boolean).map(Number));
-    }
-  }
   return out;
 }
 
@@ -84,8 +83,7 @@ export class Proc {
         if (this.first.length < 20) this.first.push(line.slice(0, 300));
       }
     };
-    this.child.stdout!.on('data', keep);
-    this.child.stderr!.on('data', keep);
+    for (const out of [this.child.stdout!, this.child.stderr!]) out.on('data', keep);
     this.exited = new Promise((done) => this.child.once('exit', done));
     Proc.running.add(this);
   }
@@ -103,11 +101,10 @@ export class Proc {
     for (const deadline = Date.now() + 60_000; probe; await sleep(100)) {
       const res = await fetch(url).catch(() => undefined);
       if (res?.status === 200) break;
-      if (proc.child.exitCode !== null || proc.child.signalCode || Date.now() > deadline) {
+      const exit = proc.child.exitCode ?? proc.child.signalCode;
+      if (exit !== null || Date.now() > deadline) {
         await proc.stop();
-        throw new Error(
-          `${name} was not ready (exit ${proc.child.exitCode ?? proc.child.signalCode}): ${proc.first.join('\n')}`,
-        );
+        throw new Error(`${name} was not ready (exit ${exit}): ${proc.first.join('\n')}`);
       }
     }
     return proc;
@@ -153,12 +150,11 @@ export class Proc {
   /** SIGTERM (the service shuts down gracefully), SIGKILL after a grace period. */
   async stop(graceMs = 10_000): Promise<void> {
     Proc.running.delete(this);
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill('SIGTERM');
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-      await this.exited;
-      clearTimeout(timer);
-    }
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
   }
 }
 
@@ -172,31 +168,21 @@ export type Bodies =
   | { kind: 'range' | 'update'; lo: number; hi: number }
   | { kind: 'sequence'; ids: ArrayLike<number>; cursor: { at: number; wrapped: boolean } };
 
-export interface Load {
-  requests: number;
-  rps: number;
-  /** Latency percentiles in ms. */
-  p50: number;
-  p99: number;
-  /** Socket errors and timeouts, non-2xx answers, and 2xx answers whose envelope code is not 0. */
-  errors: number;
-  /** CPU wrk itself used, as a share of one core over its life (1 = a whole core). */
-  gen: number;
-}
+/** What one wrk run measured. */
+export type Load = Awaited<ReturnType<typeof wrk>>;
 
 /** Bodies of a `sequence` handed to one wrk run: more than any run could send in a second. */
 const SEQUENCE_PER_SECOND = 50_000;
 const LUA = join(__dirname, 'wrk', 'post.lua');
 
 /** One wrk run of `seconds` against `url`, in a process of its own (one thread unless told). */
-export async function wrk(url: string, b: Bodies, seconds: number, connections: number, threads = 1): Promise<Load> {
+export async function wrk(url: string, b: Bodies, seconds: number, connections: number, threads = 1) {
   const dir = mkdtempSync(join(os.tmpdir(), 'bench-wrk-'));
   const file = (list: number[]) => (writeFileSync(join(dir, 'ids'), `${list.join('\n')}\n`), join(dir, 'ids'));
   // The next stretch of a sequence (wrapping round at its end): enough for this run.
   const window: number[] = [];
-  for (let i = 0; b.kind === 'sequence' && i < Math.min(b.ids.length, SEQUENCE_PER_SECOND * seconds); i++) {
+  for (let i = 0; b.kind === 'sequence' && i < Math.min(b.ids.length, SEQUENCE_PER_SECOND * seconds); i++)
     window.push(b.ids[(b.cursor.at + i) % b.ids.length]!);
-  }
   const args =
     b.kind === 'pick'
       ? [file(Array.from(b.ids))]
@@ -207,8 +193,7 @@ export async function wrk(url: string, b: Bodies, seconds: number, connections: 
   const started = process.hrtime.bigint();
   const child = spawn('wrk', [...wrkArgs, url, '--', b.kind, ...args]);
   let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  for (const s of [child.stdout, child.stderr]) s.on('data', (c: Buffer) => (out += c.toString()));
   const code = await new Promise((done, fail) => child.once('error', fail).once('close', done));
   const wall = Number(process.hrtime.bigint() - started) / 1e9;
   rmSync(dir, { recursive: true, force: true });
@@ -223,37 +208,39 @@ export async function wrk(url: string, b: Bodies, seconds: number, connections: 
   return {
     requests: j.requests!,
     rps: j.requests! / (j.duration_us! / 1e6),
+    /** Latency percentiles in ms. */
     p50: j.p50! / 1000,
     p99: j.p99! / 1000,
+    /** Socket errors and timeouts, non-2xx answers, and 2xx answers whose envelope code is not 0. */
     errors: j.connect! + j.read! + j.write! + j.timeout! + j.non2xx! + j.notok!,
+    /** CPU wrk itself used, as a share of one core over its life (1 = a whole core). */
     gen: j.cpu_ticks! / CLK_TCK / wall,
   };
 }
 
-/** POSTs `body(id)` for every id, `concurrency` at a time, from this process; answers the failures. */
-export async function postEach(url: string, ids: ArrayLike<number>, body: (id: number) => unknown, concurrency = 50) {
+/**
+ * loginByOpenid (`url`) for every user of `ids`, 50 at a time, from this process, the i-th with
+ * `token[i]`, if any, as its Authorization: the token of each answer (none: it failed).
+ */
+export async function launch(url: string, ids: ArrayLike<number>, token: (string | undefined)[] = []) {
   let next = 0;
-  let failed = 0;
+  const tokens: (string | undefined)[] = [];
   const worker = async () => {
-    while (next < ids.length) {
-      const payload = JSON.stringify(body(ids[next++]!));
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
-      if (!(await res.text()).startsWith('{"code":0,')) failed += 1;
+    for (let i = next++; i < ids.length; i = next++) {
+      const headers = { 'content-type': 'application/json', ...(token[i] && { authorization: `Bearer ${token[i]}` }) };
+      const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ openid: benchOpenid(ids[i]!) }) });
+      tokens[i] = /^{"code":0,.*"token":"([^"]+)"/.exec(await res.text())?.[1];
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return failed;
+  await Promise.all(Array.from({ length: 50 }, worker));
+  return tokens;
 }
 
 /** Counts, or deletes, every key matching a glob: SCAN + UNLINK, never KEYS or FLUSHALL (the Redis is shared). */
 export async function scanKeys(redis: Redis, pattern: string, del = false): Promise<number> {
-  let cursor = '0';
   let n = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 2000);
-    cursor = next;
+  for await (const keys of redis.scanStream({ match: pattern, count: 2000 }) as AsyncIterable<string[]>)
     n += del && keys.length ? await redis.unlink(...keys) : keys.length;
-  } while (cursor !== '0');
   return n;
 }
 

@@ -1,13 +1,8 @@
 /** Where a process's CPU went, from a V8 .cpuprofile (node --cpu-prof): self time per function, origin and group. */
 import { readFileSync } from 'node:fs';
+import type { Profiler } from 'node:inspector';
 import { relative, sep } from 'node:path';
 
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
-  startTime: number;
-  samples: number[];
-  timeDeltas: number[];
-}
 export interface ProfileLine {
   name: string;
   selfMs: number;
@@ -16,16 +11,7 @@ export interface ProfileLine {
   /** The JS function that called it most, for native frames like writev. */
   caller?: string;
 }
-export interface ProfileSummary {
-  /** Sampled time with the process busy (every sample but `(idle)`); shares are of this. */
-  totalMs: number;
-  idleMs: number;
-  functions: ProfileLine[];
-  /** By origin: a package under node_modules, node's internals, a directory of the service. */
-  origins: ProfileLine[];
-  /** By the part of the request path it serves (packages grouped, GC, writes, …). */
-  categories: ProfileLine[];
-}
+export type ProfileSummary = ReturnType<typeof summarizeProfile>;
 
 const PACKAGES: Record<string, string> = {
   'koa stack (koa, router, koa-body, compose, helpers)':
@@ -43,8 +29,8 @@ const GROUP = new Map(Object.entries(PACKAGES).flatMap(([group, names]) => names
 const NM = `${sep}node_modules${sep}`;
 
 /** Self time per function, origin and group; samples before `fromUs` (start-up) are left out. */
-export function summarizeProfile(file: string, root: string, top = 15, fromUs = 0): ProfileSummary {
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+export function summarizeProfile(file: string, root: string, top = 15, fromUs = 0) {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as Profiler.Profile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -87,9 +73,9 @@ export function summarizeProfile(file: string, root: string, top = 15, fromUs = 
   // Sample times are V8's monotonic clock, the one process.hrtime reads.
   const selfUs = new Map<number, number>();
   let at = profile.startTime;
-  profile.samples.forEach((id, i) => {
-    at += profile.timeDeltas[i] ?? 0;
-    if (at >= fromUs) selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  profile.samples?.forEach((id, i) => {
+    at += profile.timeDeltas?.[i] ?? 0;
+    if (at >= fromUs) selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas?.[i] ?? 0));
   });
   let total = 0;
   let idle = 0;
@@ -124,10 +110,13 @@ export function summarizeProfile(file: string, root: string, top = 15, fromUs = 
       .sort((a, b) => b.selfMs - a.selfMs)
       .slice(0, top);
   return {
+    /** Sampled time with the process busy (every sample but `(idle)`); shares are of this. */
     totalMs: total / 1000,
     idleMs: idle / 1000,
     functions: finish(tables.functions),
+    /** By origin: a package under node_modules, node's internals, a directory of the service. */
     origins: finish(tables.origins),
+    /** By the part of the request path it serves (packages grouped, GC, writes, …). */
     categories: finish(tables.categories),
   };
 }

@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { log, median, type Load } from './lib';
+import { log, median, mib, type Load } from './lib';
 
 /** What a scenario's hooks and its beside process report, per round (counts, bytes). */
 export type Facts = Record<string, number>;
@@ -25,18 +25,14 @@ export interface Round extends Load {
 export interface Row {
   name: string;
   rounds: Round[];
+  /** What a row measured without wrk (no rounds) counted. */
+  facts?: Facts;
 }
 /** The options of a run (see run.ts) that its report shows. */
-export interface Options {
-  connections: number;
-  rounds: number;
-  warmup: number;
-  duration: number;
-  workingSet: number;
-  burst: number;
+export type Options = Record<'connections' | 'rounds' | 'warmup' | 'duration' | 'workingSet' | 'burst', number> & {
   attack: { halfOpen: number; rate: number };
   galeraUsers?: number;
-}
+};
 /** A goal, and whether a row meets it from its ratios to its `vs` row and its stats. */
 export type Target = [string, (q: { rps: number; p99: number }, s: ReturnType<typeof stat>) => boolean];
 export interface RunReport {
@@ -70,7 +66,6 @@ export const fmt = (n: number | undefined, digits = 0) =>
   n === undefined || !Number.isFinite(n)
     ? '—'
     : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-export const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const ms = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1));
 const pct = (x: number) => (x * 100).toFixed(0);
 const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => typeof x === 'number');
@@ -94,15 +89,14 @@ export function stat(row: Row) {
 export function ratio(row?: Row, base?: Row): { rps: number; p99: number } {
   if (!row || !base) return { rps: NaN, p99: NaN };
   const [a, b] = [row.rounds, base.rounds];
-  if (a.length === b.length) {
+  if (a.length === b.length)
     return { rps: median(a.map((r, i) => r.rps / b[i]!.rps)), p99: median(a.map((r, i) => r.p99 / b[i]!.p99)) };
-  }
   return { rps: stat(row).rps / stat(base).rps, p99: stat(row).p99 / stat(base).p99 };
 }
 
 /** Others' share of the machine above which a run's numbers say more about them than about the service. */
 const DISTURBED = 0.25;
-const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
+export const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
 
 export function section(report: RunReport, defs: RowDef[]): string {
   const def = (name: string) => defs.find((d) => d.name === name);
@@ -124,6 +118,8 @@ export function section(report: RunReport, defs: RowDef[]): string {
   const reported: string[] = [];
   for (const row of report.rows) {
     const d = def(row.name) ?? { name: row.name };
+    if (d.reported) reported.push(`- ${d.reported(row, of)}`);
+    if (!row.rounds.length) continue;
     const s = stat(row);
     const q = ratio(row, d.vs ? of(d.vs) : undefined);
     const note = typeof d.note === 'function' ? d.note(row, report.load) : d.note;
@@ -134,7 +130,6 @@ export function section(report: RunReport, defs: RowDef[]): string {
         `${target} | ${pct(s.cpu)} / ${pct(s.gen)}${s.beside === undefined ? '' : ` + ${d.by ?? 'beside'} ${pct(s.beside)}`} | ` +
         `${(s.rss / 2 ** 20).toFixed(0)} | ${fmt(s.gcs, 1)} |`,
     );
-    if (d.reported) reported.push(`- ${d.reported(row, of)}`);
   }
   const gen = Math.max(...report.rows.flatMap((r) => r.rounds.map((x) => x.gen)));
   const { max, during } = report.rss;
@@ -158,10 +153,9 @@ export function section(report: RunReport, defs: RowDef[]): string {
 function scaleSection(reports: RunReport[], defs: RowDef[]): string {
   const [a, b] = [100_000, 1_000_000].map((n) => reports.find((r) => r.users === n));
   const gauge = defs.find((d) => d.scale === 'gauge')?.name;
-  const rps = (r: RunReport, name?: string) => {
-    const row = r.rows.find((x) => x.name === name);
-    return row ? stat(row).rps : NaN;
-  };
+  // The median round, as stat() has it; NaN for a row the run does not have.
+  const rps = (r: RunReport, name?: string) =>
+    median(r.rows.find((x) => x.name === name)?.rounds.map((x) => x.rps) ?? []);
   if (!a || !b || !gauge) return '';
   const lines = [
     '## Scale: 1,000,000 vs 100,000 users',

@@ -14,10 +14,12 @@ import sharp from 'sharp';
 import pkg from '../package.json';
 import { parseDatabaseUrl } from '../src/db/connection';
 import { galeraMissing, TestGaleraCluster } from '../test/helpers/galera-cluster';
-import { benchOpenid, log, othersCpu, postEach, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
+import { scrape } from '../test/helpers/metrics';
+import { keyLayout } from '../src/redis/keys';
+import { benchOpenid, launch, log, mib, othersCpu, Proc, read, ROOT, scanKeys, sleep, wrk } from './lib';
 import type { Bodies, Load } from './lib';
 import { formatProfile, summarizeProfile } from './profile';
-import { fmt, mib, ratio, section, stat, writeBenchmarks } from './report';
+import { fmt, ratio, section, stat, verdict, writeBenchmarks } from './report';
 import type { Facts, Options, Row, RowDef, Round, Target } from './report';
 import { BENCH_PHONE_KEYS, bufferPool, seed } from './setup';
 
@@ -30,13 +32,11 @@ const OPTIONS: Record<string, [string | boolean, string]> = {
   connections: ['50', "wrk's connections"],
   'working-set': ['10000', 'users the cached scenarios draw from, logged in (cached) at the start of each round'],
   burst: ['1500', 'connections of the surge before the after-a-burst row (0 leaves the row out)'],
-  'attack-half-open': [
-    '300',
-    'half-open connections of the attack row; 0 and --attack-rate 0: no attack or upload row',
-  ],
+  'attack-half-open': ['300', 'half-open connections of the attack row (0 and --attack-rate 0: no attack, no upload)'],
   'attack-rate': ['200', 'bodies a second, each at the 16 KiB body limit, of the attack row'],
   mysql: [process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306', 'MySQL server, without a database'],
   redis: [process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0', 'Redis; the keys under bench: are removed'],
+  'week-users': ['10000', 'users of the week-of-launches rows (at most --users; 0: no such rows)'],
   'galera-users': ['10000', 'users on a 3-node Galera cluster behind HAProxy, started for its two rows (0: none)'],
   'buffer-pool': ['fit', "fit: InnoDB's buffer pool raised to hold the users table for the run; keep: as it is"],
   'service-flags': ['', 'node flags for the WORKERS=1 services, e.g. "--cpu-prof" (implies --no-write)'],
@@ -52,6 +52,7 @@ const { values: v } = parseArgs({
     Object.entries(OPTIONS).map(([k, [d]]) => [k, d === false ? { type: 'boolean' } : { type: 'string', default: d }]),
   ),
 });
+const words = (text: unknown) => String(text).split(/\s+/).filter(Boolean);
 const int = (name: string, min: number, fallback?: number) => {
   const n = v[name] === '' && fallback !== undefined ? fallback : Number(v[name]);
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
@@ -66,8 +67,9 @@ const opts = {
   workingSet: Math.min(int('users', 1), int('working-set', 1)),
   burst: int('burst', 0),
   attack: { halfOpen: int('attack-half-open', 0), rate: int('attack-rate', 0) },
-  serviceFlags: String(v['service-flags']).split(/\s+/).filter(Boolean),
+  serviceFlags: words(v['service-flags']),
   galeraUsers: int('galera-users', 0),
+  weekUsers: Math.min(int('users', 1), int('week-users', 0)),
 };
 
 /** Pause after a run before looking at Redis or stopping a server: in-flight requests finish. */
@@ -76,7 +78,7 @@ const BURST_S = 3;
 const LOGIN = '/service/user/loginByOpenid';
 const P = 'bench:';
 const redis = new Redis(String(v.redis), { maxRetriesPerRequest: 1, lazyConnect: true }); // connects when used
-const dropProfiles = () => scanKeys(redis, `${P}user:*:profile`, true);
+const dropProfiles = async () => void (await scanKeys(redis, `${P}user:*:profile`, true));
 const cleanSessions = async () =>
   (await scanKeys(redis, `${P}session:*`, true)) + (await scanKeys(redis, `${P}user:*:sessions`, true));
 
@@ -103,25 +105,18 @@ const BODIES = {
   galeraUpdates: () => ({ kind: 'update', ...galera!.ids! }),
 } satisfies Record<string, () => Bodies>;
 
-/** The servers, each started when a scenario first needs it and kept up (an idle one costs no CPU). */
+/** Each started when a scenario first needs it and kept up (an idle one costs no CPU); `x floor`: bench/floors.ts x. */
 const SERVERS: Record<string, () => Promise<Proc>> = {
   service: () => startService('service WORKERS=1', 1, opts.serviceFlags),
   service2: () => startService('service WORKERS=2', 2),
-  redisFloor: () => startFloor('redis'),
-  pipelineFloor: () => startFloor('pipeline'),
-  koaFloor: () => startFloor('koa'),
-  mysqlFloor: () => startFloor('mysql'),
-  updateFloor: () => startFloor('update'),
   galeraService: async () => startService('service via HAProxy', 1, [], await viaGalera()),
   galeraFloor: async () => startFloor('update', await viaGalera(), 'update floor via HAProxy'),
 };
-/** Services whose largest process is held to the 150 MB target (the surge's fresh one is not). */
-const RSS_TARGET = ['service', 'service2'];
 const servers: Record<string, Proc> = {};
-const server = async (key: string) => (servers[key] ??= await SERVERS[key]!());
+const server = async (key: string) => (servers[key] ??= await (SERVERS[key]?.() ?? startFloor(key.split(' ')[0]!)));
 
 interface Scenario extends RowDef {
-  /** The server it loads: a key of SERVERS (default service), or one its `before` puts in `servers`. */
+  /** The server it loads (see SERVERS; default service), or one its `before` puts in `servers`. */
   server?: string;
   path?: string;
   /** What wrk sends (default cached). */
@@ -137,6 +132,8 @@ interface Scenario extends RowDef {
    * its CPU reported: it prints READY when it is under way, and FACTS {…} when sent SIGTERM.
    */
   beside?(target: Proc): string[];
+  /** Measures instead of wrk, in the first round only (what it counts, rounds do not change): facts for the row. */
+  run?(target: Proc): Promise<Facts>;
 }
 
 const REDIS_FLOOR = 'floor: node:http + ioredis';
@@ -146,7 +143,6 @@ const TXN_FLOOR = 'floor: node:http + mysql2 transaction';
 const GALERA_FLOOR = 'floor: mysql2 transaction via HAProxy to Galera';
 const UPDATE = '/service/user/update';
 const TSX = ['--import', 'tsx'];
-const JSON_TYPE = { 'content-type': 'application/json' };
 const sum = (row: Row, key: string) => row.rounds.reduce((a, r) => a + (r.facts?.[key] ?? 0), 0);
 
 // What the rows below do beyond loading a server with wrk, and what they say, row by row.
@@ -175,16 +171,15 @@ const attacked = (row: Row) =>
 /** The uploading row's user (bench/attack.ts too): a session of bench_0 each round, a 1600x1200 photo made once. */
 const PHOTO = join(os.tmpdir(), `user-service-bench-avatar-${process.pid}.jpg`);
 const MEDIA = join(os.tmpdir(), `user-service-bench-media-${process.pid}`);
-let token = '';
+let token: string | undefined;
 async function uploading() {
   const noise = { type: 'gaussian' as const, mean: 128, sigma: 40 };
   const photo = { width: 1600, height: 1200, channels: 3 as const, background: '#888', noise };
   if (!existsSync(PHOTO)) await sharp({ create: photo }).jpeg({ quality: 60 }).toFile(PHOTO);
-  const body = JSON.stringify({ openid: benchOpenid(0) });
-  const res = await fetch(`${(await server('service')).url}${LOGIN}`, { method: 'POST', body, headers: JSON_TYPE });
-  token = ((await res.json()) as { data: { token: string } }).data.token;
+  [token] = await launch(`${(await server('service')).url}${LOGIN}`, [0]);
+  if (!token) throw new Error('the uploading row: bench_0 got no session');
 }
-const uploader = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token, PHOTO];
+const uploader = (p: Proc) => [...TSX, 'bench/attack.ts', p.url, '0', '1000', '8', token!, PHOTO];
 const uploaded = (row: Row) => `uploader: ${answered(row)}`;
 
 /**
@@ -225,7 +220,6 @@ const surged = (row: Row) =>
 
 /** Uncached: each profile the measured run fills is a miss; the cache is emptied after the warm-up. */
 let uncachedFrom = 0;
-const dropped = async () => void (await dropProfiles());
 async function emptyCache() {
   await settle();
   await dropProfiles();
@@ -243,6 +237,53 @@ const missRate = (row: Row) =>
   (sum(row, 'wrapped') ? ', wrapped' : '');
 
 /**
+ * A week of launches (3 a day for 7 days, no time passing) by `--week-users` users Redis holds nothing of
+ * at first, launch k of all before k + 1 of any, the client sending its last token (`keep`) or none.
+ */
+const LAUNCHES = 21;
+const keys = keyLayout(P);
+const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
+const bytesOf = async (list: string[]) => {
+  const each = await Promise.all(list.map((k) => redis.memory('USAGE', k, 'SAMPLES', 0)));
+  return each.reduce<number>((a, b) => a + (b ?? 0), 0);
+};
+const week = (keep: boolean) => async (service: Proc) => {
+  const users = perm.subarray(opts.users - opts.weekUsers);
+  const openids = Array.from(users, benchOpenid);
+  await Promise.all(openids.map((o) => redis.unlink(keys.profile(o))));
+  await cleanSessions();
+  await settle();
+  const before = await usedMemory();
+  let tokens: (string | undefined)[] = [];
+  let failed = 0;
+  for (let n = 1; n <= LAUNCHES; n++) {
+    tokens = await launch(`${service.url}${LOGIN}`, users, keep ? tokens : []);
+    failed += tokens.filter((t) => !t).length;
+  }
+  await settle();
+  const grown = (await usedMemory()) - before;
+  const indexes = openids.map(keys.userSessions);
+  const live = (await Promise.all(indexes.map((k) => redis.zrange(k, 0, -1)))).flat();
+  const facts = {
+    ...{ keep: Number(keep), users: users.length, failed, grown, live: live.length, indexes: await bytesOf(indexes) },
+    ...{ profiles: await bytesOf(openids.map(keys.profile)), sessions: await bytesOf(live.map(keys.session)) },
+  };
+  await cleanSessions();
+  return facts;
+};
+const weekLine = (row: Row) => {
+  const { keep, users, failed, grown, live, profiles, indexes, sessions } = row.facts as Record<string, number>;
+  const per = (n: number) => fmt(n / users);
+  const bytes = profiles + indexes + sessions;
+  return (
+    `${row.name} (${fmt(users)} users × ${LAUNCHES} launches, no time passing, ${fmt(failed)} failed): ` +
+    `${per(bytes)} B of Redis a user (profile ${per(profiles)}, session index ${per(indexes)}, sessions ` +
+    `${per(sessions)}; used_memory grew ${per(grown)}), ${fmt(live / users, 2)} live sessions a user` +
+    (keep ? `; ≤ 1 KB a user: ${verdict(bytes / users <= 1024)}` : '')
+  );
+};
+
+/**
  * Every scenario, in groups: the floors, then the paths compared with them (`vs`). Odd rounds
  * run a group's floors before its paths, even rounds after, so no path always follows its floor.
  * A row loads the service (WORKERS=1) with cached logins unless it says otherwise.
@@ -251,9 +292,9 @@ const missRate = (row: Row) =>
 const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
   {
     floors: [
-      { name: REDIS_FLOOR, short: 'Redis floor', server: 'redisFloor', scale: 'gauge' },
-      { name: 'floor: node:http + ioredis pipeline', note: 'for reference', server: 'pipelineFloor', vs: REDIS_FLOOR },
-      { name: 'floor: Koa + @koa/router + ioredis', note: "the framework's ceiling", server: 'koaFloor',
+      { name: REDIS_FLOOR, short: 'Redis floor', server: 'redis floor', scale: 'gauge' },
+      { name: 'floor: node:http + ioredis pipeline', note: 'for reference', server: 'pipeline floor', vs: REDIS_FLOOR },
+      { name: 'floor: Koa + @koa/router + ioredis', note: "the framework's ceiling", server: 'koa floor',
         vs: REDIS_FLOOR, reported: koaLine },
     ],
     paths: [
@@ -270,14 +311,14 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
     ],
   },
   {
-    floors: [{ name: MYSQL_FLOOR, short: 'MySQL floor', server: 'mysqlFloor', bodies: 'anyUser', scale: 'reference' }],
+    floors: [{ name: MYSQL_FLOOR, short: 'MySQL floor', server: 'mysql floor', bodies: 'anyUser', scale: 'reference' }],
     paths: [
       { name: 'loginByOpenid uncached', note: missRate, bodies: 'outside', vs: MYSQL_FLOOR, target: atLeast(0.8),
-        scale: 'judged', before: dropped, measured: emptyCache, after: misses },
+        scale: 'judged', before: dropProfiles, measured: emptyCache, after: misses },
     ],
   },
   {
-    floors: [{ name: TXN_FLOOR, short: 'txn floor', server: 'updateFloor', path: UPDATE, bodies: 'updates' }],
+    floors: [{ name: TXN_FLOOR, short: 'txn floor', server: 'update floor', path: UPDATE, bodies: 'updates' }],
     paths: [
       { name: 'update nick_name', note: 'random users', path: UPDATE, bodies: 'updates', vs: TXN_FLOOR,
         target: atLeast(0.7) },
@@ -290,12 +331,19 @@ const SCENARIOS: { floors: Scenario[]; paths: Scenario[] }[] = [
         ...viaProxy },
     ],
   },
+  {
+    floors: [],
+    paths: [
+      { name: 'week of launches, client keeps its token', skip: !opts.weekUsers, run: week(true), reported: weekLine },
+      { name: 'week of launches, client drops its token', skip: !opts.weekUsers, run: week(false), reported: weekLine },
+    ],
+  },
 ];
 
 // The environment of every child process: small and explicit.
 let baseEnv: NodeJS.ProcessEnv = {};
 // The flags of `npm start`: the bench measures the service as it is run.
-const NODE_FLAGS = String(pkg.config.node_flags).split(/\s+/).filter(Boolean);
+const NODE_FLAGS = words(pkg.config.node_flags);
 const startService = (name: string, workers: number, flags: string[] = [], env = baseEnv) =>
   Proc.start(name, [...NODE_FLAGS, ...flags, 'dist/src/server.js'], { ...env, WORKERS: String(workers) }, 'ops');
 const startFloor = (floor: string, env = baseEnv, name = `${floor} floor`) =>
@@ -307,15 +355,12 @@ const stop = async (proc: Proc) => {
 };
 
 /** Mark-compacts so far (prom-client's GC histogram on the ops port); pretenured sites run several a second. */
-async function fullGcs(proc: Proc): Promise<number | undefined> {
-  const res = await fetch(`${proc.opsUrl}/metrics`).catch(() => undefined);
-  const m = /^nodejs_gc_duration_seconds_count\{kind="major"\} (\S+)$/m.exec((await res?.text()) ?? '');
-  return res?.status === 200 ? Number(m?.[1] ?? 0) : undefined;
-}
+const fullGcs = async (proc: Proc) =>
+  (await scrape(proc.opsUrl).catch(() => undefined))?.value('nodejs_gc_duration_seconds_count', { kind: 'major' });
 
 /** loginByOpenid once per working-set user, so the cached scenarios find them in Redis. */
 async function warmCache(service: Proc) {
-  const failed = await postEach(`${service.url}${LOGIN}`, working, (n) => ({ openid: benchOpenid(n) }));
+  const failed = (await launch(`${service.url}${LOGIN}`, working)).filter((t) => !t).length;
   await cleanSessions();
   log(`  cache warmed: ${opts.workingSet} users (${failed} failed calls)`);
 }
@@ -327,13 +372,15 @@ const rss = { max: 0, during: '' };
 async function measure(s: Scenario) {
   const facts: Facts = { ...(await s.before?.()) };
   const proc = await server(s.server ?? 'service');
+  log(`${s.name}: ${s.run ? 'once, without wrk' : `${opts.warmup} s warm-up + ${opts.duration} s`}`);
+  if (s.run) return void rows.set(s.name, { name: s.name, rounds: [], facts: { ...facts, ...(await s.run(proc)) } });
   const url = `${proc.url}${s.path ?? LOGIN}`;
   const beside = s.beside && (await Proc.start(`${s.name}: beside`, s.beside(proc), baseEnv));
   if (beside) await beside.line('READY');
-  log(`${s.name}: ${opts.warmup} s warm-up + ${opts.duration} s`);
   if (opts.warmup) await wrk(url, BODIES[s.bodies ?? 'cached'](), opts.warmup, opts.connections);
   await s.measured?.();
-  const heldToTarget = RSS_TARGET.some((k) => servers[k] === proc);
+  // Services whose largest process is held to the 150 MB target (the surge's fresh one is not).
+  const heldToTarget = proc === servers.service || proc === servers.service2;
   const peak = (at: number, during: string) => heldToTarget && at > rss.max && Object.assign(rss, { max: at, during });
   peak(proc.rssWindow().rss, `a warm-up or cache fill before ${s.name}`);
   const gcs0 = proc === servers.service || proc === servers.fresh ? await fullGcs(proc) : undefined;
@@ -343,14 +390,13 @@ async function measure(s: Scenario) {
   const r: Load = await wrk(url, BODIES[s.bodies ?? 'cached'](), opts.duration, opts.connections);
   const seconds = (performance.now() - started) / 1000;
   const gcs1 = gcs0 === undefined ? undefined : await fullGcs(proc);
-  const { rss: rssNow, procs } = proc.rssWindow();
-  peak(rssNow, s.name);
+  const window = proc.rssWindow();
+  peak(window.rss, s.name);
   const round: Round = {
     ...r,
+    ...window,
     cpu: (proc.cpuSeconds() - cpu0[0]!) / seconds,
     other: others(r.gen * seconds), // wrk has exited: its CPU is no longer in /proc
-    rss: rssNow,
-    procs,
     ...(beside && { beside: (beside.cpuSeconds() - cpu0[1]!) / seconds }),
     ...(gcs1 !== undefined && { gcs: (gcs1 - gcs0!) / seconds }),
   };
@@ -366,8 +412,8 @@ async function measure(s: Scenario) {
   rows.get(s.name)!.rounds.push(round);
   const pc = (x?: number) => (x === undefined ? '—' : (x * 100).toFixed(0));
   log(
-    `  ${fmt(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, RSS ${mib(rssNow)} ` +
-      `(${procs} procs), CPU % of a core: server ${pc(round.cpu)}, wrk ${pc(r.gen)}, beside ${pc(round.beside)}, ` +
+    `  ${fmt(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, RSS ${mib(window.rss)} ` +
+      `(${window.procs} procs), CPU % of a core: server ${pc(round.cpu)}, wrk ${pc(r.gen)}, beside ${pc(round.beside)}, ` +
       `others ${pc(round.other)} % of the machine, ${fmt(round.gcs, 1)} full GCs/s ${JSON.stringify(round.facts ?? {})}`,
   );
   proc.news('during the run');
@@ -406,14 +452,12 @@ async function main(): Promise<void> {
   if (!v['no-build']) {
     log('build: tsc -p tsconfig.build.json');
     const tsc = join(ROOT, 'node_modules/typescript/bin/tsc');
-    if (spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) {
-      throw new Error('the build failed');
-    }
+    const built = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+    if (built.status !== 0) throw new Error('the build failed');
   }
   const url = `${String(v.mysql).replace(/\/+$/, '')}/user_service_bench_${opts.users}`;
   const db = { url, poolMax: 10, acquireTimeoutMs: 10_000 };
-  const seeded = await seed(db, opts.users, Boolean(v.reseed));
-  ids = seeded;
+  const seeded = (ids = await seed(db, opts.users, Boolean(v.reseed)));
   const connect = () => mysql.createConnection(parseDatabaseUrl(db.url));
   const conn = await connect();
   const query = 'SELECT VERSION() AS version, @@pid_file AS pidFile';
@@ -431,11 +475,7 @@ async function main(): Promise<void> {
     ...{ DATABASE_URL: db.url, DB_POOL_MAX: '10', REDIS_URL: String(v.redis), REDIS_KEY_PREFIX: P },
     ...{ RATE_LIMIT_IP: '0', RATE_LIMIT_OPENID: '0', MEDIA_DIR: MEDIA, PHONE_KEYS: BENCH_PHONE_KEYS },
     // As `npm start` runs it (package.json config.malloc_env).
-    ...Object.fromEntries(
-      String(pkg.config.malloc_env)
-        .split(' ')
-        .map((kv) => kv.split('=')),
-    ),
+    ...Object.fromEntries(words(pkg.config.malloc_env).map((kv) => kv.split('='))),
   };
   // Whether the table fits in InnoDB's buffer pool decides whether uncached reads touch the disk.
   const pool = await bufferPool(connect, String(v['buffer-pool']));
@@ -457,7 +497,7 @@ async function main(): Promise<void> {
         await warmCache(await server('service'));
         for (const group of SCENARIOS) {
           const order = round % 2 ? [...group.floors, ...group.paths] : [...group.paths, ...group.floors];
-          for (const s of order) if (!s.skip) await measure(s);
+          for (const s of order) if (!s.skip && (round === 1 || !s.run)) await measure(s);
         }
       }
       for (const proc of [...Proc.running]) await stop(proc);
@@ -476,11 +516,10 @@ async function main(): Promise<void> {
     const { scenario, file: cpuprofile, summary } = profiled!;
     return void process.stdout.write(`\n${scenario}: ${cpuprofile}\n${formatProfile(summary)}\n`);
   }
-  const cpus = os.cpus();
   const report = {
     users: opts.users,
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-    machine: `${cpus.length} cores (${cpus[0]?.model.trim()}) · Node ${process.version} · MariaDB ${version} · Redis ${redisVersion} · ${pool.text}`,
+    machine: `${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}) · Node ${process.version} · MariaDB ${version} · Redis ${redisVersion} · ${pool.text}`,
     load: opts,
     seedSeconds: seeded.seconds,
     rows: [...rows.values()],

@@ -7,17 +7,17 @@ import { parseDatabaseUrl, type DbSettings } from '../src/db/connection';
 import { createKnex, ensureDatabase, migrateLatest } from '../src/db/knex';
 import { PhoneCipher, parsePhoneKeys } from '../src/users/phone-cipher';
 import { eventually } from '../test/helpers/wait';
-import { benchOpenid, log } from './lib';
+import { benchOpenid, log, mib } from './lib';
 
 const NICKS = ['小明', '阿花', 'Tom', '晴天', '老王', 'Lily', '风之子', '糖糖'];
 const EMOJI = ['😀', '🐱', '🌸', '🚀', '🍵', '⭐'];
 const BATCH = 5000;
+const INSERT = 'INSERT INTO users (id, openid, nick_name, avatar, gender, phone, ctime, mtime) VALUES ?';
 // ...and sealed with the bench key (rows seeded before phones were encrypted are not).
 const ENDS = "SELECT COUNT(*) FROM users WHERE openid IN (?, ?) AND phone LIKE 'v1.bench.%'";
 /** The bench service's PHONE_KEYS: seeded phones are sealed with it, as the service stores them. */
 export const BENCH_PHONE_KEYS = 'bench:YmVuY2gga2V5IG9mIHRoZSB1c2VyIHNlcnZpY2UhISE=';
 const phones = new PhoneCipher(parsePhoneKeys(BENCH_PHONE_KEYS));
-const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 async function scalar(conn: mysql.Connection, sql: string, params: unknown[] = []): Promise<number> {
   const [rows] = (await conn.query(sql, params)) as unknown as [Record<string, unknown>[]];
@@ -37,9 +37,8 @@ export async function seed(db: DbSettings, users: number, reseed: boolean) {
   try {
     await conn.query("SET time_zone = '+00:00'");
     const check = async () => {
-      const [n, lo, hi] = await Promise.all(
-        ['COUNT(*)', 'MIN(id)', 'MAX(id)'].map((f) => scalar(conn, `SELECT ${f} FROM users`)),
-      );
+      const of = (f: string) => scalar(conn, `SELECT ${f} FROM users`);
+      const [n, lo, hi] = await Promise.all([of('COUNT(*)'), of('MIN(id)'), of('MAX(id)')]);
       const ends = [benchOpenid(0), benchOpenid(users - 1)];
       const ok = n === users && hi! - lo! + 1 === users && (await scalar(conn, ENDS, ends)) === 2;
       return { ok, n: n!, lo: lo!, hi: hi! };
@@ -56,19 +55,15 @@ export async function seed(db: DbSettings, users: number, reseed: boolean) {
     for (let from = 0; from < users; from += BATCH) {
       const rows = [];
       for (let n = from; n < Math.min(users, from + BATCH); n++) {
-        const [created, phone] = [
-          new Date(base - n * 1000),
-          phones.seal(`1${String(3_000_000_000 + n).padStart(10, '0')}`, benchOpenid(n)),
-        ];
+        const created = new Date(base - n * 1000);
+        const phone = phones.seal(`1${String(3_000_000_000 + n).padStart(10, '0')}`, benchOpenid(n));
         const nick = `${NICKS[n % NICKS.length]}${EMOJI[n % EMOJI.length]}${n}`;
         const avatar = `https://thirdwx.qlogo.cn/mmopen/vi_32/bench${n.toString(36)}/132`;
         // Ids given, consecutive as the update bodies expect: Galera spaces them by the cluster size.
         rows.push([n + 1, benchOpenid(n), nick, avatar, n % 2, phone, created, created]);
       }
       // mysql2 expands a nested array into (…),(…),…: one statement, one round trip per batch.
-      await conn.query('INSERT INTO users (id, openid, nick_name, avatar, gender, phone, ctime, mtime) VALUES ?', [
-        rows,
-      ]);
+      await conn.query(INSERT, [rows]);
       if ((from / BATCH) % 20 === 19) log(`seed: ${from + BATCH} of ${users}`);
     }
     const seconds = (Date.now() - started) / 1000;
@@ -84,6 +79,8 @@ export async function seed(db: DbSettings, users: number, reseed: boolean) {
 
 /** Held by a run that changed the pool: a second run would take the raised size for the server's own. */
 const LOCK = 'user_service_bench_buffer_pool';
+const SIZE = `SELECT data_length + index_length FROM information_schema.tables
+  WHERE table_schema = DATABASE() AND table_name = 'users'`;
 
 /**
  * `fit`: with the users table larger than InnoDB's buffer pool (the default 128 MiB; 1,000,000
@@ -97,10 +94,7 @@ const LOCK = 'user_service_bench_buffer_pool';
 export async function bufferPool(connect: () => Promise<mysql.Connection>, mode: string) {
   const conn = await connect();
   const own = await scalar(conn, 'SELECT @@innodb_buffer_pool_size');
-  const table = await scalar(
-    conn,
-    "SELECT data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'users'",
-  );
+  const table = await scalar(conn, SIZE);
   const wanted = Math.ceil((table * 1.25) / 2 ** 27) * 2 ** 27;
   const result = { text: `InnoDB buffer pool ${mib(own)}, users table ${mib(table)}`, restore: async () => {} };
   // The lock lives as long as the connection that holds it, open until restore().
@@ -109,10 +103,9 @@ export async function bufferPool(connect: () => Promise<mysql.Connection>, mode:
     await holder!.query('SET GLOBAL innodb_buffer_pool_size = ?', [bytes]);
     // Older servers resize in the background and report progress; 10.11 answers when it is done.
     const status = "SHOW STATUS LIKE 'Innodb_buffer_pool_resize_status'";
-    await eventually(
-      async () => /^$|completed/i.test(((await holder!.query(status))[0] as { Value: string }[])[0]?.Value ?? ''),
-      60_000,
-    );
+    const done = async () =>
+      /^$|completed/i.test(((await holder!.query(status))[0] as { Value: string }[])[0]?.Value ?? '');
+    await eventually(done, 60_000);
     return scalar(holder!, 'SELECT @@innodb_buffer_pool_size');
   };
   try {
