@@ -82,6 +82,28 @@ describe('profile cache', () => {
     expect(await redis.hget(key, 'user')).to.not.equal(null);
   });
 
+  it('keeps a profile as {v, user} only: the session takes the user_id and unionid from the JSON', async () => {
+    const openid = newOpenid();
+    const login = await svc.call('login', profile(openid));
+    const key = keys.profile(openid);
+    // As a process of the layout before left it: a fill drops the copies.
+    await redis.hset(key, 'id', '1', 'u', '"stale"');
+    await redis.hdel(key, 'user');
+    const again = await svc.call('loginByOpenid', { openid });
+    expect(Object.keys(await redis.hgetall(key)).sort()).to.deep.equal(['user', 'v']);
+    // A hit: the session the login script stored names the user from the cached JSON.
+    const hit = await svc.call('loginByOpenid', { openid });
+    for (const { token } of [again.body.data, hit.body.data]) {
+      const session = JSON.parse((await redis.get(keys.session(token)))!) as { user_id: number; unionid: unknown };
+      expect(session).to.include({ user_id: login.body.data.user_id, unionid: null });
+    }
+    // A cached JSON of another shape is a miss: answered from MySQL, never half-read.
+    await redis.hset(key, 'user', '{"openid":"x","user_id":1}');
+    expect((await svc.call('get', { openid })).body.data.user_id).to.equal(login.body.data.user_id);
+    const relogin = await svc.call('loginByOpenid', { openid });
+    expect(relogin.body.data.user_id).to.equal(login.body.data.user_id);
+  });
+
   it('leaves a short-lived tombstone after an update, and caches the new row on the next read', async () => {
     const openid = newOpenid();
     const { user_id } = (await svc.call('login', profile(openid))).body.data;
