@@ -1,17 +1,12 @@
 /**
- * The attacker of the "under attack" row, a process of its own so that its CPU is counted apart
- * from wrk's and the service's. Raw sockets, no HTTP client library:
- * - `halfOpen` connections that send a request line and one header, then one more header line
- *   every few seconds and never finish (slowloris); one the server closes is reopened.
- * - `rate` bodies a second of exactly 16 KiB (the body limit), JSON objects full of small keys
- *   (the costliest shape to parse per byte), POSTed to loginByOpenid over 4 keep-alive
- *   connections (or `connections`), each waiting for its answer before the next.
- * With `<connections> <token> <file>` after the rate, the bodies are instead avatar uploads of the
- * file (multipart, as wx.uploadFile sends) by the token's user: one user uploading from many
- * connections.
- * It prints READY once its half-open connections are open (or after 5 s) and the bodies start;
- * on SIGTERM, one line `FACTS {…}`: bodies sent, owed but not sent (every connection busy),
- * answered by HTTP status, reconnects and half-open connections alive; then it exits.
+ * The attacker of the "under attack" row, a process of its own (its CPU counted apart); raw
+ * sockets: `halfOpen` slowloris connections (a request line and one header, then a header line
+ * every few seconds, reopened when closed), and `rate` bodies a second of exactly 16 KiB (the
+ * limit), JSON objects full of small keys (the costliest to parse per byte), POSTed to
+ * loginByOpenid over 4 keep-alive connections, each waiting for its answer. With `<connections>
+ * <token> <file>`, the bodies are avatar uploads of the file (multipart) by the token's user.
+ * It prints READY once under way; on SIGTERM, `FACTS {…}` (bodies sent, owed but not sent,
+ * answered by HTTP status, reconnects, half-open connections alive), then exits.
  *
  *   node --import tsx bench/attack.ts <url> <halfOpen> <rate> [<connections> <token> <file>]
  */
