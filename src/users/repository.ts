@@ -128,7 +128,7 @@ export class UserRepository {
     const opened: UserRow[] = [];
     for (const row of safe) {
       try {
-        opened.push({ ...row, sealedPhone: row.phone, phone: this.phones.open(row.phone, row.openid) });
+        opened.push({ ...row, sealedPhone: row.phone, phone: this.phones.open(row.phone, row.openid, false) });
       } catch (err) {
         if (err instanceof UnreadablePhoneError) err.userId = row.id;
         return err as Error;
@@ -289,7 +289,7 @@ export class UserRepository {
       for (const row of rows) {
         if (!this.phones.needsRekey(row.phone)) continue;
         try {
-          changed.push({ row, sealed: this.phones.seal(this.phones.open(row.phone, row.openid), row.openid) });
+          changed.push({ row, sealed: this.phones.seal(this.phones.open(row.phone, row.openid, false), row.openid) });
         } catch (err) {
           if (!(err instanceof UnreadablePhoneError)) throw err;
           err.userId = row.id;

@@ -67,6 +67,28 @@ describe('phone encryption: the cipher and PHONE_KEYS', () => {
     expect(none.remembered).to.equal(0);
   });
 
+  it('keeps a phone read again and again over a stream of others; a row read from MySQL is not remembered', () => {
+    const cipher = new PhoneCipher(parsePhoneKeys(a), 4);
+    // Each decryption counted: a remembered phone is answered without one.
+    const inner = cipher as unknown as { decrypt(stored: string, openid: string): string };
+    const decrypt = inner.decrypt.bind(cipher);
+    const decrypted: string[] = [];
+    inner.decrypt = (stored, openid) => (decrypted.push(openid), decrypt(stored, openid));
+    const hot = cipher.seal('13800000000', 'hot');
+    for (let i = 0; i < 50; i++) {
+      const o = `cold${i}`;
+      cipher.open(cipher.seal('13900000000', o), o);
+      // Read between every two others: each hit keeps it in the newer half.
+      if (i % 2 === 0) expect(cipher.open(hot, 'hot')).to.equal('13800000000');
+      expect(cipher.remembered).to.be.at.most(4);
+    }
+    expect(decrypted.filter((o) => o === 'hot')).to.have.length(1);
+    const fromMysql = cipher.seal('13700000000', 'm');
+    cipher.open(fromMysql, 'm', false);
+    cipher.open(fromMysql, 'm');
+    expect(decrypted.filter((o) => o === 'm')).to.have.length(2);
+  });
+
   it("stores '' as '' and reads plain text from before encryption as it is", () => {
     const cipher = new PhoneCipher(parsePhoneKeys(a));
     expect(cipher.seal('', 'o1')).to.equal('');
