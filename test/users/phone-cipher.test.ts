@@ -67,26 +67,26 @@ describe('phone encryption: the cipher and PHONE_KEYS', () => {
     expect(none.remembered).to.equal(0);
   });
 
-  it('keeps a phone read again and again over a stream of others; a row read from MySQL is not remembered', () => {
+  it('forgets the oldest first, answers a remembered phone without decrypting, and does not remember a row read from MySQL', () => {
     const cipher = new PhoneCipher(parsePhoneKeys(a), 4);
     // Each decryption counted: a remembered phone is answered without one.
     const inner = cipher as unknown as { decrypt(stored: string, openid: string): string };
     const decrypt = inner.decrypt.bind(cipher);
     const decrypted: string[] = [];
     inner.decrypt = (stored, openid) => (decrypted.push(openid), decrypt(stored, openid));
-    const hot = cipher.seal('13800000000', 'hot');
-    for (let i = 0; i < 50; i++) {
-      const o = `cold${i}`;
-      cipher.open(cipher.seal('13900000000', o), o);
-      // Read between every two others: each hit keeps it in the newer half.
-      if (i % 2 === 0) expect(cipher.open(hot, 'hot')).to.equal('13800000000');
-      expect(cipher.remembered).to.be.at.most(4);
-    }
-    expect(decrypted.filter((o) => o === 'hot')).to.have.length(1);
+    const values = Array.from({ length: 10 }, (_, i) => ({ o: `o${i}`, v: cipher.seal('13800000000', `o${i}`) }));
+    for (const { o, v } of values) cipher.open(v, o);
+    expect(cipher.remembered).to.equal(4);
+    decrypted.length = 0;
+    // o6..o9 are remembered; o5 was forgotten, and opening it forgets o6, the oldest.
+    for (const i of [6, 7, 8, 9, 5, 7, 8, 9, 6]) cipher.open(values[i]!.v, values[i]!.o);
+    expect(decrypted).to.deep.equal(['o5', 'o6']);
     const fromMysql = cipher.seal('13700000000', 'm');
     cipher.open(fromMysql, 'm', false);
     cipher.open(fromMysql, 'm');
+    cipher.open(fromMysql, 'm');
     expect(decrypted.filter((o) => o === 'm')).to.have.length(2);
+    expect(cipher.remembered).to.equal(4);
   });
 
   it("stores '' as '' and reads plain text from before encryption as it is", () => {
