@@ -39,7 +39,7 @@ export const NO_USER = Symbol('no such user');
 // Stores a profile unless the key already holds a newer version (or this very version with a
 // profile). Shared by FILL and FILL_WITH_SESSION.
 const FILL_FUNCTION = `
-local function fill(key, version, id, json, ttl, unionid)
+local function fill(key, version, json, ttl)
   redis.call('HDEL', key, 'absent', 'id', 'u')
   local cur = tonumber(redis.call('HGET', key, 'v'))
   local v = tonumber(version)
@@ -51,9 +51,9 @@ local function fill(key, version, id, json, ttl, unionid)
 end
 `;
 
-// KEYS[1] profile; ARGV: version, user_id, user JSON, ttl ms, unionid literal.
+// KEYS[1] profile; ARGV: version, user JSON, ttl ms.
 const FILL = `${FILL_FUNCTION}
-return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])`;
+return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3])`;
 
 // A miss, once its row is read: the fill and the caller's session in one round trip. KEYS as
 // LOGIN_LUA's; ARGV: version, user_id, user JSON, ttl ms, unionid literal, the session JSON's
@@ -63,7 +63,7 @@ return fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])`;
 // live session of the deleted user behind.
 export const FILL_WITH_SESSION = `${FILL_FUNCTION}${WRITE_SESSION_LUA}
 if redis.call('HGET', KEYS[1], 'gone') == ARGV[2] then return 0 end
-fill(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+fill(KEYS[1], ARGV[1], ARGV[3], ARGV[4])
 write_session(ARGV[6] .. ARGV[2] .. '${UNIONID_FIELD}' .. ARGV[5] .. ARGV[7], KEYS[2], KEYS[3], 8)
 return 1`;
 
@@ -158,14 +158,7 @@ interface CacheCommands {
     tail: string,
     ...args: [...SessionDraft['args'], openid: string]
   ): Promise<string | 0 | null | [json: string, expiresAt: number]>;
-  userCacheFill(
-    key: string,
-    version: number,
-    userId: number,
-    json: string,
-    ttlMs: number,
-    unionid: string,
-  ): Promise<number>;
+  userCacheFill(key: string, version: number, json: string, ttlMs: number): Promise<number>;
   userCacheFillWithSession(
     profile: string,
     session: string,
@@ -271,37 +264,22 @@ export class UserCache {
   /**
    * The cached user's JSON, with `session` stored for it in the same round trip; NO_USER, or
    * null on a miss, and then nothing was stored. A Redis failure is a miss too (reported as a
-   * failed `get`).
+   * failed `get`). With `presented`, the session key of the token the launch presents (in the
+   * user's slot: SessionStore.presentedKey): when that is a live session of this user it is slid
+   * and kept instead, `session` is not stored, and its absolute expiry comes with the JSON.
    */
-  async getWithSession(openid: string, session: SessionDraft): Promise<string | typeof NO_USER | null> {
-    try {
-      const { key, index, head, tail, args } = session;
-      const json = await this.breaker.run(() =>
-        this.redis.userCacheLogin(this.keys.profile(openid), key, index, head, tail, ...args),
-      );
-      if (json === null) this.events.miss?.();
-      else this.events.hit?.();
-      return json === 0 ? NO_USER : json;
-    } catch (err) {
-      this.events.error?.('get', err);
-      return null;
-    }
-  }
-
-  /**
-   * getWithSession for a launch that presents the token whose session key is `presented` (in
-   * the user's slot: SessionStore.presentedKey): when it is a live session of this user, it is
-   * slid and kept, `session` is not stored, and its absolute expiry comes with the JSON.
-   */
-  async getKeepingSession(
+  async getWithSession(
     openid: string,
-    presented: string,
     session: SessionDraft,
+    presented?: string,
   ): Promise<string | { json: string; keptUntil: number } | typeof NO_USER | null> {
     try {
       const { key, index, head, tail, args } = session;
+      const profile = this.keys.profile(openid);
       const found = await this.breaker.run(() =>
-        this.redis.userCacheLoginKeeping(this.keys.profile(openid), key, index, presented, head, tail, ...args, openid),
+        presented === undefined
+          ? this.redis.userCacheLogin(profile, key, index, head, tail, ...args)
+          : this.redis.userCacheLoginKeeping(profile, key, index, presented, head, tail, ...args, openid),
       );
       if (found === null) this.events.miss?.();
       else this.events.hit?.();
@@ -317,9 +295,7 @@ export class UserCache {
   async fill(openid: string, version: number, user: CachedUser): Promise<void> {
     try {
       const key = this.keys.profile(openid);
-      await this.breaker.run(() =>
-        this.redis.userCacheFill(key, version, user.userId, user.json, this.ttlMs, unionidLiteral(user.unionid)),
-      );
+      await this.breaker.run(() => this.redis.userCacheFill(key, version, user.json, this.ttlMs));
     } catch (err) {
       this.events.error?.('fill', err);
     }

@@ -187,10 +187,8 @@ export class UserService {
     // A hit costs one Redis round trip: the script that reads the profile keeps the presented
     // session or stores the new one.
     const draft = sessions.draft(openid);
-    const presentedKey = sessions.presentedKey(presented, openid);
-    const cached = presentedKey
-      ? await cache.getKeepingSession(openid, presentedKey, draft)
-      : await cache.getWithSession(openid, draft);
+    const presentedKey = sessions.presentedKey(presented, openid) ?? undefined;
+    const cached = await cache.getWithSession(openid, draft, presentedKey);
     if (cached === NO_USER) throw noSuchUser();
     // The session is stored by then: a phone that does not open leaves it unanswered, harmless.
     if (typeof cached === 'string') return extendJson(this.opened(openid, cached, null), sessionFields(draft));
@@ -219,7 +217,6 @@ export class UserService {
     user: CachedUser,
     read?: RowRead,
   ): Promise<IssuedSession | null> {
-    if (token === undefined) return null;
     let kept: IssuedSession | null;
     try {
       kept = await this.deps.sessions.keep(token, { user_id: user.userId, openid, unionid: user.unionid });
