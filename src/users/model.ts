@@ -113,22 +113,32 @@ export function userJson(row: UserRow, formatDate: DateFormatter): { cached: str
 }
 
 /**
- * A cached user's JSON with its phone opened for `openid`, without parsing it. A sealed value
- * is base64url and dots (nothing JSON escapes), so it ends at the next quote; the key can only
- * be the top-level field (inside a JSON string every quote is escaped). '' and a plain-text
- * phone cached before encryption are answered as they are. Throws UnreadablePhoneError.
+ * A cached user's JSON with its phone opened for `openid`, and `fields` appended when given,
+ * without parsing it: one splice, so the text is copied once (when it is written), not once to
+ * open the phone and again to append. A sealed value is base64url and dots (nothing JSON
+ * escapes), so it ends at the next quote; the key can only be the top-level field (inside a
+ * JSON string every quote is escaped). '' and a plain-text phone cached before encryption are
+ * answered as they are. Throws UnreadablePhoneError.
  */
-export function openUserJson(json: string, openid: string, cipher: PhoneCipher): string {
-  return withPhone(json, (sealed) => cipher.open(sealed, openid));
+export function openUserJson(
+  json: string,
+  openid: string,
+  cipher: PhoneCipher,
+  fields?: Record<string, unknown>,
+): string {
+  return withPhone(json, (sealed) => cipher.open(sealed, openid), fields);
 }
 
-/** `json` with its sealed phone replaced by `phone(sealed)`; unchanged when the phone is not sealed. */
-function withPhone(json: string, phone: (sealed: string) => string): string {
-  const at = json.indexOf(PHONE_FIELD);
+/** `json` with its sealed phone replaced by `phone(sealed)` (when sealed) and `fields` appended. */
+function withPhone(json: string, phone: (sealed: string) => string, fields?: Record<string, unknown>): string {
+  // From the end: only ctime and mtime follow the phone, while the nickname and avatar before it
+  // are the user's and long (0.16 against 0.22 µs for a bench user's UTF-16 JSON).
+  const at = json.lastIndexOf(PHONE_FIELD);
   const start = at + PHONE_FIELD.length;
-  if (at < 0 || !json.startsWith(SEALED_PREFIX, start)) return json;
+  if (at < 0 || !json.startsWith(SEALED_PREFIX, start)) return fields ? extendJson(json, fields) : json;
   const end = json.indexOf('"', start);
-  return json.slice(0, start - 1) + JSON.stringify(phone(json.slice(start, end))) + json.slice(end + 1);
+  const head = json.slice(0, start - 1) + JSON.stringify(phone(json.slice(start, end)));
+  return fields ? `${head}${json.slice(end + 1, -1)},${JSON.stringify(fields).slice(1)}` : head + json.slice(end + 1);
 }
 
 /** The JSON object text `json` with more fields appended, without parsing it again. */

@@ -86,10 +86,10 @@ export class UserService {
     return new ServiceError('unreadable', 'the stored phone number cannot be decrypted');
   }
 
-  /** A cached user's JSON, phone opened. */
-  private opened(openid: string, json: string, userId: number | null): string {
+  /** A cached user's JSON, phone opened, `fields` appended. */
+  private opened(openid: string, json: string, userId: number | null, fields?: Record<string, unknown>): string {
     try {
-      return openUserJson(json, openid, this.deps.phones);
+      return openUserJson(json, openid, this.deps.phones, fields);
     } catch (err) {
       if (!(err instanceof UnreadablePhoneError)) throw err;
       // The hot path knows no user_id: the cached JSON does (parsed on this failure only).
@@ -191,10 +191,10 @@ export class UserService {
     const cached = await cache.getWithSession(openid, draft, presentedKey);
     if (cached === NO_USER) throw noSuchUser();
     // The session is stored by then: a phone that does not open leaves it unanswered, harmless.
-    if (typeof cached === 'string') return extendJson(this.opened(openid, cached, null), sessionFields(draft));
+    if (typeof cached === 'string') return this.opened(openid, cached, null, sessionFields(draft));
     if (cached !== null) {
       const kept = { token: presented!, expires_at: cached.keptUntil };
-      return extendJson(this.opened(openid, cached.json, null), sessionFields(kept));
+      return this.opened(openid, cached.json, null, sessionFields(kept));
     }
     // A miss: the caller that read the row fills the cache in the script that stores its session.
     const { user, answer, read, filled } = await this.loadOnce(openid);
