@@ -138,7 +138,9 @@ function withPhone(json: string, phone: (sealed: string) => string, fields?: Rec
   if (at < 0 || !json.startsWith(SEALED_PREFIX, start)) return fields ? extendJson(json, fields) : json;
   const end = json.indexOf('"', start);
   const head = json.slice(0, start - 1) + JSON.stringify(phone(json.slice(start, end)));
-  return fields ? `${head}${json.slice(end + 1, -1)},${JSON.stringify(fields).slice(1)}` : head + json.slice(end + 1);
+  // The fields go onto the rest alone: extending the spliced whole would copy it first.
+  const rest = json.slice(end + 1);
+  return head + (fields ? extendJson(rest, fields) : rest);
 }
 
 /** The JSON object text `json` with more fields appended, without parsing it again. */
