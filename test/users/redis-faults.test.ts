@@ -66,6 +66,36 @@ describe('Redis faults (a redis-server owned by this test)', function () {
       });
     });
 
+    it('answers a launch that presents its token without one, storing nothing, and keeps it once resumed', async () => {
+      const openid = newOpenid();
+      const { token, user_id } = (await svc.call('login', profile(openid))).body.data;
+      const bearer = { headers: { authorization: `Bearer ${token}` } };
+      const sessions = keys.userSessions(openid);
+      expect(await probe.zcard(sessions)).to.equal(1);
+
+      redisServer.pause();
+      for (let i = 0; i < 3; i++) {
+        const { value, ms } = await timed(() => svc.call('loginByOpenid', { openid }, bearer));
+        expect(value.body.code, value.body.msg).to.equal(0);
+        expect(value.body.data.user_id).to.equal(user_id);
+        // Redis cannot tell whether the token is live: no token is answered rather than a
+        // stale one, and the launch does not wait on the keep and on a new session both.
+        expect(value.body.data).not.to.have.property('token');
+        expect(ms).to.be.below(READ_BOUND_MS);
+      }
+      redisServer.resume();
+
+      // Once the breaker lets calls through again, the launch keeps the very token; nothing
+      // queued while paused stored a session when Redis came back: still the one.
+      let answered: string | undefined;
+      await eventually(async () => {
+        answered = (await svc.call('loginByOpenid', { openid }, bearer)).body.data.token;
+        return answered !== undefined;
+      });
+      expect(answered).to.equal(token);
+      expect(await probe.zcard(sessions)).to.equal(1);
+    });
+
     it('refuses an update while Redis is paused, changing nothing, and reads stay fresh after', async () => {
       const openid = newOpenid();
       const { user_id } = (await svc.call('login', profile(openid))).body.data;
