@@ -88,6 +88,38 @@ export function inTransaction<T>(
   return retry ? withRetry(() => once(db, timeoutMs, work), retry) : once(db, timeoutMs, work);
 }
 
+/**
+ * One statement on a connection of the knex instance's pool, bounded as a transaction's are
+ * (`timeoutMs` from its start, the same disposal of a connection left busy or broken), retried
+ * under `retry` as withRetry allows. For the reads every cache miss pays: knex's raw query with
+ * its `.timeout()` cost 84.7 µs of the process's CPU a SELECT by openid, a bare mysql2 query on
+ * a pooled connection 59.2 (20 in parallel, alternating blocks of 4,000 in one process).
+ */
+export function runStatement<R extends QueryResult>(
+  db: Knex,
+  timeoutMs: number,
+  sql: string,
+  values: readonly unknown[],
+  retry?: RetryPolicy,
+): Promise<R> {
+  const run = () => statementOnce<R>(db, timeoutMs, sql, values);
+  return retry ? withRetry(run, retry) : run();
+}
+
+async function statementOnce<R>(db: Knex, timeoutMs: number, sql: string, values: readonly unknown[]): Promise<R> {
+  // Announced as knex announces its own queries, for whoever listens (the tests count reads so).
+  if (db.listenerCount('query') > 0) db.emit('query', { method: 'raw', sql, bindings: values });
+  const client = db.client as PoolClient;
+  const conn = await client.acquireConnection();
+  const statements = new Statements(conn, timeoutMs);
+  try {
+    return (await statements.run(sql, values)) as R;
+  } finally {
+    statements.end();
+    void client.releaseConnection(conn);
+  }
+}
+
 async function once<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
   const client = db.client as PoolClient;
   const conn = await client.acquireConnection();
