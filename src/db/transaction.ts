@@ -106,24 +106,44 @@ export function runStatement<R extends QueryResult>(
   return retry ? withRetry(run, retry) : run();
 }
 
-async function statementOnce<R>(db: Knex, timeoutMs: number, sql: string, values: readonly unknown[]): Promise<R> {
+function statementOnce<R>(db: Knex, timeoutMs: number, sql: string, values: readonly unknown[]): Promise<R> {
   // Announced as knex announces its own queries, for whoever listens (the tests count reads so).
   if (db.listenerCount('query') > 0) db.emit('query', { method: 'raw', sql, bindings: values });
+  return onPooledConnection(db, timeoutMs, (statements) => statements.run(sql, values) as Promise<R>);
+}
+
+/**
+ * `work` with the statements of one connection of the knex instance's pool, each timed by
+ * `timeoutMs`; the connection goes back to the pool afterwards, whatever happened (unless
+ * disposed: knex's pool then destroys it).
+ */
+async function onPooledConnection<T>(
+  db: Knex,
+  timeoutMs: number,
+  work: (statements: Statements, conn: PooledConnection) => Promise<T>,
+): Promise<T> {
   const client = db.client as PoolClient;
   const conn = await client.acquireConnection();
   const statements = new Statements(conn, timeoutMs);
   try {
-    return (await statements.run(sql, values)) as R;
+    return await work(statements, conn);
   } finally {
     statements.end();
+    // Synchronous in tarn; its promise is resolved already and not worth a turn.
     void client.releaseConnection(conn);
   }
 }
 
-async function once<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
-  const client = db.client as PoolClient;
-  const conn = await client.acquireConnection();
-  const statements = new Statements(conn, timeoutMs);
+function once<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Promise<T>): Promise<T> {
+  return onPooledConnection(db, timeoutMs, (statements, conn) => transaction(statements, conn, timeoutMs, work));
+}
+
+async function transaction<T>(
+  statements: Statements,
+  conn: PooledConnection,
+  timeoutMs: number,
+  work: (query: TxQuery) => Promise<T>,
+): Promise<T> {
   let open = true;
   const query: TxQuery = <R extends QueryResult>(sql: string, values?: readonly unknown[]) =>
     open ? (statements.run(sql, values) as Promise<R>) : Promise.reject(new Error('the transaction has already ended'));
@@ -156,10 +176,6 @@ async function once<T>(db: Knex, timeoutMs: number, work: (query: TxQuery) => Pr
       await statements.run('ROLLBACK').catch((rollbackErr: unknown) => dispose(conn, rollbackErr));
     }
     throw err;
-  } finally {
-    statements.end();
-    // Synchronous in tarn; its promise is resolved already and not worth a turn.
-    void client.releaseConnection(conn);
   }
 }
 
@@ -169,9 +185,10 @@ interface Pending {
 }
 
 /**
- * The statements of one transaction, each failing after `timeoutMs` from its start without an
- * answer, as mysql2's own `timeout` option does (same error code, same connection disposal),
- * but with one timer for the whole transaction, re-armed as each statement starts. mysql2 takes
+ * The statements sent on one borrowed connection (a transaction, or runStatement's one), each
+ * failing after `timeoutMs` from its start without an answer, as mysql2's own `timeout` option
+ * does (same error code, same connection disposal), but with one timer for the connection's
+ * turn, re-armed as each statement starts. mysql2 takes
  * that option only in its query(options) form, which costs ~1.9 us a call against ~0.05 us for
  * query(sql, values, cb) (measured, 10^6 calls each), and arms a timer per statement: update
  * took 229 us of CPU a request with it, 194 us without (bench load, medians of 5 rounds).
