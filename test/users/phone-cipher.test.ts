@@ -85,6 +85,21 @@ describe('phone encryption: the cipher and PHONE_KEYS', () => {
     expect(none.remembered).to.equal(0);
   });
 
+  it('answers from memory only the exact value for the exact openid it opened', () => {
+    const cipher = new PhoneCipher(parsePhoneKeys(a), 10);
+    const v = cipher.seal('13800138000', 'o1x');
+    expect(cipher.open(v, 'o1x')).to.equal('13800138000');
+    // Entries are found by the IV: an altered value with the same IV finds this one's entry.
+    const last = v.at(-1) === 'A' ? 'B' : 'A';
+    for (const altered of [v.slice(0, -1) + last, v + 'AAAA', v.slice(0, -4)]) {
+      expect(() => cipher.open(altered, 'o1x')).to.throw(UnreadablePhoneError);
+    }
+    // An openid that is a prefix or an extension of the remembered one is not it.
+    for (const other of ['o1', 'o1xy', 'o1x\0', '']) expect(() => cipher.open(v, other)).to.throw(UnreadablePhoneError);
+    expect(cipher.open(v, 'o1x')).to.equal('13800138000');
+    expect(cipher.remembered).to.equal(1);
+  });
+
   it('forgets the oldest first, answers a remembered phone without decrypting, and does not remember a row read from MySQL', () => {
     const cipher = new PhoneCipher(parsePhoneKeys(a), 4);
     // Each decryption counted: a remembered phone is answered without one.
