@@ -17,6 +17,11 @@ export const MAX_ANSWER_BYTES = 16 * 1024;
 
 async function readCapped(res: Response, tooLarge: () => Error): Promise<string> {
   if (!res.body) return '';
+  // An answer that says it is too long is refused on its header, not read up to the cap.
+  if (Number(res.headers.get('content-length')) > MAX_ANSWER_BYTES) {
+    await res.body.cancel();
+    throw tooLarge();
+  }
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of res.body) {
