@@ -6,6 +6,7 @@ import production from '../../config/production.json';
 import test from '../../config/test.json';
 import { MAX_PROXY_HOPS } from '../http/client-ip';
 import { MAX_SESSIONS_PER_USER } from '../sessions/limits';
+import { isSteadyZone } from '../users/model';
 import { DEVELOPMENT_KEY_TEXT, isDevelopmentKey, parsePhoneKeys, type PhoneKey } from '../users/phone-cipher';
 
 /**
@@ -120,8 +121,9 @@ export interface Config {
 const byEnv: Record<string, Record<string, unknown>> = { development, production, test };
 
 const timeZone = Joi.string().custom((value: string) => {
-  // Intl is the source of truth for zone names; it throws RangeError on unknown ones.
-  new Intl.DateTimeFormat('en', { timeZone: value });
+  // Intl is the source of truth for zone names; it throws RangeError on unknown ones. A steady
+  // zone is known without it, and its process never pays for ICU's data (users/model.ts).
+  if (!isSteadyZone(value)) new Intl.DateTimeFormat('en', { timeZone: value });
   return value;
 }, 'IANA time zone');
 

@@ -43,14 +43,40 @@ export const PROFILE_FIELDS: readonly (keyof Profile)[] = ['nick_name', 'avatar'
 export type DateFormatter = (date: Date) => string;
 
 const QUARTER_HOUR_MS = 15 * 60 * 1000;
+const HOUR_MS = 60 * 60 * 1000;
 const pad = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /**
- * `YYYY-MM-DD HH:mm:ss` in one IANA time zone. Intl's formatToParts costs ~15 µs a call, paid
- * twice per user read from MySQL; a zone's UTC offset only changes on quarter-hour boundaries
- * (in modern tz data), so it is looked up once per quarter hour and the rest is arithmetic.
+ * Zones whose UTC offset has not changed since `since` (IANA tzdata): China's (no DST since
+ * September 1991), Hong Kong's, Macau's and Taiwan's (since 1979), and UTC. Their dates from
+ * `since` on are formatted by arithmetic alone. The reason is memory, not speed: a process's
+ * first Intl.DateTimeFormat, whatever its locale and zone, pages in ~5 MB of the ICU data
+ * embedded in the node binary (0.7 -> 5.6 MB of those pages resident), and file pages count in
+ * the process's RSS, its bound under attack included. Any other zone, or an earlier date, asks
+ * Intl; test/users/model.test.ts holds both ways to Intl's answers. Should one of these zones
+ * change its rules, this table changes with it (as Node's ICU would in a Node release).
  */
-export function dateFormatter(timeZone: string): DateFormatter {
+const STEADY_ZONES: ReadonlyMap<string, { offsetMs: number; since: number }> = new Map([
+  ...['Asia/Shanghai', 'PRC', 'Asia/Chongqing', 'Asia/Chungking', 'Asia/Harbin'].map(
+    (zone) => [zone, { offsetMs: 8 * HOUR_MS, since: Date.UTC(1992, 0, 1) }] as const,
+  ),
+  ...['Asia/Hong_Kong', 'Hongkong', 'Asia/Macau', 'Asia/Macao', 'Asia/Taipei', 'ROC'].map(
+    (zone) => [zone, { offsetMs: 8 * HOUR_MS, since: Date.UTC(1980, 0, 1) }] as const,
+  ),
+  ...['UTC', 'Etc/UTC'].map((zone) => [zone, { offsetMs: 0, since: -Infinity }] as const),
+]);
+
+/** Whether TIME_ZONE names a zone of STEADY_ZONES: known to exist without asking Intl. */
+export function isSteadyZone(timeZone: string): boolean {
+  return STEADY_ZONES.has(timeZone);
+}
+
+/**
+ * The zone's UTC offset at an instant, from Intl. Its formatToParts costs ~15 µs a call, paid
+ * twice per user read from MySQL; a zone's UTC offset only changes on quarter-hour boundaries
+ * (in modern tz data), so it is looked up once per quarter hour.
+ */
+function intlOffsets(timeZone: string): (ms: number) => number {
   const fmt = new Intl.DateTimeFormat('en-US', {
     timeZone,
     year: 'numeric',
@@ -62,7 +88,7 @@ export function dateFormatter(timeZone: string): DateFormatter {
     hourCycle: 'h23',
   });
   const offsets = new Map<number, number>();
-  const offsetAt = (ms: number): number => {
+  return (ms) => {
     const bucket = Math.floor(ms / QUARTER_HOUR_MS);
     let offset = offsets.get(bucket);
     if (offset === undefined) {
@@ -75,6 +101,15 @@ export function dateFormatter(timeZone: string): DateFormatter {
     }
     return offset;
   };
+}
+
+/** `YYYY-MM-DD HH:mm:ss` in one IANA time zone. */
+export function dateFormatter(timeZone: string): DateFormatter {
+  const steady = STEADY_ZONES.get(timeZone);
+  // Built on first need: a steady zone's service never loads ICU's data.
+  let intl: ((ms: number) => number) | undefined;
+  const offsetAt = (ms: number): number =>
+    steady && ms >= steady.since ? steady.offsetMs : (intl ??= intlOffsets(timeZone))(ms);
   return (date) => {
     const ms = date.getTime();
     const d = new Date(ms + offsetAt(ms));
