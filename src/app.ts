@@ -90,7 +90,7 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
       'trusting the gateway header for the openid: only safe where the gateway overwrites the client copy',
     );
   }
-  const router = buildRouter(API_PREFIX, apiRoutes(services), guards);
+  const api = buildRouter(API_PREFIX, apiRoutes(services), guards);
   const shedder = new LoadShedder(config.http.maxInflight, () => services.metrics.shedRequests.inc());
   services.metrics.inflightSource = () => shedder.inflight;
   app.use(
@@ -115,11 +115,11 @@ export function createApp(config: AppConfig, services: Services, logger: Logger)
     app.use(pushReceiver({ token, aesKeys, appid: config.wechat?.appid ?? '' }, handle, logger));
   }
   app.use(envelope());
-  app.use(refuseUnrouted(anyPath(routerPaths(router, health), mediaPaths), refusal));
+  app.use(refuseUnrouted(anyPath(routerPaths(api.router, health), mediaPaths), refusal));
   app.use(readBody(config.bodyLimit));
   app.use(shedder.gate());
   app.use(parseBody());
-  app.use(router.routes());
+  app.use(api.routes());
   return app;
 }
 

@@ -56,8 +56,18 @@ export function identityGuard(settings: IdentitySettings, provers: IdentityProve
 
   return (route) => (route.identifies ? (ctx, input) => settle(ctx, input as IdentityInput) : null);
 
-  async function settle(ctx: Context, input: IdentityInput): Promise<void> {
-    const proof = await prove(ctx, input);
+  /** Synchronous unless a proof must be asked for (a js_code, a token): the usual launch waits for nothing. */
+  function settle(ctx: Context, input: IdentityInput): Promise<void> | void {
+    const gateway = fromGateway(ctx);
+    if (input.js_code !== undefined) return fromCode(input.js_code, gateway).then((proof) => accept(input, proof));
+    if (gateway) return accept(input, gateway);
+    // In openid mode a token adds nothing the body's openid does not already grant.
+    if (settings.authMode !== 'token') return accept(input, null);
+    const token = requestToken(ctx);
+    return token ? fromToken(token).then((proof) => accept(input, proof)) : accept(input, null);
+  }
+
+  function accept(input: IdentityInput, proof: Proof | null): void {
     if (proof) {
       if (input.openid !== undefined && input.openid !== proof.openid) {
         throw refuse(`the ${proof.what} is for another openid than the body names`);
@@ -74,19 +84,14 @@ export function identityGuard(settings: IdentitySettings, provers: IdentityProve
     }
   }
 
-  async function prove(ctx: Context, input: IdentityInput): Promise<Proof | null> {
-    const gateway = fromGateway(ctx);
-    if (input.js_code !== undefined) {
-      const wx = await provers.exchangeCode(input.js_code);
-      if (gateway && gateway.openid !== wx.openid)
-        throw refuse('the js_code is for another openid than the gateway says');
-      return { openid: wx.openid, unionid: wx.unionid ?? gateway?.unionid, what: 'js_code' };
-    }
-    if (gateway) return gateway;
-    // In openid mode a token adds nothing the body's openid does not already grant.
-    if (settings.authMode !== 'token') return null;
-    const token = requestToken(ctx);
-    if (!token) return null;
+  async function fromCode(jsCode: string, gateway: Proof | null): Promise<Proof> {
+    const wx = await provers.exchangeCode(jsCode);
+    if (gateway && gateway.openid !== wx.openid)
+      throw refuse('the js_code is for another openid than the gateway says');
+    return { openid: wx.openid, unionid: wx.unionid ?? gateway?.unionid, what: 'js_code' };
+  }
+
+  async function fromToken(token: string): Promise<Proof> {
     let session: Session | null;
     try {
       session = await provers.sessions.verify(token);

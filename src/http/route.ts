@@ -107,8 +107,11 @@ export function defineRoute<In>(spec: RouteSpec<In>): RouteSpec {
   return spec as unknown as RouteSpec;
 }
 
-/** Runs after validation and before the handler (rate limits, authentication); throws to refuse. */
-export type RouteCheck = (ctx: Context, input: unknown) => Promise<void>;
+/**
+ * Runs after validation and before the handler (rate limits, authentication); throws (or
+ * rejects) to refuse. A check that has nothing to wait for may answer at once, undefined.
+ */
+export type RouteCheck = (ctx: Context, input: unknown) => Promise<void> | void;
 
 /**
  * Gives a route its check, or null when there is nothing to check on that route (an open
