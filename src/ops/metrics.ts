@@ -1,7 +1,8 @@
 import cluster from 'node:cluster';
 import { getHeapStatistics } from 'node:v8';
-import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { RequestObservation } from '../http/observe';
+import { RequestMetrics } from './request-metrics';
 
 export interface PoolStats {
   used: number;
@@ -124,20 +125,18 @@ function setUpWorker(registries: Registry[]): void {
 export class Metrics {
   readonly registry = new Registry();
 
-  private readonly requests = new Counter({
-    name: `${PREFIX}http_requests_total`,
-    help: 'HTTP requests answered, by route name, document code (none outside the envelope) and HTTP status',
-    labelNames: ['route', 'code', 'status'] as const,
-    registers: [this.registry],
-  });
-
-  private readonly duration = new Histogram({
-    name: `${PREFIX}http_request_duration_seconds`,
-    help: 'Time to answer an HTTP request, by route name and document code',
-    labelNames: ['route', 'code'] as const,
-    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
-  });
+  private readonly requests = new RequestMetrics(
+    this.registry,
+    {
+      name: `${PREFIX}http_requests_total`,
+      help: 'HTTP requests answered, by route name, document code (none outside the envelope) and HTTP status',
+    },
+    {
+      name: `${PREFIX}http_request_duration_seconds`,
+      help: 'Time to answer an HTTP request, by route name and document code',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    },
+  );
 
   readonly cacheHits = new Counter({
     name: `${PREFIX}cache_hits_total`,
@@ -313,24 +312,8 @@ export class Metrics {
     }
   }
 
-  /**
-   * prom-client hashes and checks a label object on every inc()/observe(); a request's labels
-   * take few values (route x code x status), so each combination's children are made once.
-   */
-  private readonly requestChildren = new Map<string, { count(): void; time(seconds: number): void }>();
-
-  observeRequest({ route, code, status, seconds }: RequestObservation): void {
-    const id = `${route}\0${code}\0${status}`;
-    let children = this.requestChildren.get(id);
-    if (!children) {
-      const c = code === null ? 'none' : String(code);
-      const counter = this.requests.labels({ route, code: c, status: String(status) });
-      const histogram = this.duration.labels({ route, code: c });
-      children = { count: () => counter.inc(), time: (s) => histogram.observe(s) };
-      this.requestChildren.set(id, children);
-    }
-    children.count();
-    children.time(seconds);
+  observeRequest(observation: RequestObservation): void {
+    this.requests.observe(observation);
   }
 
   cacheError(op: string): void {
