@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { AggregatorRegistry, Counter, Histogram, Registry } from 'prom-client';
-import { RequestMetrics, type RequestSample } from '../../src/ops/request-metrics';
+import type { RequestObservation } from '../../src/http/observe';
+import { RequestMetrics } from '../../src/ops/request-metrics';
 
 const COUNTER = { name: 'test_http_requests_total', help: 'requests' };
 const BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -13,7 +14,7 @@ function reference() {
   const histogram = new Histogram({ ...HISTOGRAM, labelNames: ['route', 'code'], registers: [registry] });
   return {
     registry,
-    observe({ route, code, status, seconds }: RequestSample) {
+    observe({ route, code, status, seconds }: RequestObservation) {
       const c = code === null ? 'none' : String(code);
       counter.labels({ route, code: c, status: String(status) }).inc();
       histogram.labels({ route, code: c }).observe(seconds);
@@ -24,7 +25,7 @@ function reference() {
 function ours() {
   const registry = new Registry();
   const metrics = new RequestMetrics(registry, COUNTER, HISTOGRAM);
-  return { registry, observe: (sample: RequestSample) => metrics.observe(sample) };
+  return { registry, observe: (sample: RequestObservation) => metrics.observe(sample) };
 }
 
 /** A scrape's samples, one line each, sorted: the same metrics in any label or series order compare equal. */
@@ -47,7 +48,7 @@ describe('request metrics (counted without prom-client on the request path)', ()
   const routes = ['login', 'get', 'update', 'unmatched', 'healthz'];
   const codes = [0, -1, -4, 404, null];
   const durations = [...BUCKETS, ...BUCKETS.map((b) => b * 1.0001), ...BUCKETS.map((b) => b * 0.5), 0, 12, 1e-7];
-  const sample = (): RequestSample => ({
+  const sample = (): RequestObservation => ({
     route: routes[Math.floor(random() * routes.length)]!,
     code: codes[Math.floor(random() * codes.length)]!,
     status: random() < 0.9 ? 200 : 503,
