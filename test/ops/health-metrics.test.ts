@@ -71,6 +71,30 @@ describe('health, readiness and metrics', function () {
     expect(after.text).to.not.include('route="/service/user/nope"');
   });
 
+  it('holds the request series to routes and codes, however many paths, methods and fields callers send', async () => {
+    const series = (text: string) => text.split('\n').filter((l) => /^user_service_http_request/.test(l)).length;
+    const openid = newOpenid();
+    await svc.call('login', profile(openid));
+    const before = await scrape(svc.opsUrl);
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < 300; i++) {
+      // Unknown paths, other methods, and bodies each with a field of its own.
+      sends.push(svc.call(`/service/user/nope${i}`, {}));
+      sends.push(
+        fetch(`${svc.url}/service/user/get?x=${i}`, { method: i % 2 ? 'PUT' : 'DELETE' }).then((r) => r.text()),
+      );
+      sends.push(svc.call('get', { openid, [`k${i}`]: i }));
+    }
+    await Promise.all(sends);
+    const after = await scrape(svc.opsUrl);
+    // At most: unmatched 404, get 405, get 0 (each a counter series and a histogram's 15 lines).
+    expect(series(after.text) - series(before.text)).to.be.at.most(3 * 16);
+    expect(after.value('user_service_http_requests_total', { route: 'get', code: '0', status: '200' })).to.be.at.least(
+      300,
+    );
+    expect(after.text).to.not.match(/nope\d|k\d|route="\//);
+  });
+
   it('counts cache hits and misses, and reports the DB pool and the process', async () => {
     const openid = newOpenid();
     await svc.call('login', profile(openid)); // fills the cache
