@@ -3,6 +3,7 @@ import { BusyError, RateLimitedError, ServiceError } from '../errors';
 import { COMMON_CODES, commonCode, RawJson, type RouteState } from './route';
 
 const SUCCESS_PREFIX = '{"code":0,"msg":"success","data":';
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 function answer(ctx: Context, status: number, code: number, msg: string): void {
   ctx.status = status;
@@ -32,7 +33,7 @@ export function envelope(): Middleware {
   return async (ctx, next) => {
     const state = ctx.state as RouteState;
     // A body may echo the caller's text (a nickname): no browser may take it for HTML.
-    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
     try {
       await next();
     } catch (err) {
@@ -65,7 +66,8 @@ export function envelope(): Middleware {
       ctx.status = 200;
       state.code = 0;
       if (data instanceof RawJson) {
-        ctx.type = 'application/json; charset=utf-8';
+        // Through Node, as observe.ts says why; set before the body, Koa's setter keeps it.
+        ctx.res.setHeader('Content-Type', JSON_TYPE);
         ctx.body = `${SUCCESS_PREFIX}${data.json}}`;
       } else {
         ctx.body = { code: 0, msg: 'success', data: data ?? null };

@@ -55,10 +55,8 @@ export function lingeringClose(limits: LingerLimits, events: LingerEvents = {}):
   const release = () => {
     lingering--;
   };
-  return async (ctx, next) => {
+  const watch: Middleware = async (ctx, next) => {
     const { req } = ctx;
-    // The common case, a small body already parsed off the wire: nothing to watch.
-    if (req.complete) return next();
     try {
       await next();
     } finally {
@@ -75,6 +73,9 @@ export function lingeringClose(limits: LingerLimits, events: LingerEvents = {}):
       }
     }
   };
+  // The common case, a small body already parsed off the wire: nothing to watch, and no async
+  // frame of its own.
+  return (ctx, next) => (ctx.req.complete ? next() : watch(ctx, next));
 }
 
 function lingerAfterAnswer(
