@@ -20,11 +20,12 @@ interface Series {
  * http_requests_total (a prom-client Counter) and http_request_duration_seconds (a histogram),
  * counted in plain numbers on the request's path. prom-client's labelled inc() and observe()
  * validate and hash their labels on every call: ~0.87 µs a request with the key that found the
- * child, 2 % of a cached launch's CPU (docs/performance.md). Here a request costs one Map lookup and a few additions; the counter
- * takes its counts when scraped (its collect()), and the histogram answers a scrape in the shape
- * prom-client's Histogram does, so /metrics, Registry.merge and the cluster's aggregation read
- * both as before (test/ops/request-metrics.test.ts holds them to prom-client's own, sample for
- * sample). Label sets are bounded as before: routes from the specs, codes from the document.
+ * child, 2 % of a cached launch's CPU (docs/performance.md). Here a request costs one Map lookup
+ * and a few additions; the counter takes its counts when scraped (its collect()), and the
+ * histogram answers a scrape in the shape prom-client's Histogram does, so /metrics,
+ * Registry.merge and the cluster's aggregation read both as before
+ * (test/ops/request-metrics.test.ts holds them to prom-client's own, sample for sample). Label
+ * sets are bounded as before: routes from the specs, codes from the document.
  */
 export class RequestMetrics {
   /** By route, then code, then status: looked up without building a key. */
